@@ -1,0 +1,358 @@
+//! `nhiwatch.toml`: the configuration file. Every section is optional and every field has a
+//! default, so nhiwatch runs with no file at all. Unknown keys are errors (a typo must not be
+//! silently ignored), and [`Config::validate`] names the offending key in every message.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::time::Timestamp;
+
+/// Environment variable that overrides `fingerprint.key`.
+pub const FINGERPRINT_KEY_ENV: &str = "NHIWATCH_FINGERPRINT_KEY";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Keyed fingerprints of credential ids.
+    #[serde(default)]
+    pub fingerprint: FingerprintConfig,
+    /// Record decoding limits.
+    #[serde(default)]
+    pub decode: DecodeConfig,
+    /// Mappings from source-specific names to environments.
+    #[serde(default)]
+    pub environments: EnvironmentsConfig,
+}
+
+/// `[fingerprint]`: the HMAC key for credential fingerprints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintConfig {
+    /// The key itself (at least 16 bytes). Prefer `key_file` or `NHIWATCH_FINGERPRINT_KEY`
+    /// so the key is not in the config file.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the key (trailing whitespace is ignored).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[decode]`: limits applied to every record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeConfig {
+    /// Records larger than this are rejected with `too_large` (CloudTrail delivery files can be
+    /// tens of MiB, so the default is generous).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Event times before this instant are absurd (`absurd_timestamp`).
+    #[serde(default = "default_min_time")]
+    pub min_time: Timestamp,
+    /// Event times further than this in the future of the wall clock are absurd.
+    #[serde(default = "default_max_future_skew")]
+    pub max_future_skew: Duration,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            max_record_bytes: default_max_record_bytes(),
+            min_time: default_min_time(),
+            max_future_skew: default_max_future_skew(),
+        }
+    }
+}
+
+fn default_max_record_bytes() -> usize {
+    128 << 20
+}
+
+fn default_min_time() -> Timestamp {
+    // 2000-01-01T00:00:00Z: older "event times" are zero values or unit mistakes.
+    Timestamp::from_micros(946_684_800_000_000)
+}
+
+fn default_max_future_skew() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+/// `[environments]`: how source-specific names map to environments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentsConfig {
+    /// Extra aliases, name → canonical environment (`"live-eu" = "production"`). Built-in
+    /// aliases map prod/prd/live → production, stage/stg/preprod/uat → staging,
+    /// test/qa → testing, dev/develop → development.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// AWS account id → environment. Unmapped accounts use the account id as the environment.
+    #[serde(default)]
+    pub aws_accounts: BTreeMap<String, String>,
+    /// Vault path prefix → environment (`"kv/data/payments/" = "production"`); the longest
+    /// matching prefix wins. Unmapped paths use a segment that names an environment.
+    #[serde(default)]
+    pub vault_paths: BTreeMap<String, String>,
+    /// Kubernetes namespace → environment; `"*"` is the default for unmapped namespaces whose
+    /// name implies no environment.
+    #[serde(default)]
+    pub kubernetes_namespaces: BTreeMap<String, String>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let cfg = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { message, .. } => ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message,
+                    },
+                    other => other,
+                })?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (without validating).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values that the types alone do not constrain.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        if self.fingerprint.key.is_some() && self.fingerprint.key_file.is_some() {
+            return Err(invalid(
+                "fingerprint.key",
+                "set either `key` or `key_file`, not both".into(),
+            ));
+        }
+        if let Some(key) = &self.fingerprint.key
+            && key.len() < 16
+        {
+            return Err(invalid(
+                "fingerprint.key",
+                format!("is {} bytes; at least 16 are required", key.len()),
+            ));
+        }
+        if self.decode.max_record_bytes < 1024 {
+            return Err(invalid(
+                "decode.max_record_bytes",
+                format!(
+                    "{} is too small; at least 1024",
+                    self.decode.max_record_bytes
+                ),
+            ));
+        }
+        for (table, map) in [
+            ("environments.aliases", &self.environments.aliases),
+            ("environments.aws_accounts", &self.environments.aws_accounts),
+            ("environments.vault_paths", &self.environments.vault_paths),
+            (
+                "environments.kubernetes_namespaces",
+                &self.environments.kubernetes_namespaces,
+            ),
+        ] {
+            for (k, v) in map {
+                if k.trim().is_empty() || v.trim().is_empty() {
+                    return Err(invalid(
+                        &format!("{table}.{k:?}"),
+                        "names and environments must not be empty".into(),
+                    ));
+                }
+            }
+        }
+        for account in self.environments.aws_accounts.keys() {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    &format!("environments.aws_accounts.{account:?}"),
+                    "an AWS account id is 12 digits".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fingerprint key from the environment variable, the key file or the config, in that
+    /// order; `None` when none is set.
+    pub fn fingerprint_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if let Ok(k) = std::env::var(FINGERPRINT_KEY_ENV)
+            && !k.is_empty()
+        {
+            return Ok(Some(k.into_bytes()));
+        }
+        if let Some(path) = &self.fingerprint.key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some(text.trim_end().as_bytes().to_vec()));
+        }
+        Ok(self.fingerprint.key.as_ref().map(|k| k.as_bytes().to_vec()))
+    }
+}
+
+/// A span of time written as `90s`, `15m`, `24h`, `7d` or `2w` in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(u64);
+
+impl Duration {
+    /// From seconds.
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration(secs)
+    }
+
+    /// In seconds.
+    pub const fn as_secs(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{s:?} has no unit (s, m, h, d, w)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} does not start with a number"))?;
+        let mult = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            other => return Err(format!("unknown unit {other:?} in {s:?} (s, m, h, d, w)")),
+        };
+        n.checked_mul(mult)
+            .map(Duration)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+            if s != 0 && s % n == 0 {
+                return write!(f, "{}{unit}", s / n);
+            }
+        }
+        write!(f, "{s}s")
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = Config::parse("").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.decode.max_future_skew.as_secs(), 86_400);
+        assert_eq!(cfg.decode.min_time.to_rfc3339(), "2000-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[decode]\nmax_record_byte = 10\n").unwrap_err();
+        assert!(err.to_string().contains("max_record_byte"), "{err}");
+        let err = Config::parse("[environment]\n").unwrap_err();
+        assert!(err.to_string().contains("environment"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cfg =
+            Config::parse("[environments.aws_accounts]\n\"12345\" = \"production\"\n").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("environments.aws_accounts.\"12345\""), "{err}");
+        let cfg = Config::parse("[fingerprint]\nkey = \"short\"\n").unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("fingerprint.key")
+        );
+        let cfg = Config::parse("[decode]\nmax_future_skew = \"3 parsecs\"\n");
+        assert!(cfg.unwrap_err().to_string().contains("max_future_skew"));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (s, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("24h", 86_400),
+            ("7d", 604_800),
+            ("2w", 1_209_600),
+        ] {
+            let d: Duration = s.parse().unwrap();
+            assert_eq!(d.as_secs(), secs);
+        }
+        assert_eq!(Duration::from_secs(86_400).to_string(), "1d");
+        assert_eq!(Duration::from_secs(90).to_string(), "90s");
+        assert!("10".parse::<Duration>().is_err());
+        assert!("10y".parse::<Duration>().is_err());
+    }
+}

@@ -1,0 +1,862 @@
+//! Decoding: turning the records users' systems already write into canonical [`Event`]s.
+//!
+//! One module per input format. [`Decoder::decode`] takes one record as bytes (a JSON line, a
+//! Kafka message, a pretty-printed document) and appends one result per contained record: a
+//! JSON array or a CloudTrail delivery file (`{"Records":[...]}`) holds several records, each
+//! decoded or rejected on its own, so one bad record never costs its neighbours. A record may
+//! also yield two events (an STS `AssumeRole` made with a session key is a use of the caller's
+//! key and a mint of a new one).
+//!
+//! Format detection is per record. The fast path guesses from the first key of the object
+//! (or, for JWT claims whose key order varies, from a few distinctive keys) and parses once
+//! with that format's typed struct. When that fails, a slow path classifies the record exactly
+//! by its top-level keys, so a misleading guess costs time, never correctness, and the reject
+//! names the format and the field that was wrong.
+
+mod canonical;
+mod cloudtrail;
+mod github;
+mod gitlab;
+mod kubernetes;
+pub(crate) mod util;
+mod vault;
+
+use std::fmt;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::{Config, ConfigError, DecodeConfig, FINGERPRINT_KEY_ENV};
+use crate::environment::EnvResolver;
+use crate::event::Event;
+use crate::fingerprint::Fingerprinter;
+use crate::time::Timestamp;
+
+use util::Str;
+
+/// An input format, chosen per record (`auto`) or forced.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Detect the format of each record.
+    #[default]
+    Auto,
+    /// GitHub Actions OIDC token claims (decoded JWT payload).
+    Github,
+    /// GitLab CI `id_token` claims (decoded JWT payload).
+    Gitlab,
+    /// HashiCorp Vault audit device log (JSON).
+    Vault,
+    /// AWS CloudTrail records or delivery files.
+    Cloudtrail,
+    /// Kubernetes audit events (`audit.k8s.io/v1`).
+    Kubernetes,
+    /// nhiwatch's canonical event JSON.
+    Canonical,
+}
+
+impl Format {
+    /// The name used on the command line and in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Github => "github",
+            Format::Gitlab => "gitlab",
+            Format::Vault => "vault",
+            Format::Cloudtrail => "cloudtrail",
+            Format::Kubernetes => "kubernetes",
+            Format::Canonical => "canonical",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record was rejected. The snake_case names are stable: they appear in metrics, the
+/// rejects file and dead-letter headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not valid JSON (or not valid UTF-8).
+    MalformedJson,
+    /// Valid JSON, but not an object or an array of objects.
+    NotAnObject,
+    /// An object none of the decoders recognizes.
+    UnknownFormat,
+    /// `--format` forced a format the record is not in.
+    FormatMismatch,
+    /// A field the format requires is absent.
+    MissingField,
+    /// A field has the wrong type or an unusable value.
+    InvalidField,
+    /// The event time is before `decode.min_time` or too far in the future.
+    AbsurdTimestamp,
+    /// The record exceeds `decode.max_record_bytes`.
+    TooLarge,
+}
+
+impl RejectReason {
+    /// Every variant, in a stable order.
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::MalformedJson,
+        RejectReason::NotAnObject,
+        RejectReason::UnknownFormat,
+        RejectReason::FormatMismatch,
+        RejectReason::MissingField,
+        RejectReason::InvalidField,
+        RejectReason::AbsurdTimestamp,
+        RejectReason::TooLarge,
+    ];
+
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::UnknownFormat => "unknown_format",
+            RejectReason::FormatMismatch => "format_mismatch",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::InvalidField => "invalid_field",
+            RejectReason::AbsurdTimestamp => "absurd_timestamp",
+            RejectReason::TooLarge => "too_large",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record that could not be decoded, with enough to find it and fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// The reason code.
+    pub reason: RejectReason,
+    /// A human message naming the format and field where known.
+    pub message: String,
+    /// Byte offset of the rejected record within the input given to [`Decoder::decode`].
+    pub offset: usize,
+    /// Length in bytes of the rejected record (0 when unknown).
+    pub len: usize,
+    /// Position within a batch (JSON array element or CloudTrail `Records` entry).
+    pub index: Option<usize>,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// One decoded record: an event or a reject.
+pub type Decoded = Result<Event, Reject>;
+
+/// What went wrong inside one format decoder.
+#[derive(Debug)]
+pub(crate) enum FormatError {
+    /// serde could not map the JSON onto the format's struct.
+    Json(serde_json::Error),
+    /// A field the format needs is absent (after optional fallbacks).
+    Missing(&'static str),
+    /// A field is present but unusable.
+    Invalid(&'static str, String),
+}
+
+impl From<serde_json::Error> for FormatError {
+    fn from(e: serde_json::Error) -> Self {
+        FormatError::Json(e)
+    }
+}
+
+impl FormatError {
+    fn is_syntax(&self) -> bool {
+        matches!(self, FormatError::Json(e) if e.is_syntax() || e.is_eof())
+    }
+
+    fn into_reject(self, format: Format, at: Span) -> Reject {
+        let (reason, message) = match self {
+            FormatError::Json(e) if e.is_syntax() || e.is_eof() => {
+                (RejectReason::MalformedJson, format!("invalid JSON: {e}"))
+            }
+            FormatError::Json(e) => {
+                let msg = e.to_string();
+                let reason = if msg.starts_with("missing field") {
+                    RejectReason::MissingField
+                } else {
+                    RejectReason::InvalidField
+                };
+                (reason, format!("{format}: {msg}"))
+            }
+            FormatError::Missing(field) => (
+                RejectReason::MissingField,
+                format!("{format}: missing field `{field}`"),
+            ),
+            FormatError::Invalid(field, why) => (
+                RejectReason::InvalidField,
+                format!("{format}: invalid field `{field}`: {why}"),
+            ),
+        };
+        reject(reason, sanitize_message(&message), at.off, at.len, at.index)
+    }
+}
+
+/// Serde messages quote the unexpected value (`invalid type: string "…"`). A value in the wrong
+/// place could be a secret, so quoted values are replaced by their length.
+fn sanitize_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[i] as char;
+        out.push_str(&rest[..=i]);
+        let after = &rest[i + 1..];
+        match after.find(quote) {
+            // Backticks name fields and variants: keep them.
+            Some(j) if quote == '`' => {
+                out.push_str(&after[..=j]);
+                rest = &after[j + 1..];
+            }
+            Some(j) => {
+                out.push_str(&format!("<{} chars>\"", after[..j].chars().count()));
+                rest = &after[j + 1..];
+            }
+            None => {
+                rest = after;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a format decoder needs besides the record.
+pub(crate) struct Ctx<'a> {
+    pub fp: &'a Fingerprinter,
+    pub env: &'a EnvResolver,
+}
+
+/// Parses a required timestamp field.
+pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<Timestamp, FormatError> {
+    Timestamp::parse(s.trim()).map_err(|e| FormatError::Invalid(field, e.to_string()))
+}
+
+/// Decodes records of any supported format into canonical events.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    format: Format,
+    fp: Fingerprinter,
+    env: EnvResolver,
+    min_time: Timestamp,
+    max_future_skew_secs: i64,
+    max_record_bytes: usize,
+}
+
+/// The decoder's best guess at a record's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guess {
+    Delivery,
+    Format(Format),
+    JwtDocument,
+    Unknown,
+}
+
+impl Decoder {
+    /// A decoder with the given limits, fingerprint key and environment mappings.
+    pub fn new(cfg: &DecodeConfig, fp: Fingerprinter, env: EnvResolver, format: Format) -> Self {
+        Decoder {
+            format,
+            fp,
+            env,
+            min_time: cfg.min_time,
+            max_future_skew_secs: i64::try_from(cfg.max_future_skew.as_secs()).unwrap_or(i64::MAX),
+            max_record_bytes: cfg.max_record_bytes,
+        }
+    }
+
+    /// A decoder from the whole configuration. Without a fingerprint key, a random one is drawn
+    /// for this process, with a warning: fingerprints then differ from run to run.
+    pub fn from_config(cfg: &Config, format: Format) -> Result<Self, ConfigError> {
+        let invalid = |e: crate::fingerprint::KeyError| ConfigError::Invalid {
+            key: "fingerprint.key".into(),
+            message: e.to_string(),
+        };
+        let fp = match cfg.fingerprint_key()? {
+            Some(key) => Fingerprinter::new(&key).map_err(invalid)?,
+            None => {
+                tracing::warn!(
+                    "no fingerprint key configured (set {FINGERPRINT_KEY_ENV} or \
+                     fingerprint.key_file); using a random key for this process, so credential \
+                     fingerprints will not match those of other runs"
+                );
+                Fingerprinter::ephemeral().map_err(invalid)?
+            }
+        };
+        Ok(Decoder::new(
+            &cfg.decode,
+            fp,
+            EnvResolver::new(&cfg.environments),
+            format,
+        ))
+    }
+
+    /// The same decoder with another format (per-topic overrides).
+    pub fn with_format(&self, format: Format) -> Self {
+        Decoder {
+            format,
+            ..self.clone()
+        }
+    }
+
+    /// The forced format, or `Auto`.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The fingerprinter (for tests and tools that must fingerprint a known id).
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fp
+    }
+
+    /// The largest record accepted.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// Decodes one input (a line, a message, a document), appending one result per event or
+    /// rejected record. Returns the number of records the input held (a delivery file or an
+    /// array holds several; blank input holds none).
+    pub fn decode(&self, input: &[u8], out: &mut Vec<Decoded>) -> usize {
+        // The upper bound of plausible event times is taken once per input: wall time is only
+        // a sanity bound here, never an input to detection.
+        let max_time = Timestamp::now().plus_seconds(self.max_future_skew_secs);
+        self.decode_with_bound(input, max_time, out)
+    }
+
+    /// As [`Decoder::decode`], with an explicit upper bound for event times.
+    pub fn decode_with_bound(
+        &self,
+        input: &[u8],
+        max_time: Timestamp,
+        out: &mut Vec<Decoded>,
+    ) -> usize {
+        let start = skip_ws(input, 0);
+        if start == input.len() {
+            return 0;
+        }
+        let mut end = input.len();
+        while matches!(input[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+            end -= 1;
+        }
+        let len = end - start;
+        if len > self.max_record_bytes {
+            out.push(Err(reject(
+                RejectReason::TooLarge,
+                format!(
+                    "record is {len} bytes; decode.max_record_bytes is {}",
+                    self.max_record_bytes
+                ),
+                start,
+                len,
+                None,
+            )));
+            return 1;
+        }
+        // Validated once here, so the parsers need not check every string again.
+        let input = match std::str::from_utf8(input) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Err(reject(
+                    RejectReason::MalformedJson,
+                    format!(
+                        "invalid UTF-8 at byte {}",
+                        e.valid_up_to().saturating_sub(start)
+                    ),
+                    start,
+                    len,
+                    None,
+                )));
+                return 1;
+            }
+        };
+        let body = &input[start..end];
+        match body.as_bytes()[0] {
+            b'{' => self.decode_object(input, start, body, None, max_time, out),
+            b'[' => match serde_json::from_str::<Vec<&RawValue>>(body) {
+                Ok(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let obj = item.get();
+                        let off = offset_of(input, obj);
+                        if obj.starts_with('{') {
+                            self.decode_object(input, off, obj, Some(i), max_time, out);
+                        } else {
+                            out.push(Err(reject(
+                                RejectReason::NotAnObject,
+                                "array element is not a JSON object".into(),
+                                off,
+                                obj.len(),
+                                Some(i),
+                            )));
+                        }
+                    }
+                    items.len()
+                }
+                Err(e) => {
+                    out.push(Err(json_reject(e, start, len, None)));
+                    1
+                }
+            },
+            _ => {
+                out.push(Err(match serde_json::from_str::<IgnoredAny>(body) {
+                    Ok(_) => reject(
+                        RejectReason::NotAnObject,
+                        "a record must be a JSON object (or an array of objects)".into(),
+                        start,
+                        len,
+                        None,
+                    ),
+                    Err(e) => json_reject(e, start, len, None),
+                }));
+                1
+            }
+        }
+    }
+
+    /// Decodes `obj`, the object at `input[off..]`; returns the number of records it held.
+    fn decode_object(
+        &self,
+        input: &str,
+        off: usize,
+        obj: &str,
+        index: Option<usize>,
+        max_time: Timestamp,
+        out: &mut Vec<Decoded>,
+    ) -> usize {
+        let guess = match self.format {
+            Format::Auto => sniff(obj.as_bytes()),
+            Format::Cloudtrail if has_top_level_records(obj) => Guess::Delivery,
+            Format::Github | Format::Gitlab
+                if first_key(obj.as_bytes()) == Some(b"payload".as_slice()) =>
+            {
+                Guess::JwtDocument
+            }
+            forced => Guess::Format(forced),
+        };
+        let at = Span {
+            off,
+            len: obj.len(),
+            index,
+        };
+        let before = out.len();
+        let err = match self.try_guess(guess, input, at, obj, max_time, out) {
+            Ok(n) => return n,
+            Err(err) => err,
+        };
+        out.truncate(before);
+        match err {
+            (_, e) if e.is_syntax() => out.push(Err(e.into_reject(Format::Auto, at))),
+            (format, e) if self.format != Format::Auto => {
+                let exact = classify(obj);
+                let mismatch = match exact {
+                    Guess::Format(f) => f != format,
+                    Guess::Delivery => format != Format::Cloudtrail,
+                    Guess::JwtDocument => !matches!(format, Format::Github | Format::Gitlab),
+                    Guess::Unknown => false,
+                };
+                if mismatch {
+                    out.push(Err(reject(
+                        RejectReason::FormatMismatch,
+                        format!(
+                            "--format {format} was given, but the record looks like {}",
+                            guess_name(exact)
+                        ),
+                        off,
+                        obj.len(),
+                        index,
+                    )));
+                } else {
+                    out.push(Err(e.into_reject(format, at)));
+                }
+            }
+            (format, e) => {
+                // The guess was wrong or the record is broken: classify exactly.
+                let exact = classify(obj);
+                if exact == guess {
+                    out.push(Err(e.into_reject(format, at)));
+                } else if exact == Guess::Unknown {
+                    out.push(Err(reject(
+                        RejectReason::UnknownFormat,
+                        "no decoder recognizes this record (expected GitHub or GitLab OIDC \
+                         claims, a Vault audit entry, a CloudTrail record, a Kubernetes audit \
+                         event or a canonical event)"
+                            .into(),
+                        off,
+                        obj.len(),
+                        index,
+                    )));
+                } else {
+                    match self.try_guess(exact, input, at, obj, max_time, out) {
+                        Ok(n) => return n,
+                        Err((format, e)) => {
+                            out.truncate(before);
+                            out.push(Err(e.into_reject(format, at)));
+                        }
+                    }
+                }
+            }
+        }
+        1
+    }
+
+    /// Decodes `obj` as the guessed format, appending its events (or per-record rejects of a
+    /// delivery file) and returning the number of records. Errors concern the whole object.
+    fn try_guess(
+        &self,
+        guess: Guess,
+        input: &str,
+        at: Span,
+        obj: &str,
+        max_time: Timestamp,
+        out: &mut Vec<Decoded>,
+    ) -> Result<usize, (Format, FormatError)> {
+        let ctx = Ctx {
+            fp: &self.fp,
+            env: &self.env,
+        };
+        let before = out.len();
+        match guess {
+            Guess::Delivery => {
+                #[derive(Deserialize)]
+                struct Delivery<'a> {
+                    #[serde(rename = "Records", borrow)]
+                    records: Vec<&'a RawValue>,
+                }
+                let d: Delivery =
+                    serde_json::from_str(obj).map_err(|e| (Format::Cloudtrail, e.into()))?;
+                for (i, rec) in d.records.iter().enumerate() {
+                    let text = rec.get();
+                    let rat = Span {
+                        off: offset_of(input, text),
+                        len: text.len(),
+                        index: Some(i),
+                    };
+                    if !text.starts_with('{') {
+                        out.push(Err(reject(
+                            RejectReason::NotAnObject,
+                            "CloudTrail Records entry is not a JSON object".into(),
+                            rat.off,
+                            rat.len,
+                            rat.index,
+                        )));
+                        continue;
+                    }
+                    let mark = out.len();
+                    match cloudtrail::decode(text, &ctx, out) {
+                        Ok(()) => self.check_times(mark, rat, max_time, out),
+                        Err(e) => {
+                            out.truncate(mark);
+                            out.push(Err(e.into_reject(Format::Cloudtrail, rat)));
+                        }
+                    }
+                }
+                // Per-record outcomes are final; nothing to check at the object level.
+                return Ok(d.records.len());
+            }
+            Guess::JwtDocument => {
+                #[derive(Deserialize)]
+                struct JwtDocument<'a> {
+                    #[serde(borrow)]
+                    payload: &'a RawValue,
+                }
+                let doc: JwtDocument =
+                    serde_json::from_str(obj).map_err(|e| (Format::Github, e.into()))?;
+                let payload = doc.payload.get();
+                let format = match (self.format, classify(payload)) {
+                    (Format::Github | Format::Gitlab, _) => self.format,
+                    (_, Guess::Format(f @ (Format::Github | Format::Gitlab))) => f,
+                    _ => {
+                        return Err((
+                            Format::Github,
+                            FormatError::Invalid(
+                                "payload",
+                                "not GitHub Actions or GitLab CI token claims".into(),
+                            ),
+                        ));
+                    }
+                };
+                decode_format(format, payload, &ctx, out).map_err(|e| (format, e))?;
+            }
+            Guess::Format(format) => {
+                decode_format(format, obj, &ctx, out).map_err(|e| (format, e))?;
+            }
+            Guess::Unknown => {
+                return Err((
+                    Format::Auto,
+                    FormatError::Invalid("record", "unrecognized".into()),
+                ));
+            }
+        }
+        self.check_times(before, at, max_time, out);
+        Ok(1)
+    }
+
+    /// Replaces the events of one record (since `from`) by a reject when a time is absurd.
+    fn check_times(&self, from: usize, at: Span, max_time: Timestamp, out: &mut Vec<Decoded>) {
+        let bad = out[from..].iter().find_map(|r| match r {
+            Ok(e) if e.time < self.min_time || e.time > max_time => Some(e.time),
+            _ => None,
+        });
+        if let Some(t) = bad {
+            out.truncate(from);
+            out.push(Err(reject(
+                RejectReason::AbsurdTimestamp,
+                format!(
+                    "event time {t} is outside [{}, now + {}s]",
+                    self.min_time, self.max_future_skew_secs
+                ),
+                at.off,
+                at.len,
+                at.index,
+            )));
+        }
+    }
+}
+
+/// Where a record sits in the input.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    off: usize,
+    len: usize,
+    index: Option<usize>,
+}
+
+fn reject(
+    reason: RejectReason,
+    message: String,
+    offset: usize,
+    len: usize,
+    index: Option<usize>,
+) -> Reject {
+    Reject {
+        reason,
+        message,
+        offset,
+        len,
+        index,
+    }
+}
+
+fn decode_format(
+    format: Format,
+    obj: &str,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Decoded>,
+) -> Result<(), FormatError> {
+    match format {
+        Format::Github => github::decode(obj, ctx, out),
+        Format::Gitlab => gitlab::decode(obj, ctx, out),
+        Format::Vault => vault::decode(obj, ctx, out),
+        Format::Cloudtrail => cloudtrail::decode(obj, ctx, out),
+        Format::Kubernetes => kubernetes::decode(obj, ctx, out),
+        Format::Canonical => canonical::decode(obj, ctx, out),
+        Format::Auto => Err(FormatError::Invalid("record", "no format".into())),
+    }
+}
+
+fn guess_name(g: Guess) -> &'static str {
+    match g {
+        Guess::Delivery => "a CloudTrail delivery file",
+        Guess::Format(Format::Github) => "GitHub Actions claims",
+        Guess::Format(Format::Gitlab) => "GitLab CI claims",
+        Guess::Format(Format::Vault) => "a Vault audit entry",
+        Guess::Format(Format::Cloudtrail) => "a CloudTrail record",
+        Guess::Format(Format::Kubernetes) => "a Kubernetes audit event",
+        Guess::Format(Format::Canonical) => "a canonical event",
+        Guess::Format(Format::Auto) | Guess::Unknown => "no known format",
+        Guess::JwtDocument => "a decoded JWT document",
+    }
+}
+
+fn json_reject(e: serde_json::Error, offset: usize, len: usize, index: Option<usize>) -> Reject {
+    reject(
+        RejectReason::MalformedJson,
+        format!("invalid JSON: {e}"),
+        offset,
+        len,
+        index,
+    )
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    // A UTF-8 byte order mark is tolerated at the start of a record.
+    if b[i..].starts_with(&[0xEF, 0xBB, 0xBF]) {
+        i += 3;
+    }
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+fn offset_of(input: &str, inner: &str) -> usize {
+    (inner.as_ptr() as usize).saturating_sub(input.as_ptr() as usize)
+}
+
+/// The first key of an object, if it has no escapes.
+fn first_key(obj: &[u8]) -> Option<&[u8]> {
+    let i = skip_ws(obj, 1);
+    if obj.get(i) != Some(&b'"') {
+        return None;
+    }
+    let rest = &obj[i + 1..];
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| &rest[..end])
+}
+
+fn has_top_level_records(obj: &str) -> bool {
+    first_key(obj.as_bytes()) == Some(b"Records".as_slice())
+        || (obj.contains("\"Records\"") && matches!(classify(obj), Guess::Delivery))
+}
+
+/// A fast guess from the first key, or from distinctive keys anywhere in the record.
+fn sniff(obj: &[u8]) -> Guess {
+    if let Some(key) = first_key(obj) {
+        match key {
+            b"Records" => return Guess::Delivery,
+            b"eventVersion" | b"eventID" | b"eventTime" | b"eventSource" | b"eventName"
+            | b"awsRegion" | b"userIdentity" => return Guess::Format(Format::Cloudtrail),
+            b"kind" | b"apiVersion" | b"auditID" | b"level" => {
+                return Guess::Format(Format::Kubernetes);
+            }
+            b"time" | b"type" | b"auth" | b"request" => return Guess::Format(Format::Vault),
+            b"id" => return Guess::Format(Format::Canonical),
+            b"header" | b"payload" => return Guess::JwtDocument,
+            _ => {}
+        }
+    }
+    use memchr::memmem::find;
+    if find(obj, b"\"job_workflow_ref\"").is_some() || find(obj, b"\"workflow_ref\"").is_some() {
+        Guess::Format(Format::Github)
+    } else if find(obj, b"\"project_path\"").is_some() {
+        Guess::Format(Format::Gitlab)
+    } else if find(obj, b"\"eventSource\"").is_some() {
+        Guess::Format(Format::Cloudtrail)
+    } else if find(obj, b"\"auditID\"").is_some() {
+        Guess::Format(Format::Kubernetes)
+    } else if find(obj, b"\"request\"").is_some() {
+        Guess::Format(Format::Vault)
+    } else if find(obj, b"\"identity\"").is_some() {
+        Guess::Format(Format::Canonical)
+    } else {
+        Guess::Unknown
+    }
+}
+
+/// Exact classification from the top-level keys (slow path).
+fn classify(obj: &str) -> Guess {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(rename = "Records")]
+        records: Option<Vec<IgnoredAny>>,
+        #[serde(rename = "eventVersion")]
+        event_version: Option<IgnoredAny>,
+        #[serde(rename = "eventSource")]
+        event_source: Option<IgnoredAny>,
+        #[serde(rename = "eventName")]
+        event_name: Option<IgnoredAny>,
+        #[serde(rename = "auditID")]
+        audit_id: Option<IgnoredAny>,
+        #[serde(rename = "apiVersion", borrow)]
+        api_version: Option<Str<'a>>,
+        job_workflow_ref: Option<IgnoredAny>,
+        workflow_ref: Option<IgnoredAny>,
+        #[serde(borrow)]
+        iss: Option<Str<'a>>,
+        repository: Option<IgnoredAny>,
+        project_path: Option<IgnoredAny>,
+        ci_config_ref_uri: Option<IgnoredAny>,
+        pipeline_source: Option<IgnoredAny>,
+        #[serde(rename = "type", borrow)]
+        kind: Option<Str<'a>>,
+        request: Option<IgnoredAny>,
+        payload: Option<IgnoredAny>,
+        identity: Option<IgnoredAny>,
+        action: Option<IgnoredAny>,
+        source: Option<IgnoredAny>,
+    }
+    // Duplicate keys or wrong value types make the probe fail; such records are unknown.
+    let Ok(p) = serde_json::from_str::<Probe>(obj) else {
+        return Guess::Unknown;
+    };
+    if p.records.is_some() {
+        Guess::Delivery
+    } else if p.event_version.is_some() || (p.event_source.is_some() && p.event_name.is_some()) {
+        Guess::Format(Format::Cloudtrail)
+    } else if p.audit_id.is_some()
+        || p.api_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("audit.k8s.io/"))
+    {
+        Guess::Format(Format::Kubernetes)
+    } else if p.job_workflow_ref.is_some()
+        || p.workflow_ref.is_some()
+        || (p.repository.is_some()
+            && p.iss
+                .as_deref()
+                .is_some_and(|i| i.contains("token.actions.githubusercontent.com")))
+    {
+        Guess::Format(Format::Github)
+    } else if p.project_path.is_some()
+        && (p.ci_config_ref_uri.is_some() || p.pipeline_source.is_some() || p.iss.is_some())
+    {
+        Guess::Format(Format::Gitlab)
+    } else if p.payload.is_some() {
+        Guess::JwtDocument
+    } else if p.request.is_some()
+        && p.kind
+            .as_deref()
+            .is_some_and(|t| t == "request" || t == "response")
+    {
+        Guess::Format(Format::Vault)
+    } else if p.identity.is_some() && p.action.is_some() && p.source.is_some() {
+        Guess::Format(Format::Canonical)
+    } else {
+        Guess::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_first_keys() {
+        assert_eq!(
+            first_key(br#"{ "eventVersion":"1.08"}"#),
+            Some(b"eventVersion".as_slice())
+        );
+        assert_eq!(first_key(br#"{"a\"b":1}"#), None);
+        assert_eq!(first_key(b"{}"), None);
+    }
+
+    #[test]
+    fn classification_uses_top_level_keys_only() {
+        // A Vault entry whose request data has a key named like a Kubernetes field.
+        let v = r#"{"time":"2024-01-01T00:00:00Z","type":"request","request":{"id":"x","data":{"auditID":"hmac"}}}"#;
+        assert_eq!(classify(v), Guess::Format(Format::Vault));
+        assert_eq!(classify(r#"{"Records":[]}"#), Guess::Delivery);
+        assert_eq!(
+            classify(r#"{"project_path":"a/b","iss":"https://gitlab.com"}"#),
+            Guess::Format(Format::Gitlab)
+        );
+        assert_eq!(classify(r#"{"hello":"world"}"#), Guess::Unknown);
+    }
+}

@@ -1,0 +1,280 @@
+//! HashiCorp Vault audit device entries (JSON lines, one per request and one per response; the
+//! two halves share `request.id`, the native id).
+//!
+//! * A `response` that carries `response.auth` issued a token: a `mint` (logins on
+//!   `auth/<mount>/login`, `auth/token/create*`). The token's accessor is the credential.
+//! * A `request` made with a token (`auth.accessor`) is a `use` of that token.
+//! * Everything else is kept as `other`: the request half of a login, the response half of an
+//!   ordinary request (its request half was the use), token renewals, failed logins.
+//!
+//! Vault HMACs tokens and (by default) accessors before writing them; nhiwatch fingerprints the
+//! accessor string as written, which is consistent between the mint and every use. The
+//! `client_token` fields are never read.
+
+use serde::Deserialize;
+
+use super::util::{
+    Str, lenient_i64, lookup, nonblank, owned, string_list, string_list_map, string_map,
+};
+use super::{Ctx, Decoded, FormatError, parse_time};
+use crate::event::{Action, CredentialKind, Event, Outcome, Source};
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    time: Str<'a>,
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    auth: Option<Auth<'a>>,
+    #[serde(borrow)]
+    request: Request<'a>,
+    #[serde(borrow)]
+    response: Option<Response<'a>>,
+    #[serde(borrow)]
+    error: Option<Str<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Auth<'a> {
+    #[serde(borrow)]
+    accessor: Option<Str<'a>>,
+    #[serde(borrow)]
+    display_name: Option<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "string_list")]
+    policies: Vec<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "string_list")]
+    token_policies: Vec<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "string_list")]
+    identity_policies: Vec<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "string_map")]
+    metadata: Vec<(Str<'a>, Str<'a>)>,
+    #[serde(borrow)]
+    entity_id: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    token_ttl: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    operation: Option<Str<'a>>,
+    #[serde(borrow)]
+    path: Option<Str<'a>>,
+    #[serde(borrow)]
+    mount_point: Option<Str<'a>>,
+    #[serde(borrow)]
+    client_token_accessor: Option<Str<'a>>,
+    #[serde(borrow)]
+    namespace: Option<Namespace<'a>>,
+    #[serde(borrow)]
+    remote_address: Option<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "string_list_map")]
+    headers: Vec<(Str<'a>, Vec<Str<'a>>)>,
+}
+
+#[derive(Deserialize)]
+struct Namespace<'a> {
+    #[serde(borrow)]
+    path: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(borrow)]
+    auth: Option<Auth<'a>>,
+}
+
+/// Metadata keys that name the environment a token was issued for (claim mappings).
+const ENV_KEYS: &[&str] = &["environment", "env", "deployment_tier", "tier"];
+
+pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result<(), FormatError> {
+    let entry: Entry = serde_json::from_str(obj)?;
+    let time = parse_time("time", &entry.time)?;
+    let req = &entry.request;
+    let id = req.id.trim();
+    if id.is_empty() {
+        return Err(FormatError::Invalid("request.id", "empty".into()));
+    }
+    let path = nonblank(&req.path).unwrap_or("");
+    let error = nonblank(&entry.error);
+    let mount = mount_name(path, nonblank(&req.mount_point));
+
+    let issued = entry
+        .response
+        .as_ref()
+        .and_then(|r| r.auth.as_ref())
+        .filter(|a| nonblank(&a.accessor).is_some());
+    let presented = entry
+        .auth
+        .as_ref()
+        .and_then(|a| nonblank(&a.accessor))
+        .or(nonblank(&req.client_token_accessor));
+
+    let (kind, action, auth): (&str, Action, Option<&Auth>) = match &*entry.kind {
+        "response" if issued.is_some() && path.starts_with("auth/token/renew") => {
+            ("renew", Action::Other, issued)
+        }
+        "response" if issued.is_some() => (
+            if path.starts_with("auth/token/create") {
+                "token_create"
+            } else if is_login(path) {
+                "login"
+            } else {
+                "mint"
+            },
+            Action::Mint,
+            issued,
+        ),
+        // A refused login is a failed mint: worth baselining, and it has no token.
+        "response" if is_login(path) && error.is_some() => ("login", Action::Mint, None),
+        "response" => ("response", Action::Other, entry.auth.as_ref()),
+        "request" if presented.is_some() => ("request", Action::Use, entry.auth.as_ref()),
+        "request" if is_login(path) => ("login_request", Action::Other, None),
+        "request" => ("request", Action::Other, entry.auth.as_ref()),
+        other => (other, Action::Other, entry.auth.as_ref()),
+    };
+    let kind = if kind.is_empty() { "unknown" } else { kind };
+
+    let mut e = Event::new(id, time, Source::Vault, kind, action, identity(auth, mount));
+    if error.is_some() {
+        e.outcome = Outcome::Failure;
+        e.context.error = error.map(str::to_string);
+    }
+    if let Some(a) = auth {
+        e.scopes = a
+            .policies
+            .iter()
+            .chain(&a.token_policies)
+            .chain(&a.identity_policies)
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| format!("vault-policy:{}", p.trim()))
+            .collect();
+        e.ttl = a
+            .token_ttl
+            .filter(|t| *t > 0)
+            .and_then(|t| u64::try_from(t).ok());
+        e.context.repo = ["project_path", "repository"]
+            .iter()
+            .find_map(|k| lookup(&a.metadata, k))
+            .map(|v| v.to_string());
+    }
+    e.environment = match action {
+        Action::Mint => auth
+            .and_then(|a| mint_environment(ctx, a))
+            .or_else(|| ctx.env.vault_path(path)),
+        _ => ctx.env.vault_path(path),
+    };
+    e.credential = match action {
+        Action::Mint => auth
+            .and_then(|a| nonblank(&a.accessor))
+            .and_then(|acc| ctx.fp.credential(CredentialKind::VaultAccessor, acc, false)),
+        Action::Use => {
+            presented.and_then(|acc| ctx.fp.credential(CredentialKind::VaultAccessor, acc, false))
+        }
+        _ => None,
+    };
+    e.runner.ip = owned(&req.remote_address);
+    e.runner.agent = lookup(&req.headers, "user-agent")
+        .and_then(|v| v.first())
+        .map(|v| v.to_string());
+    e.context.operation = owned(&req.operation);
+    if !path.is_empty() {
+        e.context.resource = Some(path.to_string());
+    }
+    e.context.namespace = req.namespace.as_ref().and_then(|n| owned(&n.path));
+    e.normalize_scopes();
+    out.push(Ok(e));
+    Ok(())
+}
+
+/// `auth/<mount...>/login[/<name>]`.
+fn is_login(path: &str) -> bool {
+    path.starts_with("auth/") && path.split('/').skip(2).any(|s| s == "login")
+}
+
+/// The auth mount a login or request went to, without `auth/` (`jwt`, `ci/gitlab`).
+fn mount_name<'p>(path: &'p str, mount_point: Option<&'p str>) -> &'p str {
+    if let Some(rest) = path.strip_prefix("auth/") {
+        if let Some(i) = rest.find("/login") {
+            return &rest[..i];
+        }
+    }
+    mount_point
+        .map(|m| m.trim_start_matches("auth/").trim_end_matches('/'))
+        .filter(|m| !m.is_empty())
+        .unwrap_or("token")
+}
+
+/// The token's identity: its role on its auth method when the method records one (JWT, OIDC,
+/// AppRole, Kubernetes), else its display name, else its entity.
+fn identity(auth: Option<&Auth<'_>>, mount: &str) -> String {
+    let Some(a) = auth else {
+        return format!("vault:{mount}");
+    };
+    let display = nonblank(&a.display_name);
+    let method = display
+        .map(|d| d.split('-').next().unwrap_or(d))
+        .filter(|m| !m.is_empty())
+        .unwrap_or(mount);
+    let role = ["role", "role_name"]
+        .iter()
+        .find_map(|k| lookup(&a.metadata, k))
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty());
+    match (role, display, nonblank(&a.entity_id)) {
+        (Some(role), _, _) => format!("vault:{method}/{role}"),
+        (None, Some(d), _) => format!("vault:{d}"),
+        (None, None, Some(entity)) => format!("vault:entity/{entity}"),
+        (None, None, None) => format!("vault:{mount}"),
+    }
+}
+
+/// The environment a token was issued for: an environment claim mapped into metadata, the
+/// role's name, or the policies it carries (when they name exactly one environment).
+fn mint_environment(ctx: &Ctx<'_>, a: &Auth<'_>) -> Option<String> {
+    for key in ENV_KEYS {
+        if let Some(v) = lookup(&a.metadata, key) {
+            let v = v.trim();
+            if !v.is_empty() && !v.eq_ignore_ascii_case("other") {
+                return ctx.env.normalize(v);
+            }
+        }
+    }
+    if let Some(role) = ["role", "role_name"]
+        .iter()
+        .find_map(|k| lookup(&a.metadata, k))
+        && let Some(env) = ctx.env.infer(role)
+    {
+        return Some(env);
+    }
+    let mut found: Option<String> = None;
+    for p in a.policies.iter().chain(&a.token_policies) {
+        if let Some(env) = ctx.env.infer(p) {
+            match &found {
+                Some(prev) if *prev != env => return None,
+                _ => found = Some(env),
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_paths_and_mounts() {
+        assert!(is_login("auth/jwt/login"));
+        assert!(is_login("auth/userpass/login/alice"));
+        assert!(is_login("auth/ci/gitlab/login"));
+        assert!(!is_login("auth/token/lookup-self"));
+        assert!(!is_login("secret/data/login"));
+        assert_eq!(mount_name("auth/ci/gitlab/login", None), "ci/gitlab");
+        assert_eq!(mount_name("secret/data/x", Some("secret/")), "secret");
+        assert_eq!(mount_name("sys/health", None), "token");
+    }
+}

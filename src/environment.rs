@@ -1,0 +1,258 @@
+//! Environment resolution: which deployment environment a record belongs to.
+//!
+//! Sources name environments differently (`prod`, `production`, GitLab's `deployment_tier`,
+//! an AWS account id, a Vault path segment, a Kubernetes namespace). Detectors compare
+//! environments across sources, so names are brought to one vocabulary:
+//!
+//! 1. user mappings from `nhiwatch.toml` win (AWS account → env, Vault path prefix → env,
+//!    Kubernetes namespace → env, extra aliases);
+//! 2. a whole name that is a known alias is replaced by its canonical name
+//!    (`prod` → `production`, `stg` → `staging`, `qa` → `testing`);
+//! 3. for names that are not environments by themselves (Vault paths, role names, namespaces),
+//!    the name is split into tokens and an environment is inferred only when exactly one
+//!    environment is named and no negation (`non-prod`) is present.
+//!
+//! Explicit environment names from CI claims are never token-split: `prod-eu` stays
+//! `prod-eu`, because the user chose that name and two regions must stay distinguishable.
+
+use std::collections::HashMap;
+
+use crate::config::EnvironmentsConfig;
+
+/// Built-in aliases: (alias, canonical name). Canonical names follow GitLab's deployment tiers.
+const BUILTIN_ALIASES: &[(&str, &str)] = &[
+    ("production", "production"),
+    ("prod", "production"),
+    ("prd", "production"),
+    ("live", "production"),
+    ("staging", "staging"),
+    ("stage", "staging"),
+    ("stg", "staging"),
+    ("preprod", "staging"),
+    ("pre-prod", "staging"),
+    ("preproduction", "staging"),
+    ("uat", "staging"),
+    ("testing", "testing"),
+    ("test", "testing"),
+    ("qa", "testing"),
+    ("development", "development"),
+    ("dev", "development"),
+    ("develop", "development"),
+];
+
+/// Tokens that negate an environment named next to them (`non-prod`, `not_production`).
+const NEGATIONS: &[&str] = &["non", "not", "no"];
+
+/// Resolves environment names; built once from configuration, shared read-only.
+#[derive(Clone, Debug, Default)]
+pub struct EnvResolver {
+    aliases: HashMap<String, String>,
+    aws_accounts: HashMap<String, String>,
+    /// (prefix, env), longest prefix first.
+    vault_paths: Vec<(String, String)>,
+    k8s_namespaces: HashMap<String, String>,
+    k8s_default: Option<String>,
+}
+
+impl EnvResolver {
+    /// Builds a resolver from the `[environments]` section.
+    pub fn new(cfg: &EnvironmentsConfig) -> Self {
+        let mut aliases: HashMap<String, String> = BUILTIN_ALIASES
+            .iter()
+            .map(|(a, c)| ((*a).to_string(), (*c).to_string()))
+            .collect();
+        for (alias, canonical) in &cfg.aliases {
+            aliases.insert(alias.to_ascii_lowercase(), canonical.clone());
+        }
+        let mut vault_paths: Vec<(String, String)> = cfg
+            .vault_paths
+            .iter()
+            .map(|(p, e)| (p.trim_start_matches('/').to_string(), e.clone()))
+            .collect();
+        vault_paths.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        let mut k8s_namespaces = cfg
+            .kubernetes_namespaces
+            .clone()
+            .into_iter()
+            .collect::<HashMap<_, _>>();
+        let k8s_default = k8s_namespaces.remove("*");
+        EnvResolver {
+            aliases,
+            aws_accounts: cfg.aws_accounts.clone().into_iter().collect(),
+            vault_paths,
+            k8s_namespaces,
+            k8s_default,
+        }
+    }
+
+    /// The canonical name of an alias (case-insensitive), if it is one.
+    pub fn alias(&self, name: &str) -> Option<&str> {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.aliases
+                .get(&name.to_ascii_lowercase())
+                .map(String::as_str)
+        } else {
+            self.aliases.get(name).map(String::as_str)
+        }
+    }
+
+    /// An explicit environment name (a CI `environment` claim): its canonical name when it is
+    /// an alias, otherwise the name itself, trimmed. `None` for empty names.
+    pub fn normalize(&self, name: &str) -> Option<String> {
+        let name = name.trim();
+        if name.is_empty() {
+            return None;
+        }
+        Some(match self.alias(name) {
+            Some(c) => c.to_string(),
+            None => name.to_string(),
+        })
+    }
+
+    /// Infers an environment from a name that is not one by itself (a role, a namespace, a
+    /// path segment): the whole name as an alias, else exactly one alias among its tokens and
+    /// no negation.
+    pub fn infer(&self, name: &str) -> Option<String> {
+        if let Some(c) = self.alias(name) {
+            return Some(c.to_string());
+        }
+        let mut found: Option<&str> = None;
+        for token in name.split(['-', '_', '.', '/', ':', ' ']) {
+            if token.is_empty() {
+                continue;
+            }
+            let lower = token.to_ascii_lowercase();
+            if NEGATIONS.contains(&lower.as_str()) {
+                return None;
+            }
+            if let Some(c) = self.aliases.get(&lower) {
+                match found {
+                    Some(prev) if prev != c => return None,
+                    _ => found = Some(c),
+                }
+            }
+        }
+        found.map(str::to_string)
+    }
+
+    /// The environment of an AWS account: the user's mapping, else the account id itself.
+    pub fn aws_account(&self, account: &str) -> Option<String> {
+        let account = account.trim();
+        if account.is_empty() {
+            return None;
+        }
+        Some(
+            self.aws_accounts
+                .get(account)
+                .cloned()
+                .unwrap_or_else(|| account.to_string()),
+        )
+    }
+
+    /// The environment a Vault path belongs to: the longest configured prefix, else the first
+    /// path segment that names an environment (`secret/data/production/db` → `production`).
+    pub fn vault_path(&self, path: &str) -> Option<String> {
+        let path = path.trim_start_matches('/');
+        for (prefix, env) in &self.vault_paths {
+            if path.starts_with(prefix.as_str()) {
+                return Some(env.clone());
+            }
+        }
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .find_map(|seg| self.infer(seg))
+    }
+
+    /// The environment of a Kubernetes namespace: the user's mapping, else an environment the
+    /// name implies, else the configured `"*"` default.
+    pub fn k8s_namespace(&self, ns: &str) -> Option<String> {
+        if let Some(env) = self.k8s_namespaces.get(ns) {
+            return Some(env.clone());
+        }
+        self.infer(ns).or_else(|| self.k8s_default.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> EnvResolver {
+        let mut cfg = EnvironmentsConfig::default();
+        cfg.aliases.insert("Live-EU".into(), "production".into());
+        cfg.aws_accounts
+            .insert("111122223333".into(), "production".into());
+        cfg.vault_paths
+            .insert("kv/teams/payments/".into(), "production".into());
+        cfg.vault_paths.insert("kv/teams/".into(), "staging".into());
+        cfg.kubernetes_namespaces
+            .insert("payments".into(), "production".into());
+        EnvResolver::new(&cfg)
+    }
+
+    #[test]
+    fn explicit_names_normalize_only_whole_aliases() {
+        let r = resolver();
+        assert_eq!(r.normalize("prod").as_deref(), Some("production"));
+        assert_eq!(r.normalize("PROD").as_deref(), Some("production"));
+        assert_eq!(r.normalize("live-eu").as_deref(), Some("production"));
+        assert_eq!(r.normalize("prod-eu").as_deref(), Some("prod-eu"));
+        assert_eq!(r.normalize("  "), None);
+    }
+
+    #[test]
+    fn inference_needs_one_unnegated_environment() {
+        let r = resolver();
+        assert_eq!(r.infer("deploy-staging").as_deref(), Some("staging"));
+        assert_eq!(r.infer("payments_prod").as_deref(), Some("production"));
+        assert_eq!(r.infer("pre-prod").as_deref(), Some("staging"));
+        assert_eq!(r.infer("non-prod"), None);
+        assert_eq!(r.infer("dev-to-prod"), None);
+        assert_eq!(r.infer("payments"), None);
+    }
+
+    #[test]
+    fn vault_paths_prefer_the_longest_mapping_then_segments() {
+        let r = resolver();
+        assert_eq!(
+            r.vault_path("kv/teams/payments/db").as_deref(),
+            Some("production")
+        );
+        assert_eq!(
+            r.vault_path("/kv/teams/search/db").as_deref(),
+            Some("staging")
+        );
+        assert_eq!(
+            r.vault_path("secret/data/production/db").as_deref(),
+            Some("production")
+        );
+        assert_eq!(
+            r.vault_path("auth/jwt-stg/login").as_deref(),
+            Some("staging")
+        );
+        assert_eq!(r.vault_path("secret/data/app/db"), None);
+    }
+
+    #[test]
+    fn accounts_and_namespaces() {
+        let r = resolver();
+        assert_eq!(r.aws_account("111122223333").as_deref(), Some("production"));
+        assert_eq!(
+            r.aws_account("444455556666").as_deref(),
+            Some("444455556666")
+        );
+        assert_eq!(r.k8s_namespace("payments").as_deref(), Some("production"));
+        assert_eq!(
+            r.k8s_namespace("search-staging").as_deref(),
+            Some("staging")
+        );
+        assert_eq!(r.k8s_namespace("search"), None);
+        let mut cfg = EnvironmentsConfig::default();
+        cfg.kubernetes_namespaces
+            .insert("*".into(), "development".into());
+        assert_eq!(
+            EnvResolver::new(&cfg).k8s_namespace("search").as_deref(),
+            Some("development")
+        );
+    }
+}

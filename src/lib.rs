@@ -1,0 +1,20 @@
+//! nhiwatch: a streaming anomaly detector for non-human identities in software delivery.
+//!
+//! Records flow one way: a source frames them, [`decode`] turns them into canonical
+//! [`event::Event`]s, and later stages baseline, detect, alert and store. See
+//! `ARCHITECTURE.md` beside the repository for the whole design.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod environment;
+pub mod event;
+pub mod fingerprint;
+pub mod redact;
+pub mod replay;
+pub mod simulate;
+pub mod source;
+pub mod telemetry;
+pub mod time;

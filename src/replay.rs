@@ -1,0 +1,528 @@
+//! `nhiwatch replay`: decode files (or stdin) and write canonical events as JSON lines, with a
+//! summary on stderr and, optionally, every rejected record (secrets removed) in a rejects file.
+//!
+//! Everything runs on one thread: the measured throughput is the engine's, per core.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::decode::{Decoded, Decoder, Reject, RejectReason};
+use crate::event::{Action, Source};
+use crate::redact::redact;
+use crate::source::file::{self, Framed, Input, ReadCounter};
+
+/// What `replay` writes to its output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// Canonical events as JSON lines.
+    #[default]
+    Events,
+    /// Nothing but the summary (decode only).
+    None,
+}
+
+/// When to draw a progress bar on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// On a terminal, for inputs of 16 MiB or more.
+    #[default]
+    Auto,
+    /// Always (when stderr is a terminal).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Options of one replay.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Files, directories or `-`.
+    pub inputs: Vec<String>,
+    /// What to write.
+    pub emit: Emit,
+    /// Output file; stdout when `None`.
+    pub output: Option<PathBuf>,
+    /// Rejects file (JSON lines); none when `None`.
+    pub rejects: Option<PathBuf>,
+    /// Progress bar policy.
+    pub progress: Progress,
+}
+
+/// A replay failure that stops it (bad records never do).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An output file could not be created or written.
+    #[error("cannot write {what} {path}: {source}")]
+    Output {
+        /// `output` or `rejects`.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// An input argument could not be expanded (unreadable directory).
+    #[error("cannot list {path}: {source}")]
+    Input {
+        /// The argument.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Counts of one replay.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Inputs (files, stdin) that were read.
+    pub inputs_read: u64,
+    /// Inputs that could not be opened or read.
+    pub io_errors: u64,
+    /// Bytes read (decompressed).
+    pub bytes: u64,
+    /// Records seen (a CloudTrail delivery file counts each of its records).
+    pub records: u64,
+    /// Events by source and action.
+    pub events: [[u64; Action::ALL.len()]; Source::ALL.len()],
+    /// Rejected records by reason.
+    pub rejects: [u64; RejectReason::ALL.len()],
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Output stopped early because the reader went away (closed pipe).
+    pub output_closed: bool,
+}
+
+impl Summary {
+    /// Total events.
+    pub fn events_total(&self) -> u64 {
+        self.events.iter().flatten().sum()
+    }
+
+    /// Total rejects.
+    pub fn rejects_total(&self) -> u64 {
+        self.rejects.iter().sum()
+    }
+
+    /// Records per second.
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// True when nothing could be read: no event, and at least one failure.
+    pub fn nothing_read(&self) -> bool {
+        self.events_total() == 0 && (self.rejects_total() > 0 || self.io_errors > 0)
+    }
+
+    /// The human summary printed on stderr.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "nhiwatch replay: {} records from {} input{} ({}) in {:.2} s: {}/s\n",
+            thousands(self.records),
+            self.inputs_read,
+            if self.inputs_read == 1 { "" } else { "s" },
+            human_bytes(self.bytes),
+            self.elapsed.as_secs_f64(),
+            thousands(self.records_per_sec() as u64),
+        );
+        s.push_str(&format!("  events: {}\n", thousands(self.events_total())));
+        for (si, source) in Source::ALL.iter().enumerate() {
+            let row = &self.events[si];
+            if row.iter().sum::<u64>() == 0 {
+                continue;
+            }
+            let parts: Vec<String> = Action::ALL
+                .iter()
+                .enumerate()
+                .filter(|(ai, _)| row[*ai] > 0)
+                .map(|(ai, a)| format!("{} {}", a.as_str(), thousands(row[ai])))
+                .collect();
+            s.push_str(&format!(
+                "    {:<15}{}\n",
+                source.as_str(),
+                parts.join("  ")
+            ));
+        }
+        s.push_str(&format!("  rejects: {}\n", thousands(self.rejects_total())));
+        for (ri, reason) in RejectReason::ALL.iter().enumerate() {
+            if self.rejects[ri] > 0 {
+                s.push_str(&format!(
+                    "    {:<17}{}\n",
+                    reason.as_str(),
+                    thousands(self.rejects[ri])
+                ));
+            }
+        }
+        if self.io_errors > 0 {
+            s.push_str(&format!("  unreadable inputs: {}\n", self.io_errors));
+        }
+        if self.output_closed {
+            s.push_str("  output closed early; the rest of the input was not processed\n");
+        }
+        s
+    }
+}
+
+/// One line of the rejects file.
+#[derive(Serialize)]
+struct RejectLine<'a> {
+    file: &'a str,
+    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    reason: RejectReason,
+    message: &'a str,
+    /// The record with secrets masked, cut at 64 KiB.
+    record: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    record_truncated: bool,
+}
+
+/// Rejects logged one by one before the rest are only counted.
+const LOGGED_REJECTS: u64 = 20;
+/// Output is handed to the writer in blocks of this size.
+const FLUSH_AT: usize = 1 << 20;
+const MAX_REJECT_RECORD: usize = 64 << 10;
+
+struct Run<'a> {
+    decoder: &'a Decoder,
+    emit: Emit,
+    out: Box<dyn Write>,
+    out_buf: Vec<u8>,
+    rejects: Option<(io::BufWriter<File>, String)>,
+    results: Vec<Decoded>,
+    summary: Summary,
+    logged_rejects: u64,
+    error: Option<Error>,
+    output_name: String,
+}
+
+/// Runs a replay.
+pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let mut inputs = Vec::new();
+    for arg in &opts.inputs {
+        match file::expand(std::slice::from_ref(arg)) {
+            Ok(v) => inputs.extend(v),
+            Err(source) => {
+                return Err(Error::Input {
+                    path: arg.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let (out, output_name): (Box<dyn Write>, String) = match &opts.output {
+        Some(p) => (
+            Box::new(File::create(p).map_err(|source| Error::Output {
+                what: "output",
+                path: p.display().to_string(),
+                source,
+            })?),
+            p.display().to_string(),
+        ),
+        None => (Box::new(io::stdout().lock()), "<stdout>".to_string()),
+    };
+    let rejects = match &opts.rejects {
+        Some(p) => Some((
+            io::BufWriter::new(File::create(p).map_err(|source| Error::Output {
+                what: "rejects",
+                path: p.display().to_string(),
+                source,
+            })?),
+            p.display().to_string(),
+        )),
+        None => None,
+    };
+    let mut run = Run {
+        decoder,
+        emit: opts.emit,
+        out,
+        out_buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+        rejects,
+        results: Vec::with_capacity(64),
+        summary: Summary::default(),
+        logged_rejects: 0,
+        error: None,
+        output_name,
+    };
+
+    let total: u64 = inputs.iter().filter_map(Input::size).sum();
+    let bar = progress_bar(opts.progress, total);
+    let mut done_bytes = 0u64;
+    for input in &inputs {
+        let name = input.name();
+        let counter = ReadCounter::default();
+        let reader = match file::open(input, &counter) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(input = %name, error = %e, "cannot open input");
+                run.summary.io_errors += 1;
+                continue;
+            }
+        };
+        let mut since_tick = 0u32;
+        let res = file::frame(reader, decoder.max_record_bytes(), |framed| {
+            let flow = run.handle(&name, framed);
+            since_tick += 1;
+            if since_tick == 4096 {
+                since_tick = 0;
+                if let Some(bar) = &bar {
+                    bar.set_position(done_bytes + counter.get());
+                    bar.set_message(format!("{} records", thousands(run.summary.records)));
+                }
+            }
+            flow
+        });
+        match res {
+            Ok(n) => {
+                run.summary.bytes += n;
+                run.summary.inputs_read += 1;
+            }
+            Err(e) => {
+                tracing::error!(input = %name, error = %e, "cannot read input");
+                run.summary.io_errors += 1;
+            }
+        }
+        done_bytes += counter.get();
+        if run.error.is_some() || run.summary.output_closed {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    run.flush_output(true);
+    if let Some((w, path)) = &mut run.rejects
+        && let Err(source) = w.flush()
+    {
+        return Err(Error::Output {
+            what: "rejects",
+            path: path.clone(),
+            source,
+        });
+    }
+    if let Some(e) = run.error {
+        return Err(e);
+    }
+    run.summary.elapsed = started.elapsed();
+    Ok(run.summary)
+}
+
+impl Run<'_> {
+    fn handle(&mut self, file: &str, framed: Framed<'_>) -> ControlFlow<()> {
+        match framed {
+            Framed::Record { bytes, line, doc } => {
+                self.results.clear();
+                let mut results = std::mem::take(&mut self.results);
+                self.summary.records += self.decoder.decode(bytes, &mut results) as u64;
+                for r in results.drain(..) {
+                    match r {
+                        Ok(event) => {
+                            self.summary.events[event.source as usize][event.action as usize] += 1;
+                            if self.emit == Emit::Events {
+                                // Serializing a plain struct into a Vec cannot fail.
+                                let _ = serde_json::to_writer(&mut self.out_buf, &event);
+                                self.out_buf.push(b'\n');
+                            }
+                        }
+                        Err(reject) => {
+                            let line = doc.map_or(line, |d| d.line_of(reject.offset));
+                            self.reject(file, line, &reject, bytes);
+                        }
+                    }
+                }
+                self.results = results;
+                if self.out_buf.len() >= FLUSH_AT {
+                    self.flush_output(false);
+                }
+            }
+            Framed::Oversize { line, len } => {
+                self.summary.records += 1;
+                let reject = Reject {
+                    reason: RejectReason::TooLarge,
+                    message: format!(
+                        "line is {len} bytes; decode.max_record_bytes is {}",
+                        self.decoder.max_record_bytes()
+                    ),
+                    offset: 0,
+                    len: 0,
+                    index: None,
+                };
+                self.reject(file, line, &reject, b"");
+            }
+            Framed::Unparseable {
+                line,
+                message,
+                bytes,
+            } => {
+                self.summary.records += 1;
+                let reject = Reject {
+                    reason: RejectReason::MalformedJson,
+                    message: format!("invalid JSON: {message}"),
+                    offset: 0,
+                    len: bytes.len(),
+                    index: None,
+                };
+                self.reject(file, line, &reject, bytes);
+            }
+        }
+        if self.error.is_some() || self.summary.output_closed {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn reject(&mut self, file: &str, line: u64, reject: &Reject, bytes: &[u8]) {
+        self.summary.rejects[reject.reason as usize] += 1;
+        self.logged_rejects += 1;
+        if self.logged_rejects <= LOGGED_REJECTS {
+            tracing::warn!(
+                file,
+                line,
+                index = reject.index,
+                reason = reject.reason.as_str(),
+                "record rejected: {}",
+                reject.message
+            );
+            if self.logged_rejects == LOGGED_REJECTS {
+                tracing::warn!(
+                    "further rejects are counted in the summary but not logged one by one"
+                );
+            }
+        } else {
+            tracing::debug!(
+                file,
+                line,
+                index = reject.index,
+                reason = reject.reason.as_str(),
+                "record rejected: {}",
+                reject.message
+            );
+        }
+        let Some((w, path)) = &mut self.rejects else {
+            return;
+        };
+        let end = if reject.len == 0 {
+            bytes.len()
+        } else {
+            (reject.offset + reject.len).min(bytes.len())
+        };
+        let text = bytes.get(reject.offset.min(end)..end).unwrap_or_default();
+        let (text, truncated) = if text.len() > MAX_REJECT_RECORD {
+            (&text[..MAX_REJECT_RECORD], true)
+        } else {
+            (text, false)
+        };
+        let record = String::from_utf8_lossy(&redact(text)).into_owned();
+        let line = RejectLine {
+            file,
+            line,
+            index: reject.index,
+            reason: reject.reason,
+            message: &reject.message,
+            record,
+            record_truncated: truncated,
+        };
+        let res = serde_json::to_writer(&mut *w, &line)
+            .map_err(io::Error::other)
+            .and_then(|()| w.write_all(b"\n"));
+        if let Err(source) = res {
+            self.error = Some(Error::Output {
+                what: "rejects",
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+
+    fn flush_output(&mut self, last: bool) {
+        if self.summary.output_closed || self.error.is_some() {
+            self.out_buf.clear();
+            return;
+        }
+        let mut res = self.out.write_all(&self.out_buf);
+        if last && res.is_ok() {
+            res = self.out.flush();
+        }
+        self.out_buf.clear();
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.summary.output_closed = true,
+            Err(source) => {
+                self.error = Some(Error::Output {
+                    what: "output",
+                    path: self.output_name.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn progress_bar(mode: Progress, total: u64) -> Option<ProgressBar> {
+    let show = match mode {
+        Progress::Never => false,
+        Progress::Always => true,
+        Progress::Auto => total >= 16 << 20,
+    };
+    if !show || !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_counts() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}

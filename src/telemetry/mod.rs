@@ -1,0 +1,3 @@
+//! Telemetry: logs (and, with the metrics issue, Prometheus metrics and health endpoints).
+
+pub mod logs;
