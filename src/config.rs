@@ -286,7 +286,7 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s != 0 && s % n == 0 {
+            if s != 0 && s.is_multiple_of(n) {
                 return write!(f, "{}{unit}", s / n);
             }
         }

@@ -44,9 +44,11 @@ const BUILTIN_ALIASES: &[(&str, &str)] = &[
 const NEGATIONS: &[&str] = &["non", "not", "no"];
 
 /// Resolves environment names; built once from configuration, shared read-only.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EnvResolver {
-    aliases: HashMap<String, String>,
+    /// (alias in lowercase, canonical name); user aliases first so they win. A short list
+    /// scanned without allocating beats hashing a lowercased copy on the per-event path.
+    aliases: Vec<(String, String)>,
     aws_accounts: HashMap<String, String>,
     /// (prefix, env), longest prefix first.
     vault_paths: Vec<(String, String)>,
@@ -54,16 +56,25 @@ pub struct EnvResolver {
     k8s_default: Option<String>,
 }
 
+impl Default for EnvResolver {
+    fn default() -> Self {
+        EnvResolver::new(&EnvironmentsConfig::default())
+    }
+}
+
 impl EnvResolver {
     /// Builds a resolver from the `[environments]` section.
     pub fn new(cfg: &EnvironmentsConfig) -> Self {
-        let mut aliases: HashMap<String, String> = BUILTIN_ALIASES
+        let mut aliases: Vec<(String, String)> = cfg
+            .aliases
             .iter()
-            .map(|(a, c)| ((*a).to_string(), (*c).to_string()))
+            .map(|(a, c)| (a.to_ascii_lowercase(), c.clone()))
             .collect();
-        for (alias, canonical) in &cfg.aliases {
-            aliases.insert(alias.to_ascii_lowercase(), canonical.clone());
-        }
+        aliases.extend(
+            BUILTIN_ALIASES
+                .iter()
+                .map(|(a, c)| ((*a).to_string(), (*c).to_string())),
+        );
         let mut vault_paths: Vec<(String, String)> = cfg
             .vault_paths
             .iter()
@@ -87,19 +98,16 @@ impl EnvResolver {
 
     /// The canonical name of an alias (case-insensitive), if it is one.
     pub fn alias(&self, name: &str) -> Option<&str> {
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.aliases
-                .get(&name.to_ascii_lowercase())
-                .map(String::as_str)
-        } else {
-            self.aliases.get(name).map(String::as_str)
-        }
+        self.aliases
+            .iter()
+            .find(|(a, _)| a.len() == name.len() && a.eq_ignore_ascii_case(name))
+            .map(|(_, c)| c.as_str())
     }
 
     /// An explicit environment name (a CI `environment` claim): its canonical name when it is
     /// an alias, otherwise the name itself, trimmed. `None` for empty names.
     pub fn normalize(&self, name: &str) -> Option<String> {
-        let name = name.trim();
+        let name = name.trim_ascii();
         if name.is_empty() {
             return None;
         }
@@ -121,11 +129,10 @@ impl EnvResolver {
             if token.is_empty() {
                 continue;
             }
-            let lower = token.to_ascii_lowercase();
-            if NEGATIONS.contains(&lower.as_str()) {
+            if NEGATIONS.iter().any(|n| n.eq_ignore_ascii_case(token)) {
                 return None;
             }
-            if let Some(c) = self.aliases.get(&lower) {
+            if let Some(c) = self.alias(token) {
                 match found {
                     Some(prev) if prev != c => return None,
                     _ => found = Some(c),
@@ -137,7 +144,7 @@ impl EnvResolver {
 
     /// The environment of an AWS account: the user's mapping, else the account id itself.
     pub fn aws_account(&self, account: &str) -> Option<String> {
-        let account = account.trim();
+        let account = account.trim_ascii();
         if account.is_empty() {
             return None;
         }

@@ -326,8 +326,7 @@ impl Run<'_> {
                         Ok(event) => {
                             self.summary.events[event.source as usize][event.action as usize] += 1;
                             if self.emit == Emit::Events {
-                                // Serializing a plain struct into a Vec cannot fail.
-                                let _ = serde_json::to_writer(&mut self.out_buf, &event);
+                                event.write_json(&mut self.out_buf);
                                 self.out_buf.push(b'\n');
                             }
                         }
@@ -489,7 +488,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -208,15 +208,15 @@ impl Simulation {
                     node: rng.below(50) as u32,
                 },
             };
-            let keep = match (settings.only, &kind) {
-                (None | Some(Format::Auto), _) => true,
-                (Some(Format::Github), Kind::Github { .. }) => true,
-                (Some(Format::Gitlab), Kind::Gitlab { .. }) => true,
-                (Some(Format::Vault), Kind::Vault { .. }) => true,
-                (Some(Format::Cloudtrail), Kind::Aws { .. }) => true,
-                (Some(Format::Kubernetes), Kind::K8s { .. }) => true,
-                _ => false,
-            };
+            let keep = matches!(
+                (settings.only, &kind),
+                (None | Some(Format::Auto), _)
+                    | (Some(Format::Github), Kind::Github { .. })
+                    | (Some(Format::Gitlab), Kind::Gitlab { .. })
+                    | (Some(Format::Vault), Kind::Vault { .. })
+                    | (Some(Format::Cloudtrail), Kind::Aws { .. })
+                    | (Some(Format::Kubernetes), Kind::K8s { .. })
+            );
             if keep {
                 org.push(Identity {
                     kind,

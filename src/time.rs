@@ -210,6 +210,13 @@ impl Timestamp {
     /// Writes RFC 3339 in UTC: no fraction when whole seconds, milliseconds when the
     /// microseconds are zero, microseconds otherwise.
     pub fn write_rfc3339(self, out: &mut String) {
+        let (buf, len) = self.rfc3339_bytes();
+        // Only ASCII digits and separators were written.
+        out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+    }
+
+    /// RFC 3339 in UTC (as [`Timestamp::write_rfc3339`]) in a stack buffer: (bytes, length).
+    pub fn rfc3339_bytes(self) -> ([u8; 27], usize) {
         let (y, mo, d, h, mi, s, us) = self.to_civil();
         let mut buf = [0u8; 27];
         put(&mut buf[0..4], y);
@@ -235,8 +242,7 @@ impl Timestamp {
             }
         }
         buf[end] = b'Z';
-        // Only ASCII digits and separators were written.
-        out.push_str(std::str::from_utf8(&buf[..=end]).unwrap_or_default());
+        (buf, end + 1)
     }
 
     /// RFC 3339 in UTC as a new string.

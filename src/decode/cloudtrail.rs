@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::util::{Str, lenient_i64, nonblank, owned};
+use super::util::{Needle, Str, lenient_i64, nonblank, owned};
 use super::{Ctx, Decoded, FormatError, parse_time};
 use crate::event::{Action, CredentialKind, Event, Outcome, Source};
 use crate::time::Timestamp;
@@ -158,18 +158,23 @@ const MINTS: &[&str] = &[
     "AssumeRoot",
 ];
 
+static ROLE: Needle = Needle::new(":role/");
+static GITHUB_ISSUER: Needle = Needle::new("token.actions.githubusercontent.com");
+static GHES_ISSUER: Needle = Needle::new("/_services/token");
+static OIDC_PROVIDER: Needle = Needle::new(":oidc-provider/");
+
 /// At most this many actions of an inline session policy become scopes.
 const MAX_POLICY_ACTIONS: usize = 32;
 
 pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result<(), FormatError> {
     let r: Record = serde_json::from_str(obj)?;
-    let id = r.event_id.trim();
+    let id = r.event_id.trim_ascii();
     if id.is_empty() {
         return Err(FormatError::Invalid("eventID", "empty".into()));
     }
     let time = parse_time("eventTime", &r.event_time)?;
-    let name = r.event_name.trim();
-    let service = r.event_source.trim();
+    let name = r.event_name.trim_ascii();
+    let service = r.event_source.trim_ascii();
     let ui = r.user_identity.unwrap_or_default();
     let caller = principal(&ui);
     let key = nonblank(&ui.access_key_id);
@@ -200,22 +205,24 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             .as_ref()
             .and_then(|s| s.session_issuer.as_ref())
             .and_then(|i| nonblank(&i.arn))
-            .filter(|arn| arn.contains(":role/"))
+            .filter(|arn| ROLE.is_in(arn))
         {
-            e.scopes.push(format!("aws-role:{role}"));
+            e.scopes.push(cat!("aws-role:", role));
         }
         out.push(Ok(e));
     }
 
     if service == "sts.amazonaws.com" && MINTS.contains(&name) {
         let req: StsRequest = match r.request_parameters {
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| FormatError::Invalid("requestParameters", e.to_string()))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                FormatError::Invalid("requestParameters", super::sanitize_message(&e.to_string()))
+            })?,
             None => StsRequest::default(),
         };
         let resp: StsResponse = match r.response_elements {
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| FormatError::Invalid("responseElements", e.to_string()))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                FormatError::Invalid("responseElements", super::sanitize_message(&e.to_string()))
+            })?,
             None => StsResponse::default(),
         };
         let role = nonblank(&req.role_arn);
@@ -234,12 +241,12 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
                 }
             }
             "AssumeRoleWithSAML" => match nonblank(&resp.subject).or(nonblank(&ui.user_name)) {
-                Some(sub) => format!("saml:{sub}"),
+                Some(sub) => cat!("saml:", sub),
                 None => return Err(FormatError::Missing("responseElements.subject")),
             },
             // A service assuming a role acts for the workload that owns the role.
             _ if nonblank(&ui.kind) == Some("AWSService") && role.is_some() => {
-                format!("aws:{}", role.unwrap_or_default())
+                cat!("aws:", role.unwrap_or_default())
             }
             _ => caller.clone(),
         };
@@ -256,7 +263,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         let env_account = role.and_then(account_of_arn).or(account);
         e.environment = env_account.and_then(|a| ctx.env.aws_account(a));
         if let Some(role) = role {
-            e.scopes.push(format!("aws-role:{role}"));
+            e.scopes.push(cat!("aws-role:", role));
         }
         for p in req
             .policy_arns
@@ -265,7 +272,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             .chain(req.task_policy_arn.iter())
         {
             if let Some(arn) = nonblank(&p.arn) {
-                e.scopes.push(format!("aws-policy:{arn}"));
+                e.scopes.push(cat!("aws-policy:", arn));
             }
         }
         if let Some(policy) = nonblank(&req.policy) {
@@ -293,7 +300,6 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         if e.context.subject.is_none() {
             e.context.subject = resp.federated_user.as_ref().and_then(|f| owned(&f.arn));
         }
-        e.normalize_scopes();
         out.push(Ok(e));
     } else if key.is_none() {
         let mut e = base(Action::Other, caller);
@@ -314,8 +320,8 @@ fn principal(ui: &UserIdentity<'_>) -> String {
                 .and_then(|s| s.session_issuer.as_ref())
                 .and_then(|i| nonblank(&i.arn));
             match (issuer, arn) {
-                (Some(issuer), _) => format!("aws:{issuer}"),
-                (None, Some(arn)) => format!("aws:{}", role_of_session_arn(arn)),
+                (Some(issuer), _) => cat!("aws:", issuer),
+                (None, Some(arn)) => cat!("aws:", role_of_session_arn(arn)),
                 (None, None) => fallback(ui),
             }
         }
@@ -324,21 +330,21 @@ fn principal(ui: &UserIdentity<'_>) -> String {
             None => fallback(ui),
         },
         Some("SAMLUser") => match nonblank(&ui.user_name) {
-            Some(sub) => format!("saml:{sub}"),
+            Some(sub) => cat!("saml:", sub),
             None => fallback(ui),
         },
         Some("AWSService") => match nonblank(&ui.invoked_by) {
-            Some(svc) => format!("aws-service:{svc}"),
+            Some(svc) => cat!("aws-service:", svc),
             None => fallback(ui),
         },
         Some("IdentityCenterUser") => {
             match ui.on_behalf_of.as_ref().and_then(|o| nonblank(&o.user_id)) {
-                Some(user) => format!("sso:{user}"),
+                Some(user) => cat!("sso:", user),
                 None => fallback(ui),
             }
         }
         _ => match arn {
-            Some(arn) => format!("aws:{arn}"),
+            Some(arn) => cat!("aws:", arn),
             None => fallback(ui),
         },
     }
@@ -346,11 +352,11 @@ fn principal(ui: &UserIdentity<'_>) -> String {
 
 fn fallback(ui: &UserIdentity<'_>) -> String {
     if let Some(arn) = nonblank(&ui.arn) {
-        format!("aws:{arn}")
+        cat!("aws:", arn)
     } else if let Some(p) = nonblank(&ui.principal_id) {
-        format!("aws:principal/{p}")
+        cat!("aws:principal/", p)
     } else if let Some(a) = nonblank(&ui.account_id) {
-        format!("aws:account/{a}")
+        cat!("aws:account/", a)
     } else {
         "aws:unknown".to_string()
     }
@@ -373,7 +379,9 @@ fn role_of_session_arn(arn: &str) -> String {
         .strip_prefix("assumed-role/")
         .and_then(|r| r.split('/').next())
     {
-        Some(role) if !role.is_empty() => format!("arn:{partition}:iam::{account}:role/{role}"),
+        Some(role) if !role.is_empty() => {
+            cat!("arn:", partition, ":iam::", account, ":role/", role)
+        }
         _ => arn.to_string(),
     }
 }
@@ -386,32 +394,30 @@ fn account_of_arn(arn: &str) -> Option<&str> {
 /// The identity of a web-identity subject: CI subjects map to the CI identity's repository,
 /// service-account subjects to the service account, anything else to provider and subject.
 fn web_identity(provider: &str, sub: &str) -> String {
-    if provider.contains("token.actions.githubusercontent.com")
-        || provider.contains("/_services/token")
+    if (GITHUB_ISSUER.is_in(provider) || GHES_ISSUER.is_in(provider))
+        && let Some(rest) = sub.strip_prefix("repo:")
     {
-        if let Some(rest) = sub.strip_prefix("repo:") {
-            let repo = rest.split(':').next().unwrap_or(rest);
-            return format!("github:{repo}");
-        }
+        let repo = rest.split(':').next().unwrap_or(rest);
+        return cat!("github:", repo);
     }
     if let Some(rest) = sub.strip_prefix("project_path:") {
         let project = rest.split(':').next().unwrap_or(rest);
-        return format!("gitlab:{project}");
+        return cat!("gitlab:", project);
     }
     if let Some(rest) = sub.strip_prefix("system:serviceaccount:")
         && let Some((ns, sa)) = rest.split_once(':')
     {
-        return format!("k8s:{ns}/{sa}");
+        return cat!("k8s:", ns, "/", sa);
     }
-    let host = provider
-        .rsplit(":oidc-provider/")
-        .next()
-        .unwrap_or(provider)
-        .trim_start_matches("https://");
+    let host = match OIDC_PROVIDER.find(provider) {
+        Some(i) => &provider[i + ":oidc-provider/".len()..],
+        None => provider,
+    }
+    .trim_start_matches("https://");
     if host.is_empty() {
-        format!("oidc:{sub}")
+        cat!("oidc:", sub)
     } else {
-        format!("oidc:{host}:{sub}")
+        cat!("oidc:", host, ":", sub)
     }
 }
 
@@ -443,7 +449,7 @@ fn session_policy_scopes(policy: &str, scopes: &mut Vec<String>) {
                 scopes.push("aws-session-policy:truncated".into());
                 return;
             }
-            scopes.push(format!("aws-action:{a}"));
+            scopes.push(cat!("aws-action:", a));
             n += 1;
         }
     }

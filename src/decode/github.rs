@@ -51,11 +51,11 @@ struct Claims<'a> {
 
 pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result<(), FormatError> {
     let c: Claims = serde_json::from_str(obj)?;
-    let jti = c.jti.trim();
+    let jti = c.jti.trim_ascii();
     if jti.is_empty() {
         return Err(FormatError::Invalid("jti", "empty".into()));
     }
-    let repo = c.repository.trim();
+    let repo = c.repository.trim_ascii();
     if repo.is_empty() {
         return Err(FormatError::Invalid("repository", "empty".into()));
     }
@@ -88,8 +88,8 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.scopes = c
         .aud
         .iter()
-        .filter(|a| !a.trim().is_empty())
-        .map(|a| format!("aud:{}", a.trim()))
+        .filter(|a| !a.trim_ascii().is_empty())
+        .map(|a| cat!("aud:", a.trim_ascii()))
         .collect();
     e.ttl = match c.exp {
         Some(exp) if exp >= issued => u64::try_from(exp - issued).ok(),
@@ -103,7 +103,6 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.context.actor = owned(&c.actor);
     e.context.subject = owned(&c.sub);
     e.context.trigger = owned(&c.event_name);
-    e.normalize_scopes();
     out.push(Ok(e));
     Ok(())
 }
@@ -117,7 +116,7 @@ fn identity(
     workflow_name: Option<&str>,
 ) -> Option<String> {
     if let Some(w) = workflow_ref {
-        return Some(format!("github:{}", strip_at_ref(w)));
+        return Some(cat!("github:", strip_at_ref(w)));
     }
     if let Some(j) = job_workflow_ref {
         let path = strip_at_ref(j);
@@ -125,11 +124,11 @@ fn identity(
             .strip_prefix(repo)
             .is_some_and(|rest| rest.starts_with('/'))
         {
-            return Some(format!("github:{path}"));
+            return Some(cat!("github:", path));
         }
         return Some(match workflow_name {
-            Some(name) => format!("github:{repo}:{name}"),
-            None => format!("github:{repo}"),
+            Some(name) => cat!("github:", repo, ":", name),
+            None => cat!("github:", repo),
         });
     }
     None

@@ -53,11 +53,11 @@ struct Claims<'a> {
 
 pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result<(), FormatError> {
     let c: Claims = serde_json::from_str(obj)?;
-    let jti = c.jti.trim();
+    let jti = c.jti.trim_ascii();
     if jti.is_empty() {
         return Err(FormatError::Invalid("jti", "empty".into()));
     }
-    let project = c.project_path.trim();
+    let project = c.project_path.trim_ascii();
     if project.is_empty() {
         return Err(FormatError::Invalid("project_path", "empty".into()));
     }
@@ -66,8 +66,8 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         .ok_or_else(|| FormatError::Invalid("iat", format!("{issued} is out of range")))?;
 
     let identity = match nonblank(&c.ci_config_ref_uri) {
-        Some(uri) => format!("gitlab:{}", pipeline_definition(uri)),
-        None => format!("gitlab:{project}"),
+        Some(uri) => cat!("gitlab:", pipeline_definition(uri)),
+        None => cat!("gitlab:", project),
     };
     let mut e = Event::new(
         jti,
@@ -87,8 +87,8 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.scopes = c
         .aud
         .iter()
-        .filter(|a| !a.trim().is_empty())
-        .map(|a| format!("aud:{}", a.trim()))
+        .filter(|a| !a.trim_ascii().is_empty())
+        .map(|a| cat!("aud:", a.trim_ascii()))
         .collect();
     e.ttl = match c.exp {
         Some(exp) if exp >= issued => u64::try_from(exp - issued).ok(),
@@ -102,7 +102,6 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.context.actor = owned(&c.user_login);
     e.context.subject = owned(&c.sub);
     e.context.trigger = owned(&c.pipeline_source);
-    e.normalize_scopes();
     out.push(Ok(e));
     Ok(())
 }

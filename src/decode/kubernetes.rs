@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::util::{
-    Str, lenient_i64, lookup, nonblank, owned, string_list, string_list_map, string_map,
+    Str, first_owned, lenient_i64, lookup, nonblank, owned, string_list, string_list_map,
+    string_map,
 };
 use super::{Ctx, Decoded, FormatError, parse_time};
 use crate::event::{Action, CredentialKind, Event, Outcome, Source};
@@ -130,7 +131,7 @@ const SA_PREFIX: &str = "system:serviceaccount:";
 
 pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result<(), FormatError> {
     let a: AuditEvent = serde_json::from_str(obj)?;
-    let id = a.audit_id.trim();
+    let id = a.audit_id.trim_ascii();
     if id.is_empty() {
         return Err(FormatError::Invalid("auditID", "empty".into()));
     }
@@ -158,9 +159,10 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     let subresource = obj_ref.and_then(|o| nonblank(&o.subresource));
     let namespace = obj_ref.and_then(|o| nonblank(&o.namespace));
     let kind = match subresource {
-        Some(sub) => format!("{verb} {resource}/{sub}"),
+        _ if verb.is_empty() => "unknown".to_string(),
+        Some(sub) => cat!(verb, " ", resource, "/", sub),
         None if resource.is_empty() => verb.to_string(),
-        None => format!("{verb} {resource}"),
+        None => cat!(verb, " ", resource),
     };
     let final_stage = matches!(
         nonblank(&a.stage),
@@ -175,7 +177,9 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         a.response_status
             .as_ref()
             .map(|s| match (&s.reason, s.code) {
-                (Some(r), Some(c)) if !r.trim().is_empty() => format!("{c} {}", r.trim()),
+                (Some(r), Some(c)) if !r.trim_ascii().is_empty() => {
+                    format!("{c} {}", r.trim_ascii())
+                }
                 (_, Some(c)) => c.to_string(),
                 _ => "failed".to_string(),
             })
@@ -192,7 +196,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             e.outcome = Outcome::Failure;
             e.context.error = error.clone();
         }
-        e.runner.ip = a.source_ips.first().map(|s| s.to_string());
+        e.runner.ip = first_owned(&a.source_ips);
         e.runner.agent = owned(&a.user_agent);
         e.context.operation = (!verb.is_empty()).then(|| verb.to_string());
         e.context.resource = owned(&a.request_uri);
@@ -208,17 +212,13 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
 
     // The requester presented its own token, whatever it asked for.
     if let Some((ns, sa)) = requester_sa {
-        let mut e = base(Action::Use, format!("k8s:{ns}/{sa}"));
+        let mut e = base(Action::Use, cat!("k8s:", ns, "/", sa));
         e.environment = ctx.env.k8s_namespace(namespace.unwrap_or(ns));
         e.credential = lookup(&user.extra, CREDENTIAL_ID)
             .and_then(|v| v.first())
             .and_then(|c| ctx.fp.credential(CredentialKind::K8sCredentialId, c, false));
-        e.runner.name = lookup(&user.extra, POD_NAME)
-            .and_then(|v| v.first())
-            .map(|v| v.to_string());
-        e.runner.id = lookup(&user.extra, NODE_NAME)
-            .and_then(|v| v.first())
-            .map(|v| v.to_string());
+        e.runner.name = lookup(&user.extra, POD_NAME).and_then(|v| first_owned(v));
+        e.runner.id = lookup(&user.extra, NODE_NAME).and_then(|v| first_owned(v));
         out.push(Ok(e));
     }
 
@@ -227,7 +227,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         let sa = obj_ref
             .and_then(|o| nonblank(&o.name))
             .ok_or(FormatError::Missing("objectRef.name"))?;
-        let mut e = base(Action::Mint, format!("k8s:{ns}/{sa}"));
+        let mut e = base(Action::Mint, cat!("k8s:", ns, "/", sa));
         e.environment = ctx.env.k8s_namespace(ns);
         e.runner.id = Some(username.to_string());
         e.runner.group = Some(if username.starts_with("system:node:") {
@@ -236,16 +236,17 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             username.to_string()
         });
         let tr: TokenRequest = match a.request_object {
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| FormatError::Invalid("requestObject", e.to_string()))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                FormatError::Invalid("requestObject", super::sanitize_message(&e.to_string()))
+            })?,
             None => TokenRequest::default(),
         };
         if let Some(spec) = tr.spec {
             e.scopes = spec
                 .audiences
                 .iter()
-                .filter(|a| !a.trim().is_empty())
-                .map(|a| format!("aud:{}", a.trim()))
+                .filter(|a| !a.trim_ascii().is_empty())
+                .map(|a| cat!("aud:", a.trim_ascii()))
                 .collect();
             e.ttl = spec
                 .expiration_seconds
@@ -254,14 +255,13 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             e.context.bound_to =
                 spec.bound_object_ref
                     .and_then(|b| match (nonblank(&b.kind), nonblank(&b.name)) {
-                        (Some(k), Some(n)) => Some(format!("{k}/{n}")),
+                        (Some(k), Some(n)) => Some(cat!(k, "/", n)),
                         (None, Some(n)) => Some(n.to_string()),
                         _ => None,
                     });
         }
         e.credential = lookup(&a.annotations, ISSUED_CREDENTIAL_ID)
             .and_then(|c| ctx.fp.credential(CredentialKind::K8sCredentialId, c, false));
-        e.normalize_scopes();
         out.push(Ok(e));
     } else if requester_sa.is_none() {
         let mut e = base(Action::Other, user_identity(username));
@@ -276,7 +276,7 @@ fn user_identity(username: &str) -> String {
         .strip_prefix(SA_PREFIX)
         .and_then(|r| r.split_once(':'))
     {
-        Some((ns, sa)) => format!("k8s:{ns}/{sa}"),
-        None => format!("k8s-user:{username}"),
+        Some((ns, sa)) => cat!("k8s:", ns, "/", sa),
+        None => cat!("k8s-user:", username),
     }
 }

@@ -13,6 +13,24 @@
 //! by its top-level keys, so a misleading guess costs time, never correctness, and the reject
 //! names the format and the field that was wrong.
 
+/// Concatenates string slices into a new `String` of exactly the right capacity: the
+/// per-event identity and scope strings are built this way because `format!` costs several
+/// times more on the hot path.
+macro_rules! cat {
+    ($($part:expr),+ $(,)?) => {
+        // A match keeps temporaries in the parts alive while they are copied.
+        match [$(::core::convert::AsRef::<str>::as_ref(&$part)),+] {
+            parts => {
+                let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+                for p in parts {
+                    s.push_str(p);
+                }
+                s
+            }
+        }
+    };
+}
+
 mod canonical;
 mod cloudtrail;
 mod github;
@@ -188,7 +206,7 @@ impl FormatError {
                 (RejectReason::MalformedJson, format!("invalid JSON: {e}"))
             }
             FormatError::Json(e) => {
-                let msg = e.to_string();
+                let msg = sanitize_message(&e.to_string());
                 let reason = if msg.starts_with("missing field") {
                     RejectReason::MissingField
                 } else {
@@ -205,13 +223,13 @@ impl FormatError {
                 format!("{format}: invalid field `{field}`: {why}"),
             ),
         };
-        reject(reason, sanitize_message(&message), at.off, at.len, at.index)
+        reject(reason, message, at.off, at.len, at.index)
     }
 }
 
 /// Serde messages quote the unexpected value (`invalid type: string "…"`). A value in the wrong
 /// place could be a secret, so quoted values are replaced by their length.
-fn sanitize_message(msg: &str) -> String {
+pub(crate) fn sanitize_message(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     while let Some(i) = rest.find(['"', '`']) {
@@ -246,7 +264,7 @@ pub(crate) struct Ctx<'a> {
 
 /// Parses a required timestamp field.
 pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<Timestamp, FormatError> {
-    Timestamp::parse(s.trim()).map_err(|e| FormatError::Invalid(field, e.to_string()))
+    Timestamp::parse(s.trim_ascii()).map_err(|e| FormatError::Invalid(field, e.to_string()))
 }
 
 /// Decodes records of any supported format into canonical events.
@@ -488,10 +506,14 @@ impl Decoder {
             }
             (format, e) => {
                 // The guess was wrong or the record is broken: classify exactly.
-                let exact = classify(obj);
-                if exact == guess {
-                    out.push(Err(e.into_reject(format, at)));
-                } else if exact == Guess::Unknown {
+                let exact = match classify_checked(obj) {
+                    Ok(g) => g,
+                    Err(syntax) => {
+                        out.push(Err(json_reject(syntax, off, obj.len(), index)));
+                        return 1;
+                    }
+                };
+                if exact == Guess::Unknown {
                     out.push(Err(reject(
                         RejectReason::UnknownFormat,
                         "no decoder recognizes this record (expected GitHub or GitLab OIDC \
@@ -502,6 +524,8 @@ impl Decoder {
                         obj.len(),
                         index,
                     )));
+                } else if exact == guess {
+                    out.push(Err(e.into_reject(format, at)));
                 } else {
                     match self.try_guess(exact, input, at, obj, max_time, out) {
                         Ok(n) => return n,
@@ -560,7 +584,7 @@ impl Decoder {
                     }
                     let mark = out.len();
                     match cloudtrail::decode(text, &ctx, out) {
-                        Ok(()) => self.check_times(mark, rat, max_time, out),
+                        Ok(()) => self.finish(mark, rat, max_time, out),
                         Err(e) => {
                             out.truncate(mark);
                             out.push(Err(e.into_reject(Format::Cloudtrail, rat)));
@@ -604,12 +628,19 @@ impl Decoder {
                 ));
             }
         }
-        self.check_times(before, at, max_time, out);
+        self.finish(before, at, max_time, out);
         Ok(1)
     }
 
-    /// Replaces the events of one record (since `from`) by a reject when a time is absurd.
-    fn check_times(&self, from: usize, at: Span, max_time: Timestamp, out: &mut Vec<Decoded>) {
+    /// Final checks on the events of one record (since `from`): a record with an absurd time
+    /// is rejected whole; scope lists are sorted and unique; a kind is never empty.
+    fn finish(&self, from: usize, at: Span, max_time: Timestamp, out: &mut Vec<Decoded>) {
+        for e in out[from..].iter_mut().flatten() {
+            e.normalize_scopes();
+            if e.kind.is_empty() {
+                e.kind.push_str("unknown");
+            }
+        }
         let bad = out[from..].iter().find_map(|r| match r {
             Ok(e) if e.time < self.min_time || e.time > max_time => Some(e.time),
             _ => None,
@@ -738,30 +769,55 @@ fn sniff(obj: &[u8]) -> Guess {
             }
             b"time" | b"type" | b"auth" | b"request" => return Guess::Format(Format::Vault),
             b"id" => return Guess::Format(Format::Canonical),
+            b"namespace_id" | b"namespace_path" | b"project_id" | b"project_path" => {
+                return Guess::Format(Format::Gitlab);
+            }
             b"header" | b"payload" => return Guess::JwtDocument,
             _ => {}
         }
     }
-    use memchr::memmem::find;
-    if find(obj, b"\"job_workflow_ref\"").is_some() || find(obj, b"\"workflow_ref\"").is_some() {
-        Guess::Format(Format::Github)
-    } else if find(obj, b"\"project_path\"").is_some() {
-        Guess::Format(Format::Gitlab)
-    } else if find(obj, b"\"eventSource\"").is_some() {
-        Guess::Format(Format::Cloudtrail)
-    } else if find(obj, b"\"auditID\"").is_some() {
-        Guess::Format(Format::Kubernetes)
-    } else if find(obj, b"\"request\"").is_some() {
-        Guess::Format(Format::Vault)
-    } else if find(obj, b"\"identity\"").is_some() {
-        Guess::Format(Format::Canonical)
-    } else {
-        Guess::Unknown
-    }
+    static KEYS: [(util::Needle, Guess); 7] = [
+        (
+            util::Needle::new("\"workflow_ref\""),
+            Guess::Format(Format::Github),
+        ),
+        (
+            util::Needle::new("\"project_path\""),
+            Guess::Format(Format::Gitlab),
+        ),
+        (
+            util::Needle::new("\"eventSource\""),
+            Guess::Format(Format::Cloudtrail),
+        ),
+        (
+            util::Needle::new("\"auditID\""),
+            Guess::Format(Format::Kubernetes),
+        ),
+        (
+            util::Needle::new("\"request\""),
+            Guess::Format(Format::Vault),
+        ),
+        (
+            util::Needle::new("\"identity\""),
+            Guess::Format(Format::Canonical),
+        ),
+        (util::Needle::new("\"Records\""), Guess::Delivery),
+    ];
+    // `"workflow_ref"` also matches inside `"job_workflow_ref"`.
+    let text = std::str::from_utf8(obj).unwrap_or_default();
+    KEYS.iter()
+        .find(|(needle, _)| needle.is_in(text))
+        .map_or(Guess::Unknown, |(_, g)| *g)
 }
 
-/// Exact classification from the top-level keys (slow path).
+/// Exact classification from the top-level keys (slow path). Records that are not valid JSON
+/// are `Unknown`; [`classify_checked`] tells them apart.
 fn classify(obj: &str) -> Guess {
+    classify_checked(obj).unwrap_or(Guess::Unknown)
+}
+
+/// As [`classify`], returning the parse error of records that are not valid JSON.
+fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
     #[derive(Deserialize)]
     struct Probe<'a> {
         #[serde(rename = "Records")]
@@ -772,12 +828,19 @@ fn classify(obj: &str) -> Guess {
         event_source: Option<IgnoredAny>,
         #[serde(rename = "eventName")]
         event_name: Option<IgnoredAny>,
+        #[serde(rename = "eventID")]
+        event_id: Option<IgnoredAny>,
+        #[serde(rename = "eventTime")]
+        event_time: Option<IgnoredAny>,
+        #[serde(rename = "userIdentity")]
+        user_identity: Option<IgnoredAny>,
         #[serde(rename = "auditID")]
         audit_id: Option<IgnoredAny>,
         #[serde(rename = "apiVersion", borrow)]
         api_version: Option<Str<'a>>,
         job_workflow_ref: Option<IgnoredAny>,
         workflow_ref: Option<IgnoredAny>,
+        jti: Option<IgnoredAny>,
         #[serde(borrow)]
         iss: Option<Str<'a>>,
         repository: Option<IgnoredAny>,
@@ -793,12 +856,18 @@ fn classify(obj: &str) -> Guess {
         source: Option<IgnoredAny>,
     }
     // Duplicate keys or wrong value types make the probe fail; such records are unknown.
-    let Ok(p) = serde_json::from_str::<Probe>(obj) else {
-        return Guess::Unknown;
+    let p = match serde_json::from_str::<Probe>(obj) {
+        Ok(p) => p,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(e),
+        Err(_) => return Ok(Guess::Unknown),
     };
-    if p.records.is_some() {
+    Ok(if p.records.is_some() {
         Guess::Delivery
-    } else if p.event_version.is_some() || (p.event_source.is_some() && p.event_name.is_some()) {
+    } else if p.event_version.is_some()
+        || p.event_source.is_some()
+        || (p.event_name.is_some()
+            && (p.event_id.is_some() || p.event_time.is_some() || p.user_identity.is_some()))
+    {
         Guess::Format(Format::Cloudtrail)
     } else if p.audit_id.is_some()
         || p.api_version
@@ -809,9 +878,10 @@ fn classify(obj: &str) -> Guess {
     } else if p.job_workflow_ref.is_some()
         || p.workflow_ref.is_some()
         || (p.repository.is_some()
-            && p.iss
-                .as_deref()
-                .is_some_and(|i| i.contains("token.actions.githubusercontent.com")))
+            && (p.jti.is_some()
+                || p.iss
+                    .as_deref()
+                    .is_some_and(|i| i.contains("token.actions.githubusercontent.com"))))
     {
         Guess::Format(Format::Github)
     } else if p.project_path.is_some()
@@ -830,7 +900,7 @@ fn classify(obj: &str) -> Guess {
         Guess::Format(Format::Canonical)
     } else {
         Guess::Unknown
-    }
+    })
 }
 
 #[cfg(test)]

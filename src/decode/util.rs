@@ -5,6 +5,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::OnceLock;
+
+use memchr::memmem::Finder;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -52,6 +55,14 @@ pub fn owned(s: &Option<Str<'_>>) -> Option<String> {
     nonblank(s).map(str::to_string)
 }
 
+/// Owned copy of the first non-blank string of a list.
+pub fn first_owned(list: &[Str<'_>]) -> Option<String> {
+    list.iter()
+        .map(|s| s.trim_ascii())
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// An integer that may be written as a number (integer or float) or as a numeric string;
 /// `null` and empty strings read as absent.
 pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
@@ -77,7 +88,7 @@ pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
             }
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let v = v.trim();
+            let v = v.trim_ascii();
             if v.is_empty() {
                 return Ok(None);
             }
@@ -115,7 +126,7 @@ pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::
             Ok(Some(v))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            match v.trim() {
+            match v.trim_ascii() {
                 s if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
                 s if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
                 "" => Ok(None),
@@ -275,6 +286,35 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A substring search with a prebuilt searcher: building one per call (as `str::contains` and
+/// `memmem::find` do) costs more than the search itself on short fields.
+pub struct Needle {
+    text: &'static str,
+    finder: OnceLock<Finder<'static>>,
+}
+
+impl Needle {
+    /// A needle for a fixed string.
+    pub const fn new(text: &'static str) -> Self {
+        Needle {
+            text,
+            finder: OnceLock::new(),
+        }
+    }
+
+    /// Where the needle first occurs in `hay`.
+    pub fn find(&self, hay: &str) -> Option<usize> {
+        self.finder
+            .get_or_init(|| Finder::new(self.text))
+            .find(hay.as_bytes())
+    }
+
+    /// Whether the needle occurs in `hay`.
+    pub fn is_in(&self, hay: &str) -> bool {
+        self.find(hay).is_some()
     }
 }
 

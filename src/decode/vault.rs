@@ -14,7 +14,8 @@
 use serde::Deserialize;
 
 use super::util::{
-    Str, lenient_i64, lookup, nonblank, owned, string_list, string_list_map, string_map,
+    Needle, Str, first_owned, lenient_i64, lookup, nonblank, owned, string_list, string_list_map,
+    string_map,
 };
 use super::{Ctx, Decoded, FormatError, parse_time};
 use crate::event::{Action, CredentialKind, Event, Outcome, Source};
@@ -87,6 +88,8 @@ struct Response<'a> {
     auth: Option<Auth<'a>>,
 }
 
+static LOGIN: Needle = Needle::new("/login");
+
 /// Metadata keys that name the environment a token was issued for (claim mappings).
 const ENV_KEYS: &[&str] = &["environment", "env", "deployment_tier", "tier"];
 
@@ -94,7 +97,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     let entry: Entry = serde_json::from_str(obj)?;
     let time = parse_time("time", &entry.time)?;
     let req = &entry.request;
-    let id = req.id.trim();
+    let id = req.id.trim_ascii();
     if id.is_empty() {
         return Err(FormatError::Invalid("request.id", "empty".into()));
     }
@@ -149,8 +152,8 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             .iter()
             .chain(&a.token_policies)
             .chain(&a.identity_policies)
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| format!("vault-policy:{}", p.trim()))
+            .filter(|p| !p.trim_ascii().is_empty())
+            .map(|p| cat!("vault-policy:", p.trim_ascii()))
             .collect();
         e.ttl = a
             .token_ttl
@@ -177,15 +180,12 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         _ => None,
     };
     e.runner.ip = owned(&req.remote_address);
-    e.runner.agent = lookup(&req.headers, "user-agent")
-        .and_then(|v| v.first())
-        .map(|v| v.to_string());
+    e.runner.agent = lookup(&req.headers, "user-agent").and_then(|v| first_owned(v));
     e.context.operation = owned(&req.operation);
     if !path.is_empty() {
         e.context.resource = Some(path.to_string());
     }
     e.context.namespace = req.namespace.as_ref().and_then(|n| owned(&n.path));
-    e.normalize_scopes();
     out.push(Ok(e));
     Ok(())
 }
@@ -197,10 +197,10 @@ fn is_login(path: &str) -> bool {
 
 /// The auth mount a login or request went to, without `auth/` (`jwt`, `ci/gitlab`).
 fn mount_name<'p>(path: &'p str, mount_point: Option<&'p str>) -> &'p str {
-    if let Some(rest) = path.strip_prefix("auth/") {
-        if let Some(i) = rest.find("/login") {
-            return &rest[..i];
-        }
+    if let Some(rest) = path.strip_prefix("auth/")
+        && let Some(i) = LOGIN.find(rest)
+    {
+        return &rest[..i];
     }
     mount_point
         .map(|m| m.trim_start_matches("auth/").trim_end_matches('/'))
@@ -212,7 +212,7 @@ fn mount_name<'p>(path: &'p str, mount_point: Option<&'p str>) -> &'p str {
 /// AppRole, Kubernetes), else its display name, else its entity.
 fn identity(auth: Option<&Auth<'_>>, mount: &str) -> String {
     let Some(a) = auth else {
-        return format!("vault:{mount}");
+        return cat!("vault:", mount);
     };
     let display = nonblank(&a.display_name);
     let method = display
@@ -222,13 +222,13 @@ fn identity(auth: Option<&Auth<'_>>, mount: &str) -> String {
     let role = ["role", "role_name"]
         .iter()
         .find_map(|k| lookup(&a.metadata, k))
-        .map(|r| r.trim())
+        .map(|r| r.trim_ascii())
         .filter(|r| !r.is_empty());
     match (role, display, nonblank(&a.entity_id)) {
-        (Some(role), _, _) => format!("vault:{method}/{role}"),
-        (None, Some(d), _) => format!("vault:{d}"),
-        (None, None, Some(entity)) => format!("vault:entity/{entity}"),
-        (None, None, None) => format!("vault:{mount}"),
+        (Some(role), _, _) => cat!("vault:", method, "/", role),
+        (None, Some(d), _) => cat!("vault:", d),
+        (None, None, Some(entity)) => cat!("vault:entity/", entity),
+        (None, None, None) => cat!("vault:", mount),
     }
 }
 
@@ -237,7 +237,7 @@ fn identity(auth: Option<&Auth<'_>>, mount: &str) -> String {
 fn mint_environment(ctx: &Ctx<'_>, a: &Auth<'_>) -> Option<String> {
     for key in ENV_KEYS {
         if let Some(v) = lookup(&a.metadata, key) {
-            let v = v.trim();
+            let v = v.trim_ascii();
             if !v.is_empty() && !v.eq_ignore_ascii_case("other") {
                 return ctx.env.normalize(v);
             }

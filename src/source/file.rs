@@ -208,20 +208,9 @@ pub fn frame(
 }
 
 fn fill(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let old = buf.len();
-    buf.resize(old + CHUNK, 0);
-    let n = loop {
-        match reader.read(&mut buf[old..]) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                buf.truncate(old);
-                return Err(e);
-            }
-        }
-    };
-    buf.truncate(old + n);
-    Ok(n)
+    buf.reserve(CHUNK);
+    // `read_to_end` through `Take` reads into spare capacity without zeroing it first.
+    reader.by_ref().take(CHUNK as u64).read_to_end(buf)
 }
 
 fn frame_lines(

@@ -1,0 +1,228 @@
+//! `schemas/event.schema.json` describes the canonical JSON exactly: every decoded event
+//! validates, a fully populated event validates (so the schema covers every field), and
+//! events that break the contract do not.
+
+use std::path::Path;
+
+use nhiwatch::event::{Context, Credential, CredentialKind, Event, Runner, RunnerKind};
+use nhiwatch::simulate::{Settings, Simulation};
+use nhiwatch::time::Timestamp;
+use serde_json::{Value, json};
+
+use crate::util;
+
+fn validator() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(util::root().join("schemas/event.schema.json"))
+        .expect("schema file");
+    let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    v.iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+fn as_json(e: &Event) -> Value {
+    let mut buf = Vec::new();
+    e.write_json(&mut buf);
+    serde_json::from_slice(&buf).expect("output is JSON")
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_decoded_event_satisfies_the_schema() {
+    let v = validator();
+    let decoder = util::decoder();
+    let mut events: Vec<Event> = Vec::new();
+    let mut files = Vec::new();
+    walk(&util::root().join("schemas/samples"), &mut files);
+    if let Some(shared) = util::shared_samples() {
+        walk(&shared, &mut files);
+    }
+    for f in &files {
+        if f.extension()
+            .is_some_and(|e| e == "json" || e == "jsonl" || e == "log")
+        {
+            events.extend(
+                util::decode_file_with(&decoder, f)
+                    .into_iter()
+                    .filter_map(Result::ok),
+            );
+        }
+    }
+    let sim = Simulation::new(Settings {
+        seed: 3,
+        identities: 100,
+        start: Timestamp::parse("2026-01-05T00:00:00Z").expect("time"),
+        only: None,
+    });
+    for r in sim.records(3000) {
+        let mut out = Vec::new();
+        decoder.decode(r.as_bytes(), &mut out);
+        events.extend(out.into_iter().filter_map(Result::ok));
+    }
+    assert!(events.len() > 3000, "decoded {}", events.len());
+    let mut failures = Vec::new();
+    for e in &events {
+        let errs = errors(&v, &as_json(e));
+        if !errs.is_empty() {
+            failures.push(format!("{}: {errs:?}", e.id));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} events violate the schema: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+fn full_event() -> Event {
+    let mut e = Event::new(
+        "id-1",
+        Timestamp::from_micros(1_767_610_800_123_456),
+        nhiwatch::event::Source::Custom,
+        "kind",
+        nhiwatch::event::Action::Job,
+        "x:y",
+    );
+    e.outcome = nhiwatch::event::Outcome::Failure;
+    e.environment = Some("production".into());
+    e.runner = Runner {
+        kind: Some(RunnerKind::SelfHosted),
+        id: Some("1".into()),
+        group: Some("g".into()),
+        name: Some("n".into()),
+        ip: Some("10.0.0.1".into()),
+        agent: Some("a".into()),
+    };
+    e.scopes = vec!["aud:x".into(), "vault-policy:y".into()];
+    e.ttl = Some(60);
+    e.credential = Some(Credential {
+        kind: CredentialKind::OidcJti,
+        fp: "0123456789abcdef0123456789abcdef".into(),
+        single_use: true,
+    });
+    e.context = Context {
+        repo: Some("r".into()),
+        git_ref: Some("main".into()),
+        ref_protected: Some(true),
+        workflow: Some("w".into()),
+        actor: Some("a".into()),
+        subject: Some("s".into()),
+        trigger: Some("push".into()),
+        namespace: Some("n".into()),
+        account: Some("1".into()),
+        region: Some("r".into()),
+        operation: Some("o".into()),
+        resource: Some("x".into()),
+        bound_to: Some("Pod/p".into()),
+        error: Some("e".into()),
+    };
+    e
+}
+
+#[test]
+fn a_fully_populated_event_satisfies_the_schema() {
+    let v = validator();
+    let errs = errors(&v, &as_json(&full_event()));
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+#[test]
+fn the_schema_refuses_what_nhiwatch_never_writes() {
+    let v = validator();
+    let good = as_json(&full_event());
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "unknown top-level field",
+            Box::new(|e| {
+                e["colour"] = json!("blue");
+            }),
+        ),
+        (
+            "null instead of absent",
+            Box::new(|e| {
+                e["environment"] = Value::Null;
+            }),
+        ),
+        (
+            "unknown action",
+            Box::new(|e| {
+                e["action"] = json!("steal");
+            }),
+        ),
+        (
+            "time with an offset",
+            Box::new(|e| {
+                e["time"] = json!("2026-01-05T12:00:00+01:00");
+            }),
+        ),
+        (
+            "raw access key as fingerprint",
+            Box::new(|e| {
+                e["credential"]["fp"] = json!("ASIAQNZGKIQY7EXAMPLE");
+            }),
+        ),
+        (
+            "single_use false is omitted, not written",
+            Box::new(|e| {
+                e["credential"]["single_use"] = json!(false);
+            }),
+        ),
+        (
+            "duplicate scopes",
+            Box::new(|e| {
+                e["scopes"] = json!(["aud:x", "aud:x"]);
+            }),
+        ),
+        (
+            "unprefixed scope",
+            Box::new(|e| {
+                e["scopes"] = json!(["admin"]);
+            }),
+        ),
+        (
+            "empty runner object",
+            Box::new(|e| {
+                e["runner"] = json!({});
+            }),
+        ),
+        (
+            "unknown context field",
+            Box::new(|e| {
+                e["context"]["token"] = json!("x");
+            }),
+        ),
+        (
+            "negative ttl",
+            Box::new(|e| {
+                e["ttl"] = json!(-1);
+            }),
+        ),
+        (
+            "missing identity",
+            Box::new(|e| {
+                e.as_object_mut().map(|o| o.remove("identity"));
+            }),
+        ),
+    ];
+    for (what, mutate) in mutations {
+        let mut bad = good.clone();
+        mutate(&mut bad);
+        assert!(!errors(&v, &bad).is_empty(), "schema accepted: {what}");
+    }
+}

@@ -1,0 +1,153 @@
+//! No raw token, session token, client token or credential id ever appears in anything a replay
+//! writes: events, the summary, logs (at debug level), or the rejects file, even for broken
+//! records that carry secrets.
+
+use crate::util::{self, run};
+
+/// Secret values present in the fixtures (tokens, session tokens, client tokens, accessors,
+/// access key ids, Kubernetes credential ids). OIDC `jti`s are not here: they are the records'
+/// native ids and appear as the event `id` (a token id, not a bearer secret).
+const SECRETS: &[&str] = &[
+    // CloudTrail session tokens and access key ids.
+    "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKENdoNotLeakMe",
+    "FwoGZXIvYXdzEXAMPLECHAINEDSESSIONTOKENdoNotLeakMeEither",
+    "IQoJb3JpZ2luX2VjEJENKINSSESSIONTOKENdoNotLeak",
+    "SAMLSESSIONTOKENdoNotLeak",
+    "LAMBDASESSIONTOKENdoNotLeak",
+    "ASIAQNZGKIQY7EXAMPLE",
+    "ASIAXCHAINEDKEY00001",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ASIAJENKINSSESSION01",
+    "ASIASAMLSESSION00001",
+    "ASIALAMBDASESSION001",
+    // Vault: raw token and accessor (log_raw), HMAC'd client tokens and accessors as written.
+    "hvs.CAESIPq3YxnzRAWLOGSECRETnHf1GxbP8pUu2hVqQ9xJdK4nGh4KHGh2cy5yYXdMb2dUb2tlbjEyMzQ1Njc4OTA",
+    "rawAccessorX7kP2mQ9vL4nR8tZ",
+    "4b6d8f0a2c4e6a8c0e2a4c6e8a0c2e4a6c8e0a2c4e6a8c0e2a4c6e8a0c2e4a6c",
+    "9c1e3a5c7e9a1c3e5a7c9e1a3c5e7a9c1e3a5c7e9a1c3e5a7c9e1a3c5e7a9c1e",
+    "1a3c5e7a9c1e3a5c7e9a1c3e5a7c9e1a3c5e7a9c1e3a5c7e9a1c3e5a7c9e1a3c",
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6IkRVMmRfTHl4In0",
+    // Kubernetes: an issued token (RequestResponse level) and credential ids.
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6Ik5VVlhSdkRfIn0",
+    "UkVBTFNJR05BVFVSRWRvTm90TGVhaw",
+    "8d4b2f6e-1c3a-4e5b-9f7d-0a2c4e6b8d1f",
+    "2a3b4c5d-6e7f-4809-9a1b-2c3d4e5f6a7b",
+    "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b",
+];
+
+fn fixture_files() -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in [
+        "github",
+        "gitlab",
+        "vault",
+        "cloudtrail",
+        "kubernetes",
+        "canonical",
+        "mixed",
+    ] {
+        let mut files: Vec<_> = std::fs::read_dir(util::fixture(dir))
+            .expect("fixture dir")
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
+/// Broken copies of secret-bearing records: each is cut off just after its secrets, so it
+/// cannot be parsed and goes to the rejects file.
+fn broken_records() -> String {
+    let mut lines = Vec::new();
+    for rel in [
+        "cloudtrail/assume-role-with-web-identity.json",
+        "cloudtrail/assume-role-chained.json",
+        "cloudtrail/get-session-token.json",
+        "vault/raw-log.jsonl",
+        "vault/kv-read.jsonl",
+        "kubernetes/tokenrequest-kubelet.json",
+        "kubernetes/serviceaccount-request.json",
+    ] {
+        let text = std::fs::read_to_string(util::fixture(rel)).expect("fixture");
+        for doc in text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .iter()
+            .take(1)
+        {
+            // Compact pretty documents onto one line first.
+            let compact = if doc.trim() == "{" {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                serde_json::to_string(&v).expect("json")
+            } else {
+                doc.clone()
+            };
+            lines.push(compact[..compact.len() - 12].to_string());
+        }
+    }
+    // A record whose secret sits in a field of the wrong type, to exercise error messages.
+    lines.push(r#"{"eventVersion":"1.08","eventID":"e","eventTime":"2026-01-05T00:00:00Z","eventName":"AssumeRole","eventSource":"sts.amazonaws.com","requestParameters":{"durationSeconds":"ASIAQNZGKIQY7EXAMPLE"}}"#.to_string());
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn no_secret_reaches_any_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, broken_records()).expect("write");
+    let rejects = dir.path().join("rejects.jsonl");
+    let mut args = vec![
+        "replay".to_string(),
+        "--rejects".into(),
+        rejects.display().to_string(),
+    ];
+    args.extend(fixture_files());
+    args.push(broken.display().to_string());
+    let o = util::bin()
+        .args(&args)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
+    assert!(stdout.lines().count() > 40, "events were written");
+    assert!(
+        rejected.lines().count() >= 8,
+        "broken records were rejected: {rejected}"
+    );
+    for secret in SECRETS {
+        for (what, text) in [
+            ("events", &*stdout),
+            ("stderr", &*stderr),
+            ("rejects file", &rejected),
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked into the {what}");
+        }
+    }
+    // The inputs really held them (the test would otherwise prove nothing).
+    let mut inputs = String::new();
+    for f in fixture_files() {
+        inputs.push_str(&std::fs::read_to_string(f).expect("fixture"));
+    }
+    for secret in SECRETS {
+        assert!(inputs.contains(secret), "{secret} is not in the fixtures");
+    }
+    assert!(rejected.contains("[redacted]"), "{rejected}");
+}
+
+#[test]
+fn quickstart_output_holds_fingerprints_not_ids() {
+    let o = run(&["replay", "schemas/samples/mixed/quickstart.jsonl"], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&util::fp(
+        nhiwatch::event::CredentialKind::AwsAccessKey,
+        "ASIAQNZGKIQY7EXAMPLE"
+    )));
+    assert!(!out.contains("ASIAQNZGKIQY7EXAMPLE"));
+}

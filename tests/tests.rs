@@ -1,0 +1,9 @@
+//! Integration tests, one module per area (see ARCHITECTURE.md, "Conventions").
+
+mod util;
+
+mod cli;
+mod decode;
+mod samples;
+mod schema;
+mod secrets;
