@@ -477,6 +477,14 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Almost every string needs no escaping: check that with vectorized scans and copy it.
+    if memchr::memchr2(b'"', b'\\', bytes).is_none()
+        && !bytes.iter().fold(false, |acc, &b| acc | (b < 0x20))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {

@@ -95,7 +95,7 @@ impl Fingerprinter {
         id: &str,
         single_use: bool,
     ) -> Option<Credential> {
-        let id = id.trim();
+        let id = id.trim_ascii();
         if id.is_empty() {
             return None;
         }

@@ -262,6 +262,12 @@ fn check_config_names_the_bad_key() {
     );
     let o = run(&["--config", &good, "check-config"], None);
     assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["--config", "nhiwatch.example.toml", "check-config"], None);
+    assert!(
+        o.status.success(),
+        "the shipped example must stay valid: {}",
+        stderr(&o)
+    );
     let bad = write_temp(
         &dir,
         "bad.toml",

@@ -47,7 +47,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 
 /// Returns the string when present and not blank.
 pub fn nonblank<'s>(s: &'s Option<Str<'_>>) -> Option<&'s str> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    s.as_deref().map(str::trim_ascii).filter(|s| !s.is_empty())
 }
 
 /// Owned copy of a present, non-blank string.

@@ -139,23 +139,77 @@ pub fn open(input: &Input, counter: &ReadCounter) -> io::Result<Box<dyn Read>> {
         Input::Stdin => Box::new(io::stdin().lock()),
         Input::Path(p) => Box::new(File::open(p)?),
     };
-    let mut reader = BufReader::with_capacity(
-        CHUNK,
-        Counting {
-            inner: raw,
-            counter: counter.clone(),
-        },
-    );
-    let magic = {
-        use std::io::BufRead;
-        let buf = reader.fill_buf()?;
-        buf.len() >= 2 && buf[0] == 0x1f && buf[1] == 0x8b
+    let mut raw = Counting {
+        inner: raw,
+        counter: counter.clone(),
     };
-    Ok(if magic {
-        Box::new(BufReader::with_capacity(CHUNK, MultiGzDecoder::new(reader)))
+    // Peek at the magic bytes without a BufReader: plain input is read straight into the
+    // framing buffer, saving a copy of every byte.
+    let mut head = [0u8; 2];
+    let mut n = 0;
+    while n < head.len() {
+        match raw.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let chained = io::Cursor::new(head[..n].to_vec()).chain(raw);
+    Ok(if head[..n] == [0x1f, 0x8b] {
+        Box::new(BufReader::with_capacity(
+            CHUNK,
+            MultiGzDecoder::new(BufReader::with_capacity(CHUNK, chained)),
+        ))
     } else {
-        Box::new(reader)
+        Box::new(chained)
     })
+}
+
+/// A read buffer zeroed once and reused: on stable Rust, reading through wrapped readers
+/// would otherwise initialize every chunk before the read overwrites it.
+struct Window {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            buf: vec![0; CHUNK * 2],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads more after the unconsumed bytes (moved to the front first, growing the buffer
+    /// when they fill it); 0 at end of input.
+    fn fill(&mut self, reader: &mut impl Read) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let n = self.buf.len();
+            self.buf.resize(n * 2, 0);
+        }
+        loop {
+            match reader.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Frames an input into records and hands each to `f`, until `f` breaks. Returns the
@@ -165,30 +219,30 @@ pub fn frame(
     max_record: usize,
     mut f: impl FnMut(Framed<'_>) -> ControlFlow<()>,
 ) -> io::Result<u64> {
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
+    let mut w = Window::new();
     // Read until the first complete line (or EOF) to choose the framing.
     let mut eof = false;
     let mut scanned = 0;
     let first_line_end = loop {
-        if let Some(i) = memchr::memchr(b'\n', &buf[scanned..]) {
+        if let Some(i) = memchr::memchr(b'\n', &w.data()[scanned..]) {
             let candidate = scanned + i;
-            if buf[..candidate].iter().all(u8::is_ascii_whitespace) {
+            if w.data()[..candidate].iter().all(u8::is_ascii_whitespace) {
                 // Leading blank lines: keep looking.
                 scanned = candidate + 1;
                 continue;
             }
             break candidate;
         }
-        scanned = buf.len();
-        if buf.len() > max_record {
-            break buf.len();
+        scanned = w.data().len();
+        if scanned > max_record {
+            break scanned;
         }
-        if fill(&mut reader, &mut buf)? == 0 {
+        if w.fill(&mut reader)? == 0 {
             eof = true;
-            break buf.len();
+            break w.data().len();
         }
     };
-    let first = &buf[..first_line_end];
+    let first = &w.data()[..first_line_end];
     let start = first.iter().position(|b| !b.is_ascii_whitespace());
     let lines = match start.map(|s| first[s]) {
         None => true,
@@ -197,25 +251,20 @@ pub fn frame(
         Some(_) => true,
     };
     if lines {
-        frame_lines(reader, buf, eof, max_record, &mut f)
+        frame_lines(reader, w, eof, max_record, &mut f)
     } else {
+        let mut all = w.data().to_vec();
         if !eof {
-            reader.read_to_end(&mut buf)?;
+            reader.read_to_end(&mut all)?;
         }
-        frame_documents(&buf, &mut f);
-        Ok(buf.len() as u64)
+        frame_documents(&all, &mut f);
+        Ok(all.len() as u64)
     }
-}
-
-fn fill(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.reserve(CHUNK);
-    // `read_to_end` through `Take` reads into spare capacity without zeroing it first.
-    reader.by_ref().take(CHUNK as u64).read_to_end(buf)
 }
 
 fn frame_lines(
     mut reader: impl Read,
-    mut buf: Vec<u8>,
+    mut w: Window,
     mut eof: bool,
     max_record: usize,
     f: &mut impl FnMut(Framed<'_>) -> ControlFlow<()>,
@@ -225,8 +274,9 @@ fn frame_lines(
     // Set while skipping the rest of an oversize line: (its line number, bytes so far).
     let mut skipping: Option<(u64, u64)> = None;
     loop {
+        let data = &w.buf[w.start..w.end];
         let mut pos = 0;
-        while let Some(i) = memchr::memchr(b'\n', &buf[pos..]) {
+        while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
             let end = pos + i;
             let flow = if let Some((l, n)) = skipping.take() {
                 f(Framed::Oversize {
@@ -234,7 +284,7 @@ fn frame_lines(
                     len: n + end as u64,
                 })
             } else {
-                emit_line(&buf[pos..end], line, max_record, f)
+                emit_line(&data[pos..end], line, max_record, f)
             };
             line += 1;
             pos = end + 1;
@@ -243,28 +293,29 @@ fn frame_lines(
             }
         }
         total += pos as u64;
-        buf.drain(..pos);
-        if buf.len() > max_record {
+        w.start += pos;
+        if w.end - w.start > max_record {
             let (l, n) = skipping.unwrap_or((line, 0));
-            skipping = Some((l, n + buf.len() as u64));
-            total += buf.len() as u64;
-            buf.clear();
+            skipping = Some((l, n + (w.end - w.start) as u64));
+            total += (w.end - w.start) as u64;
+            w.start = w.end;
         }
         if eof {
             break;
         }
-        if fill(&mut reader, &mut buf)? == 0 {
+        if w.fill(&mut reader)? == 0 {
             eof = true;
         }
     }
-    total += buf.len() as u64;
+    let rest = w.data();
+    total += rest.len() as u64;
     if let Some((l, n)) = skipping {
         let _ = f(Framed::Oversize {
             line: l,
-            len: n + buf.len() as u64,
+            len: n + rest.len() as u64,
         });
-    } else if !buf.is_empty() {
-        let _ = emit_line(&buf, line, max_record, f);
+    } else if !rest.is_empty() {
+        let _ = emit_line(rest, line, max_record, f);
     }
     Ok(total)
 }
