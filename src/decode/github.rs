@@ -147,8 +147,8 @@ mod tests {
                 Some("o/lib/.github/workflows/b.yml@v1"),
                 None
             )
-            .unwrap(),
-            "github:o/r/.github/workflows/a.yml"
+            .as_deref(),
+            Some("github:o/r/.github/workflows/a.yml")
         );
         assert_eq!(
             identity(
@@ -157,8 +157,8 @@ mod tests {
                 Some("o/r/.github/workflows/a.yml@refs/heads/main"),
                 None
             )
-            .unwrap(),
-            "github:o/r/.github/workflows/a.yml"
+            .as_deref(),
+            Some("github:o/r/.github/workflows/a.yml")
         );
         // A reusable workflow from another repository is not the caller's pipeline.
         assert_eq!(
@@ -168,13 +168,13 @@ mod tests {
                 Some("o/lib/.github/workflows/b.yml@v1"),
                 Some("deploy")
             )
-            .unwrap(),
-            "github:o/r:deploy"
+            .as_deref(),
+            Some("github:o/r:deploy")
         );
         // Same prefix but a different repository (o/r vs o/r2).
         assert_eq!(
-            identity("o/r", None, Some("o/r2/.github/workflows/b.yml@v1"), None).unwrap(),
-            "github:o/r"
+            identity("o/r", None, Some("o/r2/.github/workflows/b.yml@v1"), None).as_deref(),
+            Some("github:o/r")
         );
         assert_eq!(identity("o/r", None, None, Some("x")), None);
     }

@@ -455,7 +455,7 @@ mod tests {
             });
             ControlFlow::Continue(())
         })
-        .unwrap();
+        .unwrap_or_else(|e| panic!("framing an in-memory input cannot fail: {e}"));
         out
     }
 
