@@ -200,6 +200,8 @@ struct Run<'a> {
     logged_rejects: u64,
     error: Option<Error>,
     output_name: String,
+    /// Latest plausible event time, refreshed per input (wall clock plus the allowed skew).
+    max_time: crate::time::Timestamp,
 }
 
 /// Runs a replay.
@@ -250,6 +252,7 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
         logged_rejects: 0,
         error: None,
         output_name,
+        max_time: decoder.max_event_time(),
     };
 
     let total: u64 = inputs.iter().filter_map(Input::size).sum();
@@ -257,6 +260,7 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
     let mut done_bytes = 0u64;
     for input in &inputs {
         let name = input.name();
+        run.max_time = decoder.max_event_time();
         let counter = ReadCounter::default();
         let reader = match file::open(input, &counter) {
             Ok(r) => r,
@@ -272,6 +276,8 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
             since_tick += 1;
             if since_tick == 4096 {
                 since_tick = 0;
+                // A long stdin stream must not judge new records against a stale clock.
+                run.max_time = decoder.max_event_time();
                 if let Some(bar) = &bar {
                     bar.set_position(done_bytes + counter.get());
                     bar.set_message(format!("{} records", thousands(run.summary.records)));
@@ -320,7 +326,8 @@ impl Run<'_> {
             Framed::Record { bytes, line, doc } => {
                 self.results.clear();
                 let mut results = std::mem::take(&mut self.results);
-                self.summary.records += self.decoder.decode(bytes, &mut results) as u64;
+                self.summary.records +=
+                    self.decoder.decode_with_bound(bytes, self.max_time, &mut results) as u64;
                 for r in results.drain(..) {
                     match r {
                         Ok(event) => {

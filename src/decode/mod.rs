@@ -353,10 +353,13 @@ impl Decoder {
     /// rejected record. Returns the number of records the input held (a delivery file or an
     /// array holds several; blank input holds none).
     pub fn decode(&self, input: &[u8], out: &mut Vec<Decoded>) -> usize {
-        // The upper bound of plausible event times is taken once per input: wall time is only
-        // a sanity bound here, never an input to detection.
-        let max_time = Timestamp::now().plus_seconds(self.max_future_skew_secs);
-        self.decode_with_bound(input, max_time, out)
+        self.decode_with_bound(input, self.max_event_time(), out)
+    }
+
+    /// The latest plausible event time now: the wall clock plus `decode.max_future_skew`.
+    /// Wall time is only a sanity bound here, never an input to detection.
+    pub fn max_event_time(&self) -> Timestamp {
+        Timestamp::now().plus_seconds(self.max_future_skew_secs)
     }
 
     /// As [`Decoder::decode`], with an explicit upper bound for event times.
