@@ -327,7 +327,9 @@ impl Run<'_> {
                 self.results.clear();
                 let mut results = std::mem::take(&mut self.results);
                 self.summary.records +=
-                    self.decoder.decode_with_bound(bytes, self.max_time, &mut results) as u64;
+                    self.decoder
+                        .decode_with_bound(bytes, self.max_time, &mut results)
+                        as u64;
                 for r in results.drain(..) {
                     match r {
                         Ok(event) => {

@@ -839,6 +839,11 @@ fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
         user_identity: Option<IgnoredAny>,
         #[serde(rename = "auditID")]
         audit_id: Option<IgnoredAny>,
+        verb: Option<IgnoredAny>,
+        #[serde(rename = "requestURI")]
+        request_uri: Option<IgnoredAny>,
+        #[serde(rename = "objectRef")]
+        object_ref: Option<IgnoredAny>,
         #[serde(rename = "apiVersion", borrow)]
         api_version: Option<Str<'a>>,
         job_workflow_ref: Option<IgnoredAny>,
@@ -873,6 +878,7 @@ fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
     {
         Guess::Format(Format::Cloudtrail)
     } else if p.audit_id.is_some()
+        || (p.verb.is_some() && (p.request_uri.is_some() || p.object_ref.is_some()))
         || p.api_version
             .as_deref()
             .is_some_and(|v| v.starts_with("audit.k8s.io/"))
