@@ -525,6 +525,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn summary_tables_are_indexed_by_declaration_order() {
+        for (i, s) in Source::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+        for (i, a) in Action::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i);
+        }
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
     fn formats_counts() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
