@@ -27,6 +27,61 @@ pub struct Config {
     /// Mappings from source-specific names to environments.
     #[serde(default)]
     pub environments: EnvironmentsConfig,
+    /// Time zones for the time-of-week model.
+    #[serde(default)]
+    pub time: TimeConfig,
+    /// Where detector specifications come from and which run.
+    #[serde(default)]
+    pub detectors: DetectorsConfig,
+}
+
+/// `[time]`: the time zone schedules are judged in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// The organisation's time zone (IANA name, e.g. `Europe/Berlin`); `UTC` by default.
+    /// Jobs scheduled in local time keep their hour across daylight-saving changes.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Identities in another time zone, first matching pattern wins.
+    #[serde(default)]
+    pub identities: Vec<IdentityZone>,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            timezone: default_timezone(),
+            identities: Vec::new(),
+        }
+    }
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// `[[time.identities]]`: a time zone for identities matching a pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityZone {
+    /// Identity glob (`github:acme-us/*`).
+    pub pattern: String,
+    /// IANA time-zone name.
+    pub timezone: String,
+}
+
+/// `[detectors]`: detector specifications.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorsConfig {
+    /// A directory whose `<detector>.toml` and `privileges.toml` override the built-in ones,
+    /// file by file.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Detectors to run, overriding each specification's `enabled`.
+    #[serde(default)]
+    pub enabled: Option<Vec<String>>,
 }
 
 /// `[fingerprint]`: the HMAC key for credential fingerprints.

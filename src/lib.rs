@@ -6,9 +6,12 @@
 
 #![warn(missing_docs)]
 
+pub mod alert;
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod environment;
 pub mod event;
 pub mod fingerprint;

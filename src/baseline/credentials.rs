@@ -1,0 +1,99 @@
+//! Live credentials: each minted credential's fingerprint bound to what it was minted for.
+//! A later presentation is checked against the binding: another environment, another network
+//! for a cloud session key, or a second presentation of a single-use token.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::MapHasher;
+
+/// What a credential was minted for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Hash of the environment it was minted for.
+    pub env: Option<u64>,
+    /// Mint time (Unix seconds).
+    pub minted: i64,
+    /// Expiry (Unix seconds).
+    pub expires: i64,
+    /// Must be presented once only (OIDC `jti`).
+    pub single_use: bool,
+    /// Hash of the network it was minted from.
+    pub net: Option<u64>,
+    /// Hash of the identity that minted it (32 bits).
+    pub identity: u32,
+    /// Times a mint record carried this credential.
+    pub presentations: u16,
+    /// Native id of the first mint record (evidence for reuse).
+    pub first_event: String,
+}
+
+/// Lifetime assumed for a credential whose mint record gives none.
+pub const DEFAULT_TTL_SECS: i64 = 12 * 3600;
+
+/// Bindings of live credentials.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    map: DashMap<u128, Binding, MapHasher>,
+    next_sweep: AtomicI64,
+}
+
+impl Credentials {
+    /// The binding of a credential.
+    pub fn get(&self, key: u128) -> Option<Binding> {
+        self.map.get(&key).map(|b| b.clone())
+    }
+
+    /// Records a mint: a new binding, or one more presentation of a known credential.
+    pub fn bind(&self, key: u128, binding: Binding) {
+        self.map
+            .entry(key)
+            .and_modify(|b| b.presentations = b.presentations.saturating_add(1))
+            .or_insert(binding);
+    }
+
+    /// Drops bindings expired for longer than `grace_secs`; runs at most once per hour of
+    /// event time.
+    pub fn sweep(&self, now: i64, grace_secs: i64) {
+        if now < self.next_sweep.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_sweep.store(now + 3600, Ordering::Relaxed);
+        self.map.retain(|_, b| b.expires + grace_secs >= now);
+    }
+
+    /// Number of live bindings.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Live bindings minted by an identity (for `baselines show`).
+    pub fn count_for(&self, identity: u32) -> usize {
+        self.map.iter().filter(|b| b.identity == identity).count()
+    }
+
+    /// Every binding, sorted by key (snapshots).
+    pub fn export(&self) -> Vec<(u128, Binding)> {
+        let mut v: Vec<(u128, Binding)> = self
+            .map
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// Restores bindings (snapshots).
+    pub fn import(&self, entries: Vec<(u128, Binding)>) {
+        for (k, v) in entries {
+            self.map.insert(k, v);
+        }
+    }
+}

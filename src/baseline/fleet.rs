@@ -1,0 +1,122 @@
+//! Fleet-wide context: for each runner attribute, network and scope, which identities used it
+//! recently. A value that appears across many identities at once is a rollout (a new runner
+//! pool, a subnet migration, a policy granted to every service) and is judged once at fleet
+//! level instead of being flagged once per identity.
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{Day, MapHasher};
+
+/// Distinct identities remembered per value. Fleet thresholds must not exceed it.
+pub const SLOTS: usize = 12;
+
+/// Who used a value recently.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetEntry {
+    /// Day first seen anywhere.
+    pub first: Day,
+    /// Day last seen anywhere.
+    pub last: Day,
+    /// Identities that used it (32-bit identity hash, last day), most recent kept.
+    recent: Vec<(u32, Day)>,
+}
+
+impl FleetEntry {
+    /// Identities that used the value since `since`.
+    pub fn identities_since(&self, since: Day) -> u32 {
+        self.recent.iter().filter(|(_, d)| *d >= since).count() as u32
+    }
+}
+
+/// Fleet-wide value usage.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    values: DashMap<u64, FleetEntry, MapHasher>,
+}
+
+impl Fleet {
+    /// Records that `identity` used `value` on `day`.
+    pub fn observe(&self, value: u64, identity: u32, day: Day) {
+        let mut e = self.values.entry(value).or_insert_with(|| FleetEntry {
+            first: day,
+            last: day,
+            recent: Vec::new(),
+        });
+        e.last = e.last.max(day);
+        if let Some(slot) = e.recent.iter_mut().find(|(id, _)| *id == identity) {
+            slot.1 = slot.1.max(day);
+        } else if e.recent.len() < SLOTS {
+            e.recent.push((identity, day));
+        } else if let Some(oldest) = e.recent.iter_mut().min_by_key(|(_, d)| *d) {
+            *oldest = (identity, day);
+        }
+    }
+
+    /// Identities that used `value` since `since`.
+    pub fn identities_since(&self, value: u64, since: Day) -> u32 {
+        self.values
+            .get(&value)
+            .map_or(0, |e| e.identities_since(since))
+    }
+
+    /// First day the value was seen anywhere.
+    pub fn first_seen(&self, value: u64) -> Option<Day> {
+        self.values.get(&value).map(|e| e.first)
+    }
+
+    /// Number of values tracked.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Drops values unseen since `before`.
+    pub fn forget(&self, before: Day) {
+        self.values.retain(|_, e| e.last >= before);
+    }
+
+    /// Every entry, sorted by value (snapshots).
+    pub fn export(&self) -> Vec<(u64, FleetEntry)> {
+        let mut v: Vec<(u64, FleetEntry)> = self
+            .values
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// Restores entries (snapshots).
+    pub fn import(&self, entries: Vec<(u64, FleetEntry)>) {
+        for (k, v) in entries {
+            self.values.insert(k, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_distinct_recent_identities() {
+        let f = Fleet::default();
+        f.observe(7, 1, 10);
+        f.observe(7, 1, 11);
+        f.observe(7, 2, 11);
+        assert_eq!(f.identities_since(7, 10), 2);
+        assert_eq!(f.identities_since(7, 12), 0);
+        for id in 3..40 {
+            f.observe(7, id, 20);
+        }
+        assert_eq!(f.identities_since(7, 20), SLOTS as u32, "bounded");
+        assert_eq!(f.first_seen(7), Some(10));
+        f.forget(21);
+        assert!(f.is_empty());
+    }
+}

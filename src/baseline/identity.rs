@@ -1,0 +1,180 @@
+//! One identity's baseline and how it learns from an event.
+
+use serde::{Deserialize, Serialize};
+
+use super::timeofweek::TimeOfWeek;
+use super::values::ValueSet;
+use super::{Class, Day, Interner, Tier, View, attr_text};
+use crate::event::{Action, Event, Outcome};
+
+/// How much to remember and for how long; set from the detectors' specifications.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LearnParams {
+    /// Half-life of the time-of-week counts, in days.
+    pub mint_half_life_days: f32,
+    /// Runner attributes and networks unseen this long are forgotten.
+    pub runner_forget_days: u16,
+    /// Scopes and TTLs unseen this long are forgotten.
+    pub scope_forget_days: u16,
+    /// Environments and environment pairs unseen this long are forgotten.
+    pub env_forget_days: u16,
+}
+
+impl Default for LearnParams {
+    fn default() -> Self {
+        LearnParams {
+            mint_half_life_days: 21.0,
+            runner_forget_days: 45,
+            scope_forget_days: 45,
+            env_forget_days: 90,
+        }
+    }
+}
+
+const CAP_ATTRS: usize = 16;
+const CAP_NETS: usize = 32;
+const CAP_SCOPES: usize = 32;
+const CAP_ENVS: usize = 8;
+const CAP_PAIRS: usize = 8;
+
+/// What nhiwatch believes about one identity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdentityBaseline {
+    /// First event time (Unix seconds).
+    pub first_seen: i64,
+    /// Last event time (Unix seconds).
+    pub last_seen: i64,
+    /// Events learned (successful mints and uses).
+    pub events: u32,
+    /// Successful mints learned.
+    pub mints: u32,
+    /// Successful uses learned.
+    pub uses: u32,
+    /// Refused mints and uses seen (inspected, never learned).
+    pub failures: u32,
+    /// When it mints.
+    pub tow: TimeOfWeek,
+    /// Stable runner attributes (kind, runner id, requester group, named sources).
+    pub attrs: ValueSet,
+    /// Networks it came from.
+    pub nets: ValueSet,
+    /// Events that carried a network address.
+    pub net_obs: u32,
+    /// Scopes held (aux: privilege rank).
+    pub scopes: ValueSet,
+    /// Environments minted for (aux: tier).
+    pub envs: ValueSet,
+    /// (minted-for, presented-in) environment pairs of its credentials' uses.
+    pub env_pairs: ValueSet,
+    /// Longest credential lifetime seen, seconds.
+    pub ttl_max: u32,
+    /// Mints with a lifetime.
+    pub ttl_n: u32,
+    /// Mints for production.
+    pub prod_mints: u32,
+    /// Mints for production from an unprotected ref.
+    pub prod_unprotected: u32,
+}
+
+impl IdentityBaseline {
+    /// A baseline starting at `secs`.
+    pub fn new(secs: i64) -> Self {
+        IdentityBaseline {
+            first_seen: secs,
+            last_seen: secs,
+            ..Default::default()
+        }
+    }
+
+    /// Days between the first and the last event.
+    pub fn days_known(&self) -> f64 {
+        (self.last_seen - self.first_seen).max(0) as f64 / 86_400.0
+    }
+
+    /// The highest privilege rank among scopes seen since `since`.
+    pub fn max_rank(&self, since: Day) -> u8 {
+        self.scopes.recent(since).map(|e| e.aux).max().unwrap_or(0)
+    }
+
+    /// Heap bytes held (memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.attrs.heap_bytes()
+            + self.nets.heap_bytes()
+            + self.scopes.heap_bytes()
+            + self.envs.heap_bytes()
+            + self.env_pairs.heap_bytes()
+    }
+
+    /// Learns from an event (after every detector inspected it). Refused operations are
+    /// counted but not learned: an attacker's failed attempts must not become normal.
+    pub fn learn(&mut self, event: &Event, view: &View, p: &LearnParams, interner: &Interner) {
+        self.first_seen = self.first_seen.min(view.secs);
+        self.last_seen = self.last_seen.max(view.secs);
+        if event.outcome == Outcome::Failure {
+            self.failures = self.failures.saturating_add(1);
+            return;
+        }
+        self.events = self.events.saturating_add(1);
+        let day = view.day;
+        let runner_horizon = day.saturating_sub(p.runner_forget_days);
+        for a in &view.attrs {
+            if self
+                .attrs
+                .observe(a.hash, day, a.class as u8, CAP_ATTRS, runner_horizon)
+            {
+                interner.intern(a.hash, &attr_text(event, a));
+            }
+        }
+        if let Some(net) = &view.net {
+            self.net_obs = self.net_obs.saturating_add(1);
+            if self.nets.observe(
+                net.hash,
+                day,
+                Class::Network as u8,
+                CAP_NETS,
+                runner_horizon,
+            ) {
+                interner.intern(net.hash, &net.text());
+            }
+        }
+        match event.action {
+            Action::Mint => {
+                self.mints = self.mints.saturating_add(1);
+                self.tow.add(view.tow_bin, day, p.mint_half_life_days);
+                let scope_horizon = day.saturating_sub(p.scope_forget_days);
+                for (s, text) in view.scopes.iter().zip(&event.scopes) {
+                    if self
+                        .scopes
+                        .observe(s.hash, day, s.rank, CAP_SCOPES, scope_horizon)
+                    {
+                        interner.intern(s.hash, text);
+                    }
+                }
+                if let Some(ttl) = event.ttl {
+                    self.ttl_max = self.ttl_max.max(u32::try_from(ttl).unwrap_or(u32::MAX));
+                    self.ttl_n = self.ttl_n.saturating_add(1);
+                }
+                if let (Some((env, tier)), Some(name)) = (view.env, event.environment.as_deref()) {
+                    let horizon = day.saturating_sub(p.env_forget_days);
+                    if self.envs.observe(env, day, tier as u8, CAP_ENVS, horizon) {
+                        interner.intern(env, name);
+                    }
+                    if tier == Tier::Production {
+                        self.prod_mints = self.prod_mints.saturating_add(1);
+                        if event.context.ref_protected == Some(false) {
+                            self.prod_unprotected = self.prod_unprotected.saturating_add(1);
+                        }
+                    }
+                }
+            }
+            Action::Use => self.uses = self.uses.saturating_add(1),
+            Action::Job | Action::Other => {}
+        }
+    }
+
+    /// Records that a credential minted for one environment was presented in another.
+    pub fn learn_env_pair(&mut self, pair: u64, day: Day, p: &LearnParams) {
+        let horizon = day.saturating_sub(p.env_forget_days);
+        self.env_pairs.observe(pair, day, 0, CAP_PAIRS, horizon);
+    }
+}

@@ -1,0 +1,122 @@
+//! Snapshots of all learned state (baselines, fleet, credentials, the string table, and the
+//! detection engine's own state), so `replay --state DIR` can backfill history from files and
+//! a later run continues from it. Written atomically (temporary file, fsync, rename) in
+//! postcard, a compact self-describing-free serde format, behind a versioned header.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::fleet::FleetEntry;
+use super::{Baselines, Binding, IdentityBaseline};
+
+const MAGIC: &[u8; 8] = b"NHIWSNP1";
+/// The file name inside the state directory.
+pub const FILE: &str = "baselines.snapshot";
+
+/// A snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// File system error.
+    #[error("snapshot {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a snapshot of this version.
+    #[error("snapshot {path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body<E> {
+    identities: Vec<(String, IdentityBaseline)>,
+    fleet: Vec<(u64, FleetEntry)>,
+    credentials: Vec<(u128, Binding)>,
+    strings: Vec<(u64, String)>,
+    engine: E,
+}
+
+/// Writes a snapshot of `baselines` and the engine state to `dir/baselines.snapshot`.
+pub fn save<E: Serialize>(dir: &Path, baselines: &Baselines, engine: &E) -> Result<PathBuf, Error> {
+    let path = dir.join(FILE);
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut identities: Vec<(String, IdentityBaseline)> = baselines
+        .identities
+        .iter()
+        .map(|e| (e.key().to_string(), e.value().clone()))
+        .collect();
+    identities.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let body = Body {
+        identities,
+        fleet: baselines.fleet.export(),
+        credentials: baselines.credentials.export(),
+        strings: baselines.interner.export(),
+        engine,
+    };
+    let bytes = postcard::to_stdvec(&body).map_err(|e| Error::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    {
+        let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
+        w.write_all(MAGIC).map_err(io)?;
+        w.write_all(&bytes).map_err(io)?;
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(path)
+}
+
+/// Reads `dir/baselines.snapshot` into `baselines` (which should be empty); returns the engine
+/// state, or `None` when there is no snapshot yet.
+pub fn load<E: DeserializeOwned>(dir: &Path, baselines: &Baselines) -> Result<Option<E>, Error> {
+    let path = dir.join(FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let mut bytes = Vec::new();
+    BufReader::new(file)
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    if !bytes.starts_with(MAGIC) {
+        return Err(Error::Format {
+            path,
+            message: "not an nhiwatch snapshot (or from an incompatible version)".into(),
+        });
+    }
+    let body: Body<E> = postcard::from_bytes(&bytes[MAGIC.len()..]).map_err(|e| Error::Format {
+        path: path.clone(),
+        message: format!("corrupt snapshot: {e}"),
+    })?;
+    for (k, v) in body.identities {
+        baselines.identities.insert(k.into_boxed_str(), v);
+    }
+    baselines.fleet.import(body.fleet);
+    baselines.credentials.import(body.credentials);
+    for (h, t) in body.strings {
+        baselines.interner.intern(h, &t);
+    }
+    Ok(Some(body.engine))
+}

@@ -1,0 +1,226 @@
+//! `cross_env_reuse`: a credential presented where it was not minted for.
+//!
+//! Credentials are bound at mint to the environment and network they were minted for
+//! (`baseline::Credentials`). On a later presentation this detector alerts when:
+//! * the credential is used in another environment, and the identity's credentials do not
+//!   routinely cross between that pair of environments (learned);
+//! * an AWS session key is used from a network other than the one that minted it;
+//! * a single-use token (OIDC `jti`) is presented a second time;
+//!
+//! and on mints when an identity that only ever minted for other environments mints for
+//! production, or mints for production from an unprotected branch.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::new_runner::{Cidr, cidrs};
+use super::{Cx, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use crate::baseline::{Class, IdentityBaseline, Tier, env_pair, hash_value};
+use crate::config::Duration;
+use crate::event::{Action, CredentialKind};
+use crate::time::Timestamp;
+
+/// `[thresholds]` of `cross_env_reuse.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    unprotected_history: u32,
+    /// How long bindings outlive their credential (read by the engine).
+    pub binding_grace: Duration,
+}
+
+pub(super) struct CrossEnvReuse {
+    spec: Spec,
+    t: Thresholds,
+    nets: Vec<Cidr>,
+    forget_days: u16,
+    first_prod_key: u64,
+    unprotected_key: u64,
+}
+
+impl CrossEnvReuse {
+    pub(super) fn new(spec: Spec) -> Result<Self, SpecError> {
+        let t: Thresholds = spec.thresholds()?;
+        Ok(CrossEnvReuse {
+            nets: cidrs(&spec)?,
+            forget_days: (spec.forgetting.forget_after.as_secs() / 86_400).max(1) as u16,
+            first_prod_key: hash_value(Class::Scope, "first-production-mint"),
+            unprotected_key: hash_value(Class::Scope, "unprotected-production-mint"),
+            spec,
+            t,
+        })
+    }
+
+    fn finding(
+        &self,
+        cx: &Cx<'_>,
+        key: u64,
+        reason: String,
+        summary: String,
+        extra: serde_json::Value,
+    ) -> Finding {
+        let mut ev = evidence::base(cx.baseline);
+        if let serde_json::Value::Object(m) = extra {
+            ev.extend(m);
+        }
+        Finding {
+            severity: self.spec.severity_for(tier_of(cx.view)),
+            reason_key: key,
+            reason,
+            summary,
+            evidence: ev,
+            defer: None,
+        }
+    }
+}
+
+fn fp8(cx: &Cx<'_>) -> String {
+    cx.event
+        .credential
+        .as_ref()
+        .map(|c| c.fp.chars().take(8).collect())
+        .unwrap_or_default()
+}
+
+impl Detector for CrossEnvReuse {
+    fn name(&self) -> &'static str {
+        "cross_env_reuse"
+    }
+
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn learned(&self, b: &IdentityBaseline) -> u32 {
+        b.mints
+    }
+
+    fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
+        let (v, b, e) = (cx.view, cx.baseline, cx.event);
+        let interner = &cx.state.interner;
+        let since = v.day.saturating_sub(self.forget_days);
+        match e.action {
+            Action::Mint => {
+                // The same single-use token presented again.
+                if let (Some(bind), Some(cred)) = (cx.binding, &e.credential)
+                    && bind.single_use
+                    && cred.single_use
+                {
+                    let first = Timestamp::from_micros(bind.minted.saturating_mul(1_000_000));
+                    return Some(self.finding(
+                        cx,
+                        v.cred.map_or(0, |k| k as u64),
+                        format!("single-use token {} presented again", fp8(cx)),
+                        format!(
+                            "{} presented single-use token {} (credential {}) a second time; it was first presented at {first} in record {}.",
+                            e.identity, e.id, fp8(cx), bind.first_event
+                        ),
+                        json!({"first_presented": first, "first_event_id": bind.first_event, "presentations": bind.presentations + 1}),
+                    ));
+                }
+                let (env, tier) = v.env?;
+                if tier != Tier::Production {
+                    return None;
+                }
+                let env_name = e.environment.as_deref().unwrap_or("production");
+                // Production from an unprotected branch, unless that is this identity's norm.
+                if e.context.ref_protected == Some(false)
+                    && b.prod_unprotected < self.t.unprotected_history
+                {
+                    let git_ref = e.context.git_ref.as_deref().unwrap_or("an unprotected ref");
+                    return Some(self.finding(
+                        cx,
+                        self.unprotected_key,
+                        format!("{env_name} mint from unprotected {git_ref}"),
+                        format!(
+                            "{} minted a {env_name} credential from {git_ref}, which is not protected; it did so {} times before in {} {env_name} mints.",
+                            e.identity, b.prod_unprotected, b.prod_mints
+                        ),
+                        json!({"ref": git_ref, "ref_protected": false, "production_mints": b.prod_mints, "unprotected_production_mints": b.prod_unprotected}),
+                    ));
+                }
+                // A first production mint by an identity that only minted elsewhere.
+                if cx.armed && !b.envs.seen_since(env, since) {
+                    let known: Vec<(String, Tier)> = b
+                        .envs
+                        .recent(since)
+                        .map(|x| (interner.text(x.hash), Tier::from_u8(x.aux)))
+                        .collect();
+                    if !known.is_empty() && known.iter().all(|(_, t)| *t != Tier::Production) {
+                        let names: Vec<String> = known.into_iter().map(|(n, _)| n).collect();
+                        return Some(self.finding(
+                            cx,
+                            self.first_prod_key,
+                            format!("first {env_name} mint"),
+                            format!(
+                                "{} minted a {env_name} credential for the first time; in {} mints over {:.0} days it minted only for {}.",
+                                e.identity,
+                                b.mints,
+                                b.days_known(),
+                                names.join(", ")
+                            ),
+                            json!({"known_environments": names}),
+                        ));
+                    }
+                }
+                None
+            }
+            Action::Use => {
+                let bind = cx.binding?;
+                // An AWS session key presented from another network than it was minted from.
+                if e.credential
+                    .as_ref()
+                    .is_some_and(|c| c.kind == CredentialKind::AwsAccessKey)
+                    && let (Some(minted_from), Some(net), Some(ip)) =
+                        (bind.net, &v.net, e.runner.ip.as_deref())
+                    && minted_from != net.hash
+                    && !self.nets.iter().any(|c| c.contains(ip))
+                {
+                    let from = interner.text(minted_from);
+                    let to = net.text();
+                    return Some(self.finding(
+                        cx,
+                        v.cred.map_or(0, |k| k as u64),
+                        format!("session key used from {to}, minted from {from}"),
+                        format!(
+                            "{} used AWS session key {} from network {to} ({ip}); the key was minted from {from} at {} for this identity's runner.",
+                            e.identity,
+                            fp8(cx),
+                            Timestamp::from_micros(bind.minted.saturating_mul(1_000_000))
+                        ),
+                        json!({"minted_from": from, "used_from": to, "minted_at": Timestamp::from_micros(bind.minted.saturating_mul(1_000_000)), "mint_event_id": bind.first_event}),
+                    ));
+                }
+                // Presented in another environment than it was minted for.
+                let (Some(minted_for), Some((used_in, _))) = (bind.env, v.env) else {
+                    return None;
+                };
+                if minted_for == used_in
+                    || !cx.armed
+                    || b.env_pairs.seen_since(env_pair(minted_for, used_in), since)
+                {
+                    return None;
+                }
+                let m = interner.text(minted_for);
+                let u = e
+                    .environment
+                    .clone()
+                    .unwrap_or_else(|| interner.text(used_in));
+                Some(self.finding(
+                    cx,
+                    v.cred.map_or(0, |k| k as u64),
+                    format!("credential minted for {m} presented in {u}"),
+                    format!(
+                        "{} presented a credential minted for {m} (credential {}, minted at {}) in {u}{}; its credentials have not crossed from {m} to {u} before.",
+                        e.identity,
+                        fp8(cx),
+                        Timestamp::from_micros(bind.minted.saturating_mul(1_000_000)),
+                        e.context.resource.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
+                    json!({"minted_for": m, "presented_in": u, "minted_at": Timestamp::from_micros(bind.minted.saturating_mul(1_000_000)), "mint_event_id": bind.first_event}),
+                ))
+            }
+            _ => None,
+        }
+    }
+}

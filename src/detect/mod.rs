@@ -1,0 +1,649 @@
+//! Detection: the [`Detector`] trait, the four detectors, and the [`Engine`] that runs them.
+//!
+//! For each mint or use, the engine derives the event's [`View`] once, lets every detector
+//! inspect the identity's baseline *as it was before the event*, and only then learns from the
+//! event, so an anomaly never hides itself. Findings become [`Alert`]s after the identity
+//! allowlist and suppression (one alert per detector, identity and reason per window). A
+//! finding about a value that may be a fleet-wide rollout (a new runner pool, a new policy) is
+//! held for a grace period and dropped if enough identities adopt the value meanwhile.
+//!
+//! Everything reads time from events, so replaying the same input gives the same alerts.
+
+mod cross_env_reuse;
+mod first_seen;
+pub mod glob;
+mod new_runner;
+mod off_hours_mint;
+pub mod privileges;
+mod scope_escalation;
+pub mod spec;
+pub mod zones;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::alert::Alert;
+use crate::baseline::{
+    self, Baselines, Binding, Class, DEFAULT_TTL_SECS, Day, IdentityBaseline, LearnParams, View,
+    hash_identity, hash_value,
+};
+use crate::config::Config;
+use crate::event::{Action, Event, Outcome};
+use glob::GlobSet;
+use privileges::Privileges;
+pub use spec::{Severity, Spec, SpecError};
+use zones::Zones;
+
+/// What a detector concluded about one event.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
+    /// Suppression key: the same (detector, identity, reason) alerts once per window.
+    pub reason_key: u64,
+    /// The reason, short.
+    pub reason: String,
+    /// One sentence for the analyst.
+    pub summary: String,
+    /// The facts behind it.
+    pub evidence: Map<String, Value>,
+    /// Hold the alert while the fleet may still adopt this value.
+    pub defer: Option<Defer>,
+}
+
+/// A fleet-level judgement pending on a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Defer {
+    /// The value (runner attribute, network, scope hash).
+    pub value: u64,
+    /// Identities that make it a rollout.
+    pub min_identities: u32,
+    /// Within this many days.
+    pub window_days: u16,
+    /// How long to wait, seconds.
+    pub grace_secs: i64,
+}
+
+/// What a detector sees of one event.
+pub struct Cx<'a> {
+    /// The event.
+    pub event: &'a Event,
+    /// Facts derived from it.
+    pub view: &'a View,
+    /// The identity's baseline before this event.
+    pub baseline: &'a IdentityBaseline,
+    /// Whether the baseline passed this detector's learning period.
+    pub armed: bool,
+    /// Fleet, credentials and strings.
+    pub state: &'a Baselines,
+    /// The binding of the event's credential, when it was minted earlier.
+    pub binding: Option<&'a Binding>,
+    /// The identity's time zone.
+    pub zone: &'a str,
+}
+
+/// A detector: inspects events against baselines.
+pub trait Detector: Send + Sync {
+    /// Its name (the spec file's stem).
+    fn name(&self) -> &'static str;
+    /// Its specification.
+    fn spec(&self) -> &Spec;
+    /// The events of a baseline that count towards this detector's learning period.
+    fn learned(&self, b: &IdentityBaseline) -> u32;
+    /// The finding on this event, if any.
+    fn inspect(&self, cx: &Cx<'_>) -> Option<Finding>;
+    /// Learns detector-private state (the shared baselines learn in the engine).
+    fn learn(&self, _cx: &Cx<'_>) {}
+}
+
+/// Setting up detection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A specification is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A time zone is unknown.
+    #[error(transparent)]
+    Zone(#[from] zones::ZoneError),
+    /// An unknown detector was named.
+    #[error(
+        "unknown detector {0:?} (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, first_seen)"
+    )]
+    Unknown(String),
+}
+
+/// Every detector nhiwatch knows, in output order.
+pub const NAMES: [&str; 5] = [
+    "off_hours_mint",
+    "new_runner",
+    "scope_escalation",
+    "cross_env_reuse",
+    "first_seen",
+];
+
+/// Builds a detector from its specification.
+fn build(name: &str, spec: Spec) -> Result<Box<dyn Detector>, SetupError> {
+    Ok(match name {
+        "off_hours_mint" => Box::new(off_hours_mint::OffHoursMint::new(spec)?),
+        "new_runner" => Box::new(new_runner::NewRunner::new(spec)?),
+        "scope_escalation" => Box::new(scope_escalation::ScopeEscalation::new(spec)?),
+        "cross_env_reuse" => Box::new(cross_env_reuse::CrossEnvReuse::new(spec)?),
+        "first_seen" => Box::new(first_seen::FirstSeen::new(spec)?),
+        other => return Err(SetupError::Unknown(other.to_string())),
+    })
+}
+
+/// Loads every specification (built-in, or overridden from `dir`).
+pub fn load_specs(dir: Option<&Path>) -> Result<Vec<Spec>, SpecError> {
+    NAMES
+        .iter()
+        .map(|n| Spec::parse(n, &spec::text_of(n, dir)?))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct SuppressKey {
+    detector: u8,
+    identity: u64,
+    reason: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Pending {
+    alert: Alert,
+    defer: Defer,
+}
+
+/// The engine's own state, saved with the baselines.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Runtime {
+    clock: i64,
+    seq: u64,
+    suppress: Vec<(SuppressKey, i64)>,
+    pending: Vec<((i64, u64), Pending)>,
+}
+
+/// Counters for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Mints and uses inspected.
+    pub inspected: u64,
+    /// Events that are neither mints nor uses.
+    pub skipped: u64,
+    /// Alerts emitted, by detector and severity.
+    pub alerts: BTreeMap<(String, Severity), u64>,
+    /// Alerts suppressed as repeats, by detector.
+    pub suppressed: BTreeMap<String, u64>,
+    /// Alerts dropped because the fleet adopted the value (rollouts), by detector.
+    pub rollouts: BTreeMap<String, u64>,
+    /// Findings on allowlisted identities.
+    pub allowlisted: u64,
+}
+
+impl Stats {
+    /// Total alerts emitted.
+    pub fn alerts_total(&self) -> u64 {
+        self.alerts.values().sum()
+    }
+
+    /// Alerts emitted by one detector.
+    pub fn alerts_of(&self, detector: &str) -> u64 {
+        self.alerts
+            .iter()
+            .filter(|((d, _), _)| d == detector)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Runs the detectors over events, in event-time order, keeping all learned state.
+pub struct Engine {
+    detectors: Vec<Box<dyn Detector>>,
+    allow: Vec<GlobSet>,
+    privileges: Privileges,
+    zones: Zones,
+    learn: LearnParams,
+    binding_grace_secs: i64,
+    /// Everything learned.
+    pub state: Baselines,
+    clock: i64,
+    seq: u64,
+    suppress: HashMap<SuppressKey, i64>,
+    pending: BTreeMap<(i64, u64), Pending>,
+    by_value: HashMap<u64, Vec<(i64, u64)>>,
+    next_prune: i64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// An engine from the configuration. `only` names the detectors to run (overriding the
+    /// configuration and the specifications' `enabled`).
+    pub fn from_config(cfg: &Config, only: Option<&[String]>) -> Result<Engine, SetupError> {
+        let dir = cfg.detectors.dir.as_deref();
+        let specs = load_specs(dir)?;
+        let privileges = Privileges::parse(&spec::text_of("privileges", dir)?)?;
+        let zones = Zones::new(&cfg.time)?;
+        let wanted: Option<Vec<String>> = only
+            .map(|o| o.to_vec())
+            .or_else(|| cfg.detectors.enabled.clone());
+        if let Some(w) = &wanted {
+            for n in w {
+                if !NAMES.contains(&n.as_str()) {
+                    return Err(SetupError::Unknown(n.clone()));
+                }
+            }
+        }
+        let chosen: Vec<Spec> = specs
+            .into_iter()
+            .filter(|s| match &wanted {
+                Some(w) => w.contains(&s.detector.name),
+                None => s.detector.enabled,
+            })
+            .collect();
+        Engine::new(chosen, privileges, zones)
+    }
+
+    /// An engine with the built-in specifications of the given detectors, UTC, no mappings.
+    pub fn with_defaults(names: &[&str]) -> Result<Engine, SetupError> {
+        let specs = load_specs(None)?
+            .into_iter()
+            .filter(|s| names.contains(&s.detector.name.as_str()))
+            .collect();
+        Engine::new(
+            specs,
+            Privileges::parse(spec::EMBEDDED_PRIVILEGES)?,
+            Zones::utc(),
+        )
+    }
+
+    fn new(specs: Vec<Spec>, privileges: Privileges, zones: Zones) -> Result<Engine, SetupError> {
+        let mut learn = LearnParams::default();
+        let mut binding_grace_secs = 86_400;
+        let days = |d: crate::config::Duration| {
+            (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16
+        };
+        for s in &specs {
+            match s.detector.name.as_str() {
+                "off_hours_mint" => {
+                    learn.mint_half_life_days =
+                        (s.forgetting.half_life.as_secs() as f32 / 86_400.0).max(0.01)
+                }
+                "new_runner" => learn.runner_forget_days = days(s.forgetting.forget_after),
+                "scope_escalation" => learn.scope_forget_days = days(s.forgetting.forget_after),
+                "cross_env_reuse" => {
+                    learn.env_forget_days = days(s.forgetting.forget_after);
+                    let t: cross_env_reuse::Thresholds = s.thresholds()?;
+                    binding_grace_secs = t.binding_grace.as_secs() as i64;
+                }
+                _ => {}
+            }
+        }
+        let mut detectors = Vec::new();
+        let mut allow = Vec::new();
+        for name in NAMES {
+            if let Some(s) = specs.iter().find(|s| s.detector.name == name) {
+                allow.push(s.identity_allowlist());
+                detectors.push(build(name, s.clone())?);
+            }
+        }
+        Ok(Engine {
+            detectors,
+            allow,
+            privileges,
+            zones,
+            learn,
+            binding_grace_secs,
+            state: Baselines::new(),
+            clock: i64::MIN,
+            seq: 0,
+            suppress: HashMap::new(),
+            pending: BTreeMap::new(),
+            by_value: HashMap::new(),
+            next_prune: i64::MIN,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Names of the detectors that run.
+    pub fn detector_names(&self) -> Vec<&'static str> {
+        self.detectors.iter().map(|d| d.name()).collect()
+    }
+
+    /// The specifications of the detectors that run.
+    pub fn specs(&self) -> Vec<&Spec> {
+        self.detectors.iter().map(|d| d.spec()).collect()
+    }
+
+    /// The time zone used for an identity.
+    pub fn zone_of(&self, identity: &str) -> &str {
+        self.zones.name_for(identity)
+    }
+
+    /// The detectors whose learning period an identity has passed.
+    pub fn armed(&self, b: &IdentityBaseline) -> Vec<&'static str> {
+        self.detectors
+            .iter()
+            .filter(|d| is_armed(d.as_ref(), b))
+            .map(|d| d.name())
+            .collect()
+    }
+
+    /// Inspects and learns one event, appending alerts that are due.
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
+        if !matches!(event.action, Action::Mint | Action::Use) {
+            self.stats.skipped += 1;
+            return;
+        }
+        self.stats.inspected += 1;
+        let secs = event.time.as_unix_seconds();
+        if secs > self.clock {
+            self.clock = secs;
+            self.release(secs, out);
+            self.prune(secs);
+        }
+        let local = self.zones.local(&event.identity, event.time);
+        let privileges = &self.privileges;
+        let view = baseline::view(event, |s| privileges.rank(s) as u8, local);
+        let binding = view.cred.and_then(|k| self.state.credentials.get(k));
+        let zone = self.zones.name_for(&event.identity);
+        let mut findings: smallvec::SmallVec<[(usize, Finding); 2]> = smallvec::SmallVec::new();
+        {
+            let identities = &self.state.identities;
+            let mut entry = match identities.get_mut(event.identity.as_str()) {
+                Some(e) => e,
+                None => {
+                    identities.insert(event.identity.as_str().into(), IdentityBaseline::new(secs));
+                    match identities.get_mut(event.identity.as_str()) {
+                        Some(e) => e,
+                        None => return,
+                    }
+                }
+            };
+            let baseline: &mut IdentityBaseline = &mut entry;
+            for (i, d) in self.detectors.iter().enumerate() {
+                let cx = Cx {
+                    event,
+                    view: &view,
+                    baseline,
+                    armed: is_armed(d.as_ref(), baseline),
+                    state: &self.state,
+                    binding: binding.as_ref(),
+                    zone,
+                };
+                if let Some(f) = d.inspect(&cx) {
+                    findings.push((i, f));
+                }
+                d.learn(&cx);
+            }
+            baseline.learn(event, &view, &self.learn, &self.state.interner);
+            if event.action == Action::Use
+                && event.outcome == Outcome::Success
+                && let (Some(b), Some((used_in, _))) = (&binding, view.env)
+                && let Some(minted_for) = b.env
+                && minted_for != used_in
+            {
+                baseline.learn_env_pair(
+                    baseline::env_pair(minted_for, used_in),
+                    view.day,
+                    &self.learn,
+                );
+            }
+        }
+        if event.outcome == Outcome::Success {
+            let who = hash_identity(&event.identity);
+            let fleet = &self.state.fleet;
+            for a in &view.attrs {
+                if a.class != Class::RunnerKind {
+                    fleet.observe(a.hash, who, view.day);
+                }
+            }
+            if let Some(n) = &view.net {
+                fleet.observe(n.hash, who, view.day);
+            }
+            if event.action == Action::Mint {
+                for s in &view.scopes {
+                    fleet.observe(s.hash, who, view.day);
+                }
+                if let Some(key) = view.cred {
+                    let ttl = event
+                        .ttl
+                        .map_or(DEFAULT_TTL_SECS, |t| t.min(i64::MAX as u64) as i64);
+                    self.state.credentials.bind(
+                        key,
+                        Binding {
+                            env: view.env.map(|e| e.0),
+                            minted: secs,
+                            expires: secs.saturating_add(ttl),
+                            single_use: event.credential.as_ref().is_some_and(|c| c.single_use),
+                            net: view.net.map(|n| n.hash),
+                            identity: who,
+                            presentations: 1,
+                            first_event: event.id.clone(),
+                        },
+                    );
+                }
+            }
+            self.state.credentials.sweep(secs, self.binding_grace_secs);
+        }
+        for (i, f) in findings {
+            self.emit(i, f, event, secs, out);
+        }
+        self.drop_rollouts(&view);
+    }
+
+    /// Releases every held alert (end of input).
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        self.release(i64::MAX, out);
+    }
+
+    fn emit(&mut self, i: usize, f: Finding, event: &Event, secs: i64, out: &mut Vec<Alert>) {
+        let d = &self.detectors[i];
+        let name = d.name();
+        if self.allow[i].matches(&event.identity) {
+            self.stats.allowlisted += 1;
+            return;
+        }
+        let key = SuppressKey {
+            detector: i as u8,
+            identity: hash_value(Class::Identity, &event.identity),
+            reason: f.reason_key,
+        };
+        let window = d.spec().suppression.window.as_secs() as i64;
+        if let Some(last) = self.suppress.get(&key)
+            && secs >= *last
+            && secs < last.saturating_add(window)
+        {
+            *self.stats.suppressed.entry(name.to_string()).or_default() += 1;
+            return;
+        }
+        self.suppress.insert(key, secs);
+        let alert = Alert::new(name, f.severity, event, f.reason, f.summary, f.evidence);
+        match f.defer {
+            Some(defer) => {
+                self.seq += 1;
+                let at = (secs.saturating_add(defer.grace_secs), self.seq);
+                self.by_value.entry(defer.value).or_default().push(at);
+                self.pending.insert(at, Pending { alert, defer });
+            }
+            None => {
+                *self
+                    .stats
+                    .alerts
+                    .entry((alert.detector.clone(), alert.severity))
+                    .or_default() += 1;
+                out.push(alert);
+            }
+        }
+    }
+
+    fn release(&mut self, now: i64, out: &mut Vec<Alert>) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (at, p) = entry.remove_entry();
+            if let Some(v) = self.by_value.get_mut(&p.defer.value) {
+                v.retain(|k| *k != at);
+                if v.is_empty() {
+                    self.by_value.remove(&p.defer.value);
+                }
+            }
+            *self
+                .stats
+                .alerts
+                .entry((p.alert.detector.clone(), p.alert.severity))
+                .or_default() += 1;
+            out.push(p.alert);
+        }
+    }
+
+    /// Drops held alerts on values the fleet has now adopted.
+    fn drop_rollouts(&mut self, view: &View) {
+        if self.by_value.is_empty() {
+            return;
+        }
+        let values = view
+            .attrs
+            .iter()
+            .map(|a| a.hash)
+            .chain(view.net.map(|n| n.hash))
+            .chain(view.scopes.iter().map(|s| s.hash));
+        let mut adopted = Vec::new();
+        for v in values {
+            if let Some(keys) = self.by_value.get(&v) {
+                for k in keys {
+                    if let Some(p) = self.pending.get(k) {
+                        let since = view.day.saturating_sub(p.defer.window_days);
+                        if self.state.fleet.identities_since(v, since) >= p.defer.min_identities {
+                            adopted.push((v, *k));
+                        }
+                    }
+                }
+            }
+        }
+        for (v, k) in adopted {
+            if let Some(p) = self.pending.remove(&k) {
+                *self
+                    .stats
+                    .rollouts
+                    .entry(p.alert.detector.clone())
+                    .or_default() += 1;
+            }
+            if let Some(keys) = self.by_value.get_mut(&v) {
+                keys.retain(|x| *x != k);
+                if keys.is_empty() {
+                    self.by_value.remove(&v);
+                }
+            }
+        }
+    }
+
+    /// Forgets suppression records older than every window, once a day of event time.
+    fn prune(&mut self, now: i64) {
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + 86_400;
+        let longest = self
+            .detectors
+            .iter()
+            .map(|d| d.spec().suppression.window.as_secs() as i64)
+            .max()
+            .unwrap_or(0);
+        self.suppress.retain(|_, t| t.saturating_add(longest) > now);
+        let horizon = baseline::day_of(crate::time::Timestamp::from_micros(
+            now.saturating_mul(1_000_000),
+        ))
+        .saturating_sub(
+            self.learn
+                .runner_forget_days
+                .max(self.learn.scope_forget_days),
+        );
+        self.state.fleet.forget(horizon);
+    }
+
+    /// The engine state to save with the baselines.
+    pub fn runtime(&self) -> Runtime {
+        let mut suppress: Vec<(SuppressKey, i64)> =
+            self.suppress.iter().map(|(k, v)| (*k, *v)).collect();
+        suppress.sort_unstable_by_key(|(k, _)| (k.detector, k.identity, k.reason));
+        Runtime {
+            clock: self.clock,
+            seq: self.seq,
+            suppress,
+            pending: self.pending.iter().map(|(k, p)| (*k, p.clone())).collect(),
+        }
+    }
+
+    /// Restores engine state saved by [`Engine::runtime`].
+    pub fn restore(&mut self, rt: Runtime) {
+        self.clock = rt.clock;
+        self.seq = rt.seq;
+        self.suppress = rt.suppress.into_iter().collect();
+        self.by_value.clear();
+        self.pending.clear();
+        for (k, p) in rt.pending {
+            self.by_value.entry(p.defer.value).or_default().push(k);
+            self.pending.insert(k, p);
+        }
+    }
+
+    /// Saves baselines and engine state to `dir`.
+    pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf, baseline::snapshot::Error> {
+        baseline::snapshot::save(dir, &self.state, &self.runtime())
+    }
+
+    /// Loads baselines and engine state from `dir`; false when there is no snapshot yet.
+    pub fn load(&mut self, dir: &Path) -> Result<bool, baseline::snapshot::Error> {
+        match baseline::snapshot::load::<Runtime>(dir, &self.state)? {
+            Some(rt) => {
+                self.restore(rt);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+fn is_armed(d: &dyn Detector, b: &IdentityBaseline) -> bool {
+    let l = &d.spec().learning;
+    d.learned(b) >= l.min_events && b.days_known() >= l.min_days
+}
+
+/// Evidence helpers shared by the detectors.
+pub(crate) mod evidence {
+    use serde_json::{Map, Value, json};
+
+    use crate::baseline::IdentityBaseline;
+    use crate::time::Timestamp;
+
+    /// The baseline facts every alert carries.
+    pub fn base(b: &IdentityBaseline) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert(
+            "first_seen".into(),
+            json!(Timestamp::from_micros(b.first_seen * 1_000_000)),
+        );
+        m.insert(
+            "last_seen".into(),
+            json!(Timestamp::from_micros(b.last_seen * 1_000_000)),
+        );
+        m.insert(
+            "days_known".into(),
+            json!((b.days_known() * 10.0).round() / 10.0),
+        );
+        m.insert("events".into(), json!(b.events));
+        m.insert("mints".into(), json!(b.mints));
+        m.insert("uses".into(), json!(b.uses));
+        m
+    }
+}
+
+/// Severity raised one level for production-critical variants.
+pub(crate) fn tier_of(view: &View) -> Option<baseline::Tier> {
+    view.env.map(|(_, t)| t)
+}

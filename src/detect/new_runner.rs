@@ -1,0 +1,332 @@
+//! `new_runner`: a credential minted or used from a runner the identity has not used.
+//!
+//! Judged on stable attributes only (see `baseline::view`): hosted or self-hosted, GitLab
+//! runner id, Kubernetes token requester group, named source, network prefix. A value the
+//! fleet already shares is not news; one that is new to the whole fleet is held for
+//! `fleet_grace` and dropped if the fleet adopts it (a runner-pool rollout, a subnet
+//! migration). Identities whose networks churn (cloud-hosted runners get a new address per
+//! job) are only alerted on networks no other identity has used.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::glob::GlobSet;
+use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use crate::baseline::{Class, IdentityBaseline, attr_text};
+use crate::config::Duration;
+use crate::event::Action;
+
+/// `[thresholds]` of `new_runner.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    fleet_min_identities: u32,
+    fleet_window: Duration,
+    fleet_grace: Duration,
+    churn_min_networks: u32,
+    churn_ratio: f64,
+}
+
+/// An IP network (`10.0.0.0/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub(super) fn parse(s: &str) -> Option<Cidr> {
+        let (a, l) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() {
+            max
+        } else {
+            l.trim().parse().ok()?
+        };
+        (len <= max).then_some(Cidr { addr, len })
+    }
+
+    pub(super) fn contains(&self, ip: &str) -> bool {
+        let Ok(ip) = ip.trim_ascii().parse::<IpAddr>() else {
+            return false;
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses the `networks` allowlist of a specification.
+pub(super) fn cidrs(spec: &Spec) -> Result<Vec<Cidr>, SpecError> {
+    spec.allowlist
+        .networks
+        .iter()
+        .map(|n| {
+            Cidr::parse(n).ok_or_else(|| SpecError::Invalid {
+                file: format!("{}.toml", spec.detector.name),
+                key: "allowlist.networks".into(),
+                message: format!("{n:?} is not a network (CIDR)"),
+            })
+        })
+        .collect()
+}
+
+pub(super) struct NewRunner {
+    spec: Spec,
+    t: Thresholds,
+    nets: Vec<Cidr>,
+    runners: GlobSet,
+    forget_days: u16,
+    fleet_days: u16,
+}
+
+impl NewRunner {
+    pub(super) fn new(spec: Spec) -> Result<Self, SpecError> {
+        let t: Thresholds = spec.thresholds()?;
+        if t.fleet_min_identities < 2
+            || t.fleet_min_identities as usize > crate::baseline::fleet_slots()
+        {
+            return Err(SpecError::Invalid {
+                file: "new_runner.toml".into(),
+                key: "thresholds.fleet_min_identities".into(),
+                message: format!("must be between 2 and {}", crate::baseline::fleet_slots()),
+            });
+        }
+        Ok(NewRunner {
+            nets: cidrs(&spec)?,
+            runners: GlobSet::new(&spec.allowlist.runners),
+            forget_days: (spec.forgetting.forget_after.as_secs() / 86_400).max(1) as u16,
+            fleet_days: (t.fleet_window.as_secs() / 86_400).max(1) as u16,
+            spec,
+            t,
+        })
+    }
+}
+
+struct Novel {
+    class: Class,
+    text: String,
+    hash: u64,
+    fleet: u32,
+    defer: Option<u32>,
+}
+
+impl Detector for NewRunner {
+    fn name(&self) -> &'static str {
+        "new_runner"
+    }
+
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn learned(&self, b: &IdentityBaseline) -> u32 {
+        b.events
+    }
+
+    fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
+        if !cx.armed {
+            return None;
+        }
+        let (v, b, e) = (cx.view, cx.baseline, cx.event);
+        let since = v.day.saturating_sub(self.forget_days);
+        let fleet_since = v.day.saturating_sub(self.fleet_days);
+        let fleet = &cx.state.fleet;
+        let min = self.t.fleet_min_identities;
+        let mut novel: Vec<Novel> = Vec::new();
+        for a in &v.attrs {
+            if b.attrs.seen_since(a.hash, since) {
+                continue;
+            }
+            match a.class {
+                // Hosted ↔ self-hosted: only news when the identity has a known kind.
+                Class::RunnerKind => {
+                    if b.attrs
+                        .recent(since)
+                        .any(|x| x.aux == Class::RunnerKind as u8)
+                    {
+                        novel.push(Novel {
+                            class: a.class,
+                            text: attr_text(e, a),
+                            hash: a.hash,
+                            fleet: 0,
+                            defer: None,
+                        });
+                    }
+                }
+                _ => {
+                    let text = attr_text(e, a);
+                    if self.runners.matches(&text) {
+                        continue;
+                    }
+                    let others = fleet.identities_since(a.hash, fleet_since);
+                    if others + 1 >= min {
+                        continue;
+                    }
+                    novel.push(Novel {
+                        class: a.class,
+                        text,
+                        hash: a.hash,
+                        fleet: others,
+                        defer: Some(min),
+                    });
+                }
+            }
+        }
+        if let (Some(net), Some(ip)) = (&v.net, e.runner.ip.as_deref())
+            && !b.nets.seen_since(net.hash, since)
+            && !self.nets.iter().any(|c| c.contains(ip))
+        {
+            let distinct = b.nets.count_recent(since) as u32;
+            let churning = distinct >= self.t.churn_min_networks
+                && f64::from(distinct) >= self.t.churn_ratio * f64::from(b.net_obs.max(1));
+            // A churning identity's network is news only if no other identity used it; a
+            // steady identity's only if too few did to call it a rollout.
+            let needed = if churning { 2 } else { min };
+            let others = fleet.identities_since(net.hash, fleet_since);
+            if others + 1 < needed && (b.net_obs > 0 || !b.attrs.entries().is_empty()) {
+                novel.push(Novel {
+                    class: Class::Network,
+                    text: net.text(),
+                    hash: net.hash,
+                    fleet: others,
+                    defer: Some(needed),
+                });
+            }
+        }
+        if novel.is_empty() {
+            return None;
+        }
+        let mut severity = self.spec.severity_for(tier_of(v));
+        if novel.len() > 1
+            || novel
+                .iter()
+                .any(|n| n.class == Class::RunnerKind || n.class == Class::RunnerGroup)
+        {
+            severity = severity.raised();
+        }
+        let interner = &cx.state.interner;
+        let known_runners: Vec<String> = b
+            .attrs
+            .recent(since)
+            .take(8)
+            .map(|x| format!("{} {}", class_label(x.aux), interner.text(x.hash)))
+            .collect();
+        let known_networks: Vec<String> = b
+            .nets
+            .recent(since)
+            .take(8)
+            .map(|x| interner.text(x.hash))
+            .collect();
+        let verb = if e.action == Action::Mint {
+            "minted"
+        } else {
+            "used"
+        };
+        let news: Vec<String> = novel
+            .iter()
+            .map(|n| format!("{} {}", n.class.label(), n.text))
+            .collect();
+        let mut known = known_runners.clone();
+        known.extend(known_networks.iter().map(|n| format!("network {n}")));
+        let summary = format!(
+            "{} {verb} a credential from {}, which it has not used in the last {} days; it ran from {}.",
+            e.identity,
+            news.join(" and "),
+            self.forget_days,
+            if known.is_empty() {
+                "nothing recorded yet".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        let mut ev = evidence::base(b);
+        ev.insert(
+            "new".into(),
+            Value::Array(
+                novel
+                    .iter()
+                    .map(|n| json!({"kind": n.class.label(), "value": n.text, "fleet_identities": n.fleet}))
+                    .collect(),
+            ),
+        );
+        ev.insert("known_runners".into(), json!(known_runners));
+        ev.insert("known_networks".into(), json!(known_networks));
+        ev.insert("network_observations".into(), json!(b.net_obs));
+        // Hold the alert for a fleet judgement only when every new value could be a rollout.
+        let defer = if novel.iter().all(|n| n.defer.is_some()) {
+            novel.first().and_then(|n| {
+                n.defer.map(|m| Defer {
+                    value: n.hash,
+                    min_identities: m,
+                    window_days: self.fleet_days,
+                    grace_secs: self.t.fleet_grace.as_secs() as i64,
+                })
+            })
+        } else {
+            None
+        };
+        Some(Finding {
+            severity,
+            reason_key: novel[0].hash,
+            reason: news.join(", "),
+            summary,
+            evidence: ev,
+            defer,
+        })
+    }
+}
+
+fn class_label(aux: u8) -> &'static str {
+    match aux {
+        1 => "runner kind",
+        2 => "runner id",
+        3 => "requester",
+        4 => "source",
+        _ => "runner",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_contain_addresses() {
+        let c = Cidr::parse("10.20.0.0/16").expect("cidr");
+        assert!(c.contains("10.20.3.4"));
+        assert!(!c.contains("10.21.3.4"));
+        assert!(!c.contains("not-an-ip"));
+        assert!(
+            Cidr::parse("192.0.2.1")
+                .expect("host")
+                .contains("192.0.2.1")
+        );
+        assert!(
+            Cidr::parse("2001:db8::/32")
+                .expect("v6")
+                .contains("2001:db8:1::1")
+        );
+        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8"));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+}

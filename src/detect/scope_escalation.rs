@@ -1,0 +1,217 @@
+//! `scope_escalation`: a mint with scopes beyond what the identity held, or a credential
+//! lifetime far above its norm.
+//!
+//! A new scope escalates only when its privilege rank (`privileges.toml`) is above every scope
+//! the identity held within `forget_after`; a newly seen scope of equal or lower rank is not
+//! an escalation. A new non-admin scope that the fleet adopts at once (a policy rollout) is
+//! judged at fleet level; a new admin scope always alerts.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::glob::GlobSet;
+use super::privileges::Rank;
+use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use crate::baseline::{Class, IdentityBaseline, hash_value};
+use crate::config::Duration;
+use crate::event::Action;
+
+/// `[thresholds]` of `scope_escalation.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    ttl_factor: f64,
+    ttl_min_increase: Duration,
+    fleet_min_identities: u32,
+    fleet_window: Duration,
+    fleet_grace: Duration,
+}
+
+pub(super) struct ScopeEscalation {
+    spec: Spec,
+    t: Thresholds,
+    allow: GlobSet,
+    forget_days: u16,
+    fleet_days: u16,
+    ttl_key: u64,
+}
+
+impl ScopeEscalation {
+    pub(super) fn new(spec: Spec) -> Result<Self, SpecError> {
+        let t: Thresholds = spec.thresholds()?;
+        if t.ttl_factor < 1.0 {
+            return Err(SpecError::Invalid {
+                file: "scope_escalation.toml".into(),
+                key: "thresholds.ttl_factor".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if t.fleet_min_identities < 2
+            || t.fleet_min_identities as usize > crate::baseline::fleet_slots()
+        {
+            return Err(SpecError::Invalid {
+                file: "scope_escalation.toml".into(),
+                key: "thresholds.fleet_min_identities".into(),
+                message: format!("must be between 2 and {}", crate::baseline::fleet_slots()),
+            });
+        }
+        Ok(ScopeEscalation {
+            allow: GlobSet::new(&spec.allowlist.scopes),
+            forget_days: (spec.forgetting.forget_after.as_secs() / 86_400).max(1) as u16,
+            fleet_days: (t.fleet_window.as_secs() / 86_400).max(1) as u16,
+            ttl_key: hash_value(Class::Scope, "ttl"),
+            spec,
+            t,
+        })
+    }
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+impl Detector for ScopeEscalation {
+    fn name(&self) -> &'static str {
+        "scope_escalation"
+    }
+
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn learned(&self, b: &IdentityBaseline) -> u32 {
+        b.mints
+    }
+
+    fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
+        if cx.event.action != Action::Mint || !cx.armed {
+            return None;
+        }
+        let (v, b, e) = (cx.view, cx.baseline, cx.event);
+        let since = v.day.saturating_sub(self.forget_days);
+        let held = Rank::from_u8(b.max_rank(since));
+        let interner = &cx.state.interner;
+        let held_scopes: Vec<String> = b
+            .scopes
+            .recent(since)
+            .take(12)
+            .map(|x| {
+                format!(
+                    "{} ({})",
+                    interner.text(x.hash),
+                    Rank::from_u8(x.aux).as_str()
+                )
+            })
+            .collect();
+        let mut ev = evidence::base(b);
+        ev.insert("held_rank".into(), json!(held.as_str()));
+        ev.insert("held_scopes".into(), json!(held_scopes));
+
+        // Scopes beyond what was held.
+        let mut above: Vec<(u64, &str, Rank, u32)> = Vec::new();
+        for (s, text) in v.scopes.iter().zip(&e.scopes) {
+            let rank = Rank::from_u8(s.rank);
+            if rank <= held || b.scopes.seen_since(s.hash, since) || self.allow.matches(text) {
+                continue;
+            }
+            let others = cx
+                .state
+                .fleet
+                .identities_since(s.hash, v.day.saturating_sub(self.fleet_days));
+            if rank < Rank::Admin && others + 1 >= self.t.fleet_min_identities {
+                continue;
+            }
+            above.push((s.hash, text, rank, others));
+        }
+        if let Some(&(hash, text, rank, _)) = above.iter().max_by_key(|(_, _, r, _)| *r) {
+            let mut severity = self.spec.severity_for(tier_of(v));
+            if rank == Rank::Admin {
+                severity = severity.raised();
+            }
+            ev.insert(
+                "new_scopes".into(),
+                Value::Array(
+                    above
+                        .iter()
+                        .map(|(_, t, r, f)| json!({"scope": t, "rank": r.as_str(), "fleet_identities": f}))
+                        .collect(),
+                ),
+            );
+            let summary = format!(
+                "{} minted a credential with {text} ({}), beyond the {} scopes it held: {}.",
+                e.identity,
+                rank.as_str(),
+                held.as_str(),
+                if held_scopes.is_empty() {
+                    "none".to_string()
+                } else {
+                    held_scopes.join(", ")
+                }
+            );
+            // Only a non-admin scope can turn out to be a rollout.
+            let defer = (rank < Rank::Admin).then(|| Defer {
+                value: hash,
+                min_identities: self.t.fleet_min_identities,
+                window_days: self.fleet_days,
+                grace_secs: self.t.fleet_grace.as_secs() as i64,
+            });
+            return Some(Finding {
+                severity,
+                reason_key: hash,
+                reason: format!("new {} scope {text}", rank.as_str()),
+                summary,
+                evidence: ev,
+                defer,
+            });
+        }
+
+        // A lifetime far above the norm.
+        let ttl = e.ttl?;
+        let max = u64::from(b.ttl_max);
+        if b.ttl_n < 3 || max == 0 {
+            return None;
+        }
+        if (ttl as f64) <= self.t.ttl_factor * max as f64
+            || ttl < max + self.t.ttl_min_increase.as_secs()
+        {
+            return None;
+        }
+        ev.insert("ttl_seconds".into(), json!(ttl));
+        ev.insert("longest_ttl_seconds".into(), json!(max));
+        ev.insert("mints_with_ttl".into(), json!(b.ttl_n));
+        let factor = ttl as f64 / max as f64;
+        Some(Finding {
+            severity: self.spec.severity_for(tier_of(v)),
+            reason_key: self.ttl_key,
+            reason: format!(
+                "lifetime {} ({factor:.0}× the longest seen)",
+                human_secs(ttl)
+            ),
+            summary: format!(
+                "{} minted a credential valid for {}, {factor:.0} times the longest lifetime it had ({} over {} mints).",
+                e.identity,
+                human_secs(ttl),
+                human_secs(max),
+                b.ttl_n
+            ),
+            evidence: ev,
+            defer: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_durations() {
+        assert_eq!(super::human_secs(3600), "1h");
+        assert_eq!(super::human_secs(31_536_000), "365d");
+        assert_eq!(super::human_secs(3607), "3607s");
+        assert_eq!(super::human_secs(900), "15m");
+    }
+}
