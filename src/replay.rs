@@ -1,5 +1,7 @@
-//! `nhiwatch replay`: decode files (or stdin) and write canonical events as JSON lines, with a
-//! summary on stderr and, optionally, every rejected record (secrets removed) in a rejects file.
+//! `nhiwatch replay`: decode files (or stdin), run the detectors over the events in order and
+//! write alerts as JSON lines (or, with `--emit events`, the decoded canonical events), with a
+//! summary on stderr and, optionally, every rejected record (secrets removed) in a rejects
+//! file. The same input always gives the same output.
 //!
 //! Everything runs on one thread: the measured throughput is the engine's, per core.
 
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::alert::Alert;
 use crate::decode::{Decoded, Decoder, Reject, RejectReason};
+use crate::detect::{Engine, Severity, Stats};
 use crate::event::{Action, Source};
 use crate::redact::redact;
 use crate::source::file::{self, Framed, Input, ReadCounter};
@@ -20,10 +24,12 @@ use crate::source::file::{self, Framed, Input, ReadCounter};
 /// What `replay` writes to its output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emit {
-    /// Canonical events as JSON lines.
+    /// Alerts as JSON lines (the detectors run).
     #[default]
+    Alerts,
+    /// Canonical events as JSON lines (decode only; the detectors do not run).
     Events,
-    /// Nothing but the summary (decode only).
+    /// Nothing but the summary (the detectors run).
     None,
 }
 
@@ -96,6 +102,14 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Output stopped early because the reader went away (closed pipe).
     pub output_closed: bool,
+    /// Detection counters, when the detectors ran.
+    pub detection: Option<Stats>,
+    /// Identities with a baseline at the end.
+    pub identities: usize,
+    /// Live credential bindings at the end.
+    pub credentials: usize,
+    /// Peak resident memory of the process, bytes (Linux).
+    pub peak_rss: Option<u64>,
 }
 
 impl Summary {
@@ -164,6 +178,52 @@ impl Summary {
         if self.output_closed {
             s.push_str("  output closed early; the rest of the input was not processed\n");
         }
+        if let Some(d) = &self.detection {
+            s.push_str(&format!(
+                "  detection: {} mints and uses inspected, {} identities, {} live credentials\n",
+                thousands(d.inspected),
+                thousands(self.identities as u64),
+                thousands(self.credentials as u64)
+            ));
+            s.push_str(&format!("  alerts: {}\n", thousands(d.alerts_total())));
+            let mut names: Vec<&str> = d.alerts.keys().map(|(n, _)| n.as_str()).collect();
+            names.extend(d.suppressed.keys().map(String::as_str));
+            names.extend(d.rollouts.keys().map(String::as_str));
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                let by_sev: Vec<String> = Severity::ALL
+                    .iter()
+                    .rev()
+                    .filter_map(|sev| {
+                        d.alerts
+                            .get(&(name.to_string(), *sev))
+                            .map(|n| format!("{} {}", sev.as_str(), thousands(*n)))
+                    })
+                    .collect();
+                let mut line = format!("    {name:<17}{:>7}", thousands(d.alerts_of(name)));
+                if !by_sev.is_empty() {
+                    line.push_str(&format!("  ({})", by_sev.join(", ")));
+                }
+                if let Some(n) = d.suppressed.get(name) {
+                    line.push_str(&format!("  suppressed repeats {}", thousands(*n)));
+                }
+                if let Some(n) = d.rollouts.get(name) {
+                    line.push_str(&format!("  dropped as fleet rollouts {}", thousands(*n)));
+                }
+                s.push_str(&line);
+                s.push('\n');
+            }
+            if d.allowlisted > 0 {
+                s.push_str(&format!(
+                    "    allowlisted findings {}\n",
+                    thousands(d.allowlisted)
+                ));
+            }
+        }
+        if let Some(rss) = self.peak_rss {
+            s.push_str(&format!("  peak memory: {}\n", human_bytes(rss)));
+        }
         s
     }
 }
@@ -191,6 +251,8 @@ const MAX_REJECT_RECORD: usize = 64 << 10;
 
 struct Run<'a> {
     decoder: &'a Decoder,
+    engine: Option<&'a mut Engine>,
+    alerts: Vec<Alert>,
     emit: Emit,
     out: Box<dyn Write>,
     out_buf: Vec<u8>,
@@ -204,8 +266,16 @@ struct Run<'a> {
     max_time: crate::time::Timestamp,
 }
 
-/// Runs a replay.
-pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
+/// Runs a replay. With an engine (and `--emit alerts` or `none`), every decoded event is
+/// inspected and learned in input order, and held alerts are released at the end.
+pub fn run(
+    decoder: &Decoder,
+    mut engine: Option<&mut Engine>,
+    opts: &Options,
+) -> Result<Summary, Error> {
+    if opts.emit == Emit::Events {
+        engine = None;
+    }
     let started = Instant::now();
     let mut inputs = Vec::new();
     for arg in &opts.inputs {
@@ -243,6 +313,8 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
     };
     let mut run = Run {
         decoder,
+        engine,
+        alerts: Vec::new(),
         emit: opts.emit,
         out,
         out_buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
@@ -303,6 +375,15 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if let Some(engine) = run.engine.as_deref_mut() {
+        engine.flush(&mut run.alerts);
+    }
+    run.write_alerts();
+    if let Some(engine) = run.engine.as_deref() {
+        run.summary.detection = Some(engine.stats.clone());
+        run.summary.identities = engine.state.identities.len();
+        run.summary.credentials = engine.state.credentials.len();
+    }
     run.flush_output(true);
     if let Some((w, path)) = &mut run.rejects
         && let Err(source) = w.flush()
@@ -317,7 +398,16 @@ pub fn run(decoder: &Decoder, opts: &Options) -> Result<Summary, Error> {
         return Err(e);
     }
     run.summary.elapsed = started.elapsed();
+    run.summary.peak_rss = peak_rss();
     Ok(run.summary)
+}
+
+/// Peak resident set size of this process (`VmHWM`), on Linux.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Run<'_> {
@@ -338,6 +428,9 @@ impl Run<'_> {
                                 event.write_json(&mut self.out_buf);
                                 self.out_buf.push(b'\n');
                             }
+                            if let Some(engine) = self.engine.as_deref_mut() {
+                                engine.process(&event, &mut self.alerts);
+                            }
                         }
                         Err(reject) => {
                             let line = doc.map_or(line, |d| d.line_of(reject.offset));
@@ -346,6 +439,9 @@ impl Run<'_> {
                     }
                 }
                 self.results = results;
+                if !self.alerts.is_empty() {
+                    self.write_alerts();
+                }
                 if self.out_buf.len() >= FLUSH_AT {
                     self.flush_output(false);
                 }
@@ -447,6 +543,16 @@ impl Run<'_> {
                 path: path.clone(),
                 source,
             });
+        }
+    }
+
+    fn write_alerts(&mut self) {
+        for alert in self.alerts.drain(..) {
+            if self.emit == Emit::Alerts {
+                // Serializing a plain struct into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut self.out_buf, &alert);
+                self.out_buf.push(b'\n');
+            }
         }
     }
 

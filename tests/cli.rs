@@ -28,7 +28,15 @@ fn rejects(path: &str) -> Vec<Value> {
 
 #[test]
 fn quickstart_sample_replays_cleanly() {
-    let o = run(&["replay", "schemas/samples/mixed/quickstart.jsonl"], None);
+    let o = run(
+        &[
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/mixed/quickstart.jsonl",
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let events = parse_events(&o.stdout);
     assert_eq!(events.len(), 16);
@@ -52,6 +60,8 @@ fn documents_arrays_delivery_files_gzip_and_stdin() {
     let o = run(
         &[
             "replay",
+            "--emit",
+            "events",
             &array,
             &concat,
             "schemas/samples/cloudtrail/delivery-file.json",
@@ -63,17 +73,35 @@ fn documents_arrays_delivery_files_gzip_and_stdin() {
     assert!(o.status.success());
 
     // gzip, recognized by content, and stdin give the same events as the plain file.
-    let plain = run(&["replay", "schemas/samples/mixed/quickstart.jsonl"], None).stdout;
+    let plain = run(
+        &[
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/mixed/quickstart.jsonl",
+        ],
+        None,
+    )
+    .stdout;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&std::fs::read(util::fixture("mixed/quickstart.jsonl")).expect("fixture"))
         .expect("gzip");
     let gz_path = write_temp(&dir, "quickstart.log", &gz.finish().expect("gzip"));
-    assert_eq!(run(&["replay", &gz_path], None).stdout, plain);
+    assert_eq!(
+        run(&["replay", "--emit", "events", &gz_path], None).stdout,
+        plain
+    );
     let stdin = std::fs::read(util::fixture("mixed/quickstart.jsonl")).expect("fixture");
-    assert_eq!(run(&["replay", "-"], Some(&stdin)).stdout, plain);
+    assert_eq!(
+        run(&["replay", "--emit", "events", "-"], Some(&stdin)).stdout,
+        plain
+    );
 
     // A directory stands for its files.
-    let dir_out = run(&["replay", "schemas/samples/github"], None);
+    let dir_out = run(
+        &["replay", "--emit", "events", "schemas/samples/github"],
+        None,
+    );
     assert_eq!(
         parse_events(&dir_out.stdout).len(),
         3,
@@ -99,7 +127,10 @@ fn bad_lines_are_rejected_with_file_and_line_and_the_rest_is_processed() {
     .join("\n");
     let path = write_temp(&dir, "mixed.jsonl", input.as_bytes());
     let rej_path = dir.path().join("rejects.jsonl").display().to_string();
-    let o = run(&["replay", "--rejects", &rej_path, &path], None);
+    let o = run(
+        &["replay", "--emit", "events", "--rejects", &rej_path, &path],
+        None,
+    );
     assert!(o.status.success(), "some records were good: {}", stderr(&o));
     assert_eq!(parse_events(&o.stdout).len(), 2);
     let r = rejects(&rej_path);
@@ -143,7 +174,10 @@ fn rejects_in_pretty_documents_point_at_the_element_line() {
     let text = "[\n  {\"jti\": \"x\", \"repository\": \"o/r\", \"job_workflow_ref\": \"o/r/.github/workflows/a.yml@main\", \"iat\": 1767610800},\n\n  {\n    \"jti\": \"y\",\n    \"repository\": \"o/r\"\n  },\n  42\n]\n";
     let path = write_temp(&dir, "pretty.json", text.as_bytes());
     let rej_path = dir.path().join("rejects.jsonl").display().to_string();
-    let o = run(&["replay", "--rejects", &rej_path, &path], None);
+    let o = run(
+        &["replay", "--emit", "events", "--rejects", &rej_path, &path],
+        None,
+    );
     assert_eq!(parse_events(&o.stdout).len(), 1);
     let r = rejects(&rej_path);
     assert_eq!(r.len(), 2);
@@ -163,15 +197,17 @@ fn rejects_in_pretty_documents_point_at_the_element_line() {
 fn exit_status_is_non_zero_only_when_nothing_could_be_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = write_temp(&dir, "bad.jsonl", b"nope\n{\"hello\":1}\n");
-    let o = run(&["replay", &bad], None);
+    let o = run(&["replay", "--emit", "events", &bad], None);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let missing = dir.path().join("missing.jsonl").display().to_string();
-    let o = run(&["replay", &missing], None);
+    let o = run(&["replay", "--emit", "events", &missing], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing.jsonl"), "{}", stderr(&o));
     let o = run(
         &[
             "replay",
+            "--emit",
+            "events",
             &missing,
             "schemas/samples/github/environment-deploy.json",
         ],
@@ -184,7 +220,12 @@ fn exit_status_is_non_zero_only_when_nothing_could_be_read() {
         stderr(&o)
     );
     let empty = write_temp(&dir, "empty.jsonl", b"\n\n");
-    assert_eq!(run(&["replay", &empty], None).status.code(), Some(0));
+    assert_eq!(
+        run(&["replay", "--emit", "events", &empty], None)
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -192,6 +233,8 @@ fn format_override_and_emit_none() {
     let o = run(
         &[
             "replay",
+            "--emit",
+            "events",
             "--format",
             "vault",
             "schemas/samples/github/environment-deploy.json",
@@ -203,6 +246,8 @@ fn format_override_and_emit_none() {
     let o = run(
         &[
             "replay",
+            "--emit",
+            "events",
             "--format",
             "cloudtrail",
             "schemas/samples/cloudtrail/delivery-file.json",
@@ -228,7 +273,12 @@ fn output_file_and_env_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("events.jsonl");
     let o = util::bin()
-        .args(["replay", "schemas/samples/vault/kv-read.jsonl"])
+        .args([
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/vault/kv-read.jsonl",
+        ])
         .env("NHIWATCH_OUTPUT", &out)
         .output()
         .expect("run");
@@ -240,11 +290,34 @@ fn output_file_and_env_flags() {
 
 #[test]
 fn fingerprints_are_stable_across_runs_with_a_key_and_differ_without() {
-    let a = run(&["replay", "schemas/samples/vault/kv-read.jsonl"], None).stdout;
-    let b = run(&["replay", "schemas/samples/vault/kv-read.jsonl"], None).stdout;
+    let a = run(
+        &[
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/vault/kv-read.jsonl",
+        ],
+        None,
+    )
+    .stdout;
+    let b = run(
+        &[
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/vault/kv-read.jsonl",
+        ],
+        None,
+    )
+    .stdout;
     assert_eq!(a, b);
     let c = util::bin()
-        .args(["replay", "schemas/samples/vault/kv-read.jsonl"])
+        .args([
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/vault/kv-read.jsonl",
+        ])
         .env_remove("NHIWATCH_FINGERPRINT_KEY")
         .output()
         .expect("run");
@@ -290,6 +363,8 @@ fn check_config_names_the_bad_key() {
             "--config",
             &good,
             "replay",
+            "--emit",
+            "events",
             "schemas/samples/cloudtrail/assume-role-with-web-identity.json",
         ],
         None,

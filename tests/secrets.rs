@@ -100,37 +100,8 @@ fn no_secret_reaches_any_output() {
     let broken = dir.path().join("broken.jsonl");
     std::fs::write(&broken, broken_records()).expect("write");
     let rejects = dir.path().join("rejects.jsonl");
-    let mut args = vec![
-        "replay".to_string(),
-        "--rejects".into(),
-        rejects.display().to_string(),
-    ];
-    args.extend(fixture_files());
-    args.push(broken.display().to_string());
-    let o = util::bin()
-        .args(&args)
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
-    assert!(stdout.lines().count() > 40, "events were written");
-    assert!(
-        rejected.lines().count() >= 8,
-        "broken records were rejected: {rejected}"
-    );
-    for secret in SECRETS {
-        for (what, text) in [
-            ("events", &*stdout),
-            ("stderr", &*stderr),
-            ("rejects file", &rejected),
-        ] {
-            assert!(!text.contains(secret), "{secret} leaked into the {what}");
-        }
-    }
-    // The inputs really held them (the test would otherwise prove nothing).
+    let state = dir.path().join("state");
+    // The inputs really hold the secrets (the test would otherwise prove nothing).
     let mut inputs = String::new();
     for f in fixture_files() {
         inputs.push_str(&std::fs::read_to_string(f).expect("fixture"));
@@ -138,12 +109,67 @@ fn no_secret_reaches_any_output() {
     for secret in SECRETS {
         assert!(inputs.contains(secret), "{secret} is not in the fixtures");
     }
-    assert!(rejected.contains("[redacted]"), "{rejected}");
+    for emit in ["events", "alerts"] {
+        let mut args = vec![
+            "replay".to_string(),
+            "--emit".into(),
+            emit.into(),
+            "--rejects".into(),
+            rejects.display().to_string(),
+        ];
+        if emit == "alerts" {
+            args.extend(["--state".into(), state.display().to_string()]);
+        }
+        args.extend(fixture_files());
+        args.push(broken.display().to_string());
+        // Twice, so tokens are presented again and alert, with their evidence.
+        args.extend(fixture_files());
+        let o = util::bin()
+            .args(&args)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
+        let expected = if emit == "events" { 40 } else { 3 };
+        assert!(
+            stdout.lines().count() >= expected,
+            "{emit} were written:\n{stderr}"
+        );
+        assert!(
+            rejected.lines().count() >= 8,
+            "broken records were rejected: {rejected}"
+        );
+        assert!(rejected.contains("[redacted]"), "{rejected}");
+        // The saved baselines and engine state hold no secret either.
+        let snapshot = std::fs::read(state.join("baselines.snapshot")).unwrap_or_default();
+        let snapshot = String::from_utf8_lossy(&snapshot);
+        for secret in SECRETS {
+            for (what, text) in [
+                (emit, &*stdout),
+                ("stderr", &*stderr),
+                ("rejects file", &*rejected),
+                ("snapshot", &*snapshot),
+            ] {
+                assert!(!text.contains(secret), "{secret} leaked into the {what}");
+            }
+        }
+    }
 }
 
 #[test]
 fn quickstart_output_holds_fingerprints_not_ids() {
-    let o = run(&["replay", "schemas/samples/mixed/quickstart.jsonl"], None);
+    let o = run(
+        &[
+            "replay",
+            "--emit",
+            "events",
+            "schemas/samples/mixed/quickstart.jsonl",
+        ],
+        None,
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&util::fp(
         nhiwatch::event::CredentialKind::AwsAccessKey,

@@ -19,6 +19,7 @@
 mod credentials;
 mod fleet;
 mod identity;
+pub mod report;
 pub mod snapshot;
 pub mod timeofweek;
 mod values;

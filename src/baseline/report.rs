@@ -1,0 +1,198 @@
+//! `nhiwatch baselines show`: what nhiwatch believes about one identity, as JSON or text.
+
+use serde::Serialize;
+
+use super::{Day, Tier, hash_identity};
+use crate::detect::Engine;
+use crate::detect::privileges::Rank;
+use crate::time::Timestamp;
+
+/// One learned value.
+#[derive(Debug, Serialize)]
+pub struct Value {
+    /// What kind of value.
+    pub kind: String,
+    /// The value.
+    pub value: String,
+    /// Times seen.
+    pub count: u16,
+    /// First day seen.
+    pub first_seen: String,
+    /// Last day seen.
+    pub last_seen: String,
+}
+
+/// What nhiwatch believes about an identity.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The identity.
+    pub identity: String,
+    /// First event.
+    pub first_seen: Timestamp,
+    /// Latest event.
+    pub last_seen: Timestamp,
+    /// Mints and uses learned.
+    pub events: u32,
+    /// Mints learned.
+    pub mints: u32,
+    /// Uses learned.
+    pub uses: u32,
+    /// Refused operations seen.
+    pub failures: u32,
+    /// Detectors whose learning period it passed.
+    pub armed: Vec<&'static str>,
+    /// Time zone of its schedule.
+    pub timezone: String,
+    /// When it mints.
+    pub usual_hours: String,
+    /// Busiest times of week (local): `weekday 09h` with decayed counts.
+    pub busiest: Vec<(String, f32)>,
+    /// Stable runner attributes.
+    pub runners: Vec<Value>,
+    /// Networks.
+    pub networks: Vec<Value>,
+    /// Events that carried an address.
+    pub network_observations: u32,
+    /// Scopes held, with rank.
+    pub scopes: Vec<Value>,
+    /// Highest rank held.
+    pub highest_rank: &'static str,
+    /// Environments minted for.
+    pub environments: Vec<Value>,
+    /// Distinct (minted-for, presented-in) environment pairs its credentials crossed.
+    pub environment_crossings: usize,
+    /// Longest credential lifetime, seconds.
+    pub longest_ttl: u32,
+    /// Mints for production, and of those from unprotected refs.
+    pub production_mints: (u32, u32),
+    /// Credentials it minted that are still bound.
+    pub live_credentials: usize,
+}
+
+fn day_text(d: Day) -> String {
+    Timestamp::from_micros((946_684_800 + i64::from(d) * 86_400) * 1_000_000).to_rfc3339()[..10]
+        .to_string()
+}
+
+/// The report for an identity, or `None` when it has no baseline.
+pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
+    let st = &engine.state;
+    let b = st.identities.get(identity)?;
+    let text = |h: u64| st.interner.text(h);
+    let values = |set: &super::ValueSet, kind: &dyn Fn(u8) -> String| -> Vec<Value> {
+        let mut v: Vec<Value> = set
+            .entries()
+            .iter()
+            .map(|e| Value {
+                kind: kind(e.aux),
+                value: text(e.hash),
+                count: e.count,
+                first_seen: day_text(e.first),
+                last_seen: day_text(e.last),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(b.count.cmp(&a.count))
+                .then(a.value.cmp(&b.value))
+        });
+        v
+    };
+    let class = |aux: u8| {
+        match aux {
+            1 => "runner kind",
+            2 => "runner id",
+            3 => "requester",
+            4 => "source",
+            _ => "runner",
+        }
+        .to_string()
+    };
+    let busiest = b
+        .tow
+        .busiest(6)
+        .into_iter()
+        .map(|(bin, c)| {
+            let day = if bin / 24 == 0 { "weekday" } else { "weekend" };
+            (format!("{day} {:02}h", bin % 24), (c * 10.0).round() / 10.0)
+        })
+        .collect();
+    Some(Report {
+        identity: identity.to_string(),
+        first_seen: Timestamp::from_micros(b.first_seen * 1_000_000),
+        last_seen: Timestamp::from_micros(b.last_seen * 1_000_000),
+        events: b.events,
+        mints: b.mints,
+        uses: b.uses,
+        failures: b.failures,
+        armed: engine.armed(&b),
+        timezone: engine.zone_of(identity).to_string(),
+        usual_hours: b.tow.describe(),
+        busiest,
+        runners: values(&b.attrs, &class),
+        networks: values(&b.nets, &|_| "network".to_string()),
+        network_observations: b.net_obs,
+        scopes: values(&b.scopes, &|aux| {
+            format!("scope ({})", Rank::from_u8(aux).as_str())
+        }),
+        highest_rank: Rank::from_u8(b.max_rank(0)).as_str(),
+        environments: values(&b.envs, &|aux| {
+            match Tier::from_u8(aux) {
+                Tier::Production => "environment (production tier)",
+                Tier::Staging => "environment (staging tier)",
+                Tier::Other => "environment",
+            }
+            .to_string()
+        }),
+        environment_crossings: b.env_pairs.entries().len(),
+        longest_ttl: b.ttl_max,
+        production_mints: (b.prod_mints, b.prod_unprotected),
+        live_credentials: st.credentials.count_for(hash_identity(identity)),
+    })
+}
+
+/// The report as text.
+pub fn render(r: &Report) -> String {
+    let mut s = format!(
+        "{}\n  seen {} → {} ({} events: {} mints, {} uses; {} refused)\n  armed: {}\n  mints: {} ({})\n",
+        r.identity,
+        r.first_seen,
+        r.last_seen,
+        r.events,
+        r.mints,
+        r.uses,
+        r.failures,
+        if r.armed.is_empty() {
+            "no detector yet (still learning)".to_string()
+        } else {
+            r.armed.join(", ")
+        },
+        r.usual_hours,
+        r.timezone,
+    );
+    for (title, list) in [
+        ("runners", &r.runners),
+        ("networks", &r.networks),
+        ("scopes", &r.scopes),
+        ("environments", &r.environments),
+    ] {
+        s.push_str(&format!("  {title}:"));
+        if list.is_empty() {
+            s.push_str(" none\n");
+            continue;
+        }
+        s.push('\n');
+        for v in list {
+            s.push_str(&format!(
+                "    {:<34} {:<28} ×{:<5} {} → {}\n",
+                v.value, v.kind, v.count, v.first_seen, v.last_seen
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "  highest scope rank: {}; longest lifetime: {} s; production mints: {} ({} from unprotected refs); environment crossings: {}; live credentials: {}\n",
+        r.highest_rank, r.longest_ttl, r.production_mints.0, r.production_mints.1, r.environment_crossings, r.live_credentials
+    ));
+    s
+}
