@@ -17,9 +17,11 @@ fn records(only: Option<Format>, n: usize) -> Vec<String> {
     Simulation::new(Settings {
         seed: 42,
         identities: 300,
-        start: Timestamp::parse("2026-01-05T00:00:00Z").expect("valid start"),
+        days: 120,
         only,
+        ..Settings::default()
     })
+    .expect("valid settings")
     .records(n)
 }
 

@@ -44,8 +44,12 @@ pub enum Command {
     Baselines(BaselinesCommand),
     /// List the detectors with their effective specifications.
     Detectors,
-    /// Write simulated records in the real formats (JSON lines), for tests and benchmarks.
+    /// Write a synthetic organisation's records in the real formats, with injected attacks
+    /// and an answer key.
     Simulate(SimulateArgs),
+    /// Score alerts against a simulation's answer key: recall per attack kind, precision,
+    /// false alerts per 1,000 identity-days.
+    Score(ScoreArgs),
     /// Validate the configuration file and exit.
     CheckConfig,
 }
@@ -119,28 +123,59 @@ pub struct ListArgs {
 /// `nhiwatch simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Number of records to write.
-    #[arg(long, default_value_t = 10_000, env = "NHIWATCH_SIM_RECORDS")]
-    pub records: u64,
-    /// Random seed: the same seed gives the same records.
+    /// Random seed: the same settings give byte-identical records.
     #[arg(long, default_value_t = 1, env = "NHIWATCH_SIM_SEED")]
     pub seed: u64,
-    /// Number of non-human identities in the simulated organisation.
+    /// Number of non-human identities in the simulated organisation (approximate: services,
+    /// with one to three identities each, are added until it is reached).
     #[arg(long, default_value_t = 200, env = "NHIWATCH_SIM_IDENTITIES")]
     pub identities: u32,
-    /// Only this format (default: a realistic mix of all five).
+    /// Number of days.
+    #[arg(long, default_value_t = 14, env = "NHIWATCH_SIM_DAYS")]
+    pub days: u32,
+    /// Attacks to inject (default: one per 100 identity-days, at least 5).
+    #[arg(long, env = "NHIWATCH_SIM_ATTACKS")]
+    pub attacks: Option<u32>,
+    /// Write the answer key here (JSON lines: one line per record an attack wrote, then a
+    /// summary line).
+    #[arg(long, env = "NHIWATCH_SIM_LABELS")]
+    pub labels: Option<PathBuf>,
+    /// The first day (its UTC date). The default week contains Europe's change to summer time.
+    #[arg(long, default_value = simulate::DEFAULT_START, env = "NHIWATCH_SIM_START")]
+    pub start: String,
+    /// The organisation's time zone: office hours follow it, cron schedules follow UTC.
+    #[arg(long, default_value = simulate::DEFAULT_TIMEZONE, env = "NHIWATCH_SIM_TIMEZONE")]
+    pub timezone: String,
+    /// Stop after this many records.
+    #[arg(long, env = "NHIWATCH_SIM_RECORDS")]
+    pub records: Option<u64>,
+    /// Only the records of this format (the organisation is the same).
     #[arg(long, value_enum, env = "NHIWATCH_SIM_FORMAT")]
     pub format: Option<Format>,
-    /// First event time (RFC 3339).
-    #[arg(
-        long,
-        default_value = "2026-01-05T00:00:00Z",
-        env = "NHIWATCH_SIM_START"
-    )]
-    pub start: String,
-    /// Output file (default: stdout).
+    /// Output file (default: stdout); gzip-compressed when it ends in `.gz`.
     #[arg(long, short = 'o', env = "NHIWATCH_OUTPUT")]
     pub output: Option<PathBuf>,
+}
+
+/// `nhiwatch score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Alerts written by `replay` (JSON lines). Repeat with `--labels` to score several runs
+    /// (seeds) as one: the n-th alerts file goes with the n-th answer key.
+    #[arg(long, required = true)]
+    pub alerts: Vec<PathBuf>,
+    /// The answer key written by `simulate --labels`.
+    #[arg(long, required = true)]
+    pub labels: Vec<PathBuf>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 2 when the recall of any attack kind (own detector) is below this.
+    #[arg(long)]
+    pub min_recall: Option<f64>,
+    /// Exit with status 2 when precision is below this.
+    #[arg(long)]
+    pub min_precision: Option<f64>,
 }
 
 /// What `main` should exit with.
@@ -149,6 +184,8 @@ pub enum Outcome {
     Ok,
     /// Ran, but nothing could be read (exit status 1).
     NothingRead,
+    /// Ran, but a measured quality was below the bar asked for (exit status 2).
+    BelowBar,
 }
 
 /// Runs a parsed command line.
@@ -274,27 +311,95 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Score(args) => {
+            let open = |p: &PathBuf| {
+                std::fs::File::open(p)
+                    .map(std::io::BufReader::new)
+                    .with_context(|| format!("cannot open {}", p.display()))
+            };
+            if args.alerts.len() != args.labels.len() {
+                anyhow::bail!(
+                    "{} --alerts files but {} --labels files: give them in pairs",
+                    args.alerts.len(),
+                    args.labels.len()
+                );
+            }
+            let mut s = crate::score::Score::default();
+            for (alerts, labels) in args.alerts.iter().zip(&args.labels) {
+                let key = crate::score::AnswerKey::read(open(labels)?)
+                    .with_context(|| format!("{}", labels.display()))?;
+                let one = crate::score::score(open(alerts)?, &key)
+                    .with_context(|| format!("{}", alerts.display()))?;
+                s.merge(&one);
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+            let low_recall = args.min_recall.is_some_and(|m| s.min_recall() < m);
+            let low_precision = args.min_precision.is_some_and(|m| s.precision < m);
+            if low_recall || low_precision {
+                tracing::error!(
+                    min_recall = s.min_recall(),
+                    precision = s.precision,
+                    "below the bar asked for"
+                );
+                return Ok(Outcome::BelowBar);
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Simulate(args) => {
             let start = crate::time::Timestamp::parse(&args.start)
                 .with_context(|| format!("--start {:?}", args.start))?;
             let sim = simulate::Simulation::new(simulate::Settings {
                 seed: args.seed,
                 identities: args.identities,
+                days: args.days,
                 start,
+                timezone: args.timezone.clone(),
+                attacks: args.attacks,
                 only: args.format,
-            });
-            let n = match &args.output {
+            })?;
+            let mut labels = match &args.labels {
+                Some(p) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => None,
+            };
+            let labels = labels.as_mut().map(|l| l as &mut dyn std::io::Write);
+            let summary = match &args.output {
                 Some(p) => {
                     let f = std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?;
-                    sim.write(args.records, std::io::BufWriter::new(f))?
+                    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                    if p.extension().is_some_and(|e| e == "gz") {
+                        let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::best());
+                        let summary = sim.run(&mut gz, labels, args.records)?;
+                        std::io::Write::flush(&mut gz.finish()?)?;
+                        summary
+                    } else {
+                        let summary = sim.run(&mut w, labels, args.records)?;
+                        std::io::Write::flush(&mut w)?;
+                        summary
+                    }
                 }
-                None => sim.write(
-                    args.records,
-                    std::io::BufWriter::new(std::io::stdout().lock()),
-                )?,
+                None => {
+                    let mut w =
+                        std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                    sim.run(&mut w, labels, args.records)?
+                }
             };
-            tracing::info!(records = n, "simulation written");
+            let n = summary.records;
+            tracing::info!(
+                records = n,
+                identities = summary.identities,
+                identity_days = summary.identity_days,
+                attacks = summary.attacks,
+                attacks_skipped = summary.attacks_skipped,
+                "simulation written"
+            );
             Ok(Outcome::Ok)
         }
     }

@@ -17,6 +17,7 @@ pub mod event;
 pub mod fingerprint;
 pub mod redact;
 pub mod replay;
+pub mod score;
 pub mod simulate;
 pub mod source;
 pub mod telemetry;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::NothingRead) => ExitCode::from(1),
+        Ok(Outcome::BelowBar) => ExitCode::from(2),
         Err(e) => {
             eprintln!("nhiwatch: error: {e:#}");
             ExitCode::from(2)

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::timeofweek::TimeOfWeek;
 use super::values::ValueSet;
-use super::{Class, Day, Interner, Tier, View, attr_text};
+use super::{Day, Interner, Tier, View, attr_text};
 use crate::event::{Action, Event, Outcome};
 
 /// How much to remember and for how long; set from the detectors' specifications.
@@ -127,20 +127,18 @@ impl IdentityBaseline {
         }
         if let Some(net) = &view.net {
             self.net_obs = self.net_obs.saturating_add(1);
-            if self.nets.observe(
-                net.hash,
-                day,
-                Class::Network as u8,
-                CAP_NETS,
-                runner_horizon,
-            ) {
+            if self
+                .nets
+                .observe(net.hash, day, net.block(), CAP_NETS, runner_horizon)
+            {
                 interner.intern(net.hash, &net.text());
             }
         }
         match event.action {
             Action::Mint => {
                 self.mints = self.mints.saturating_add(1);
-                self.tow.add(view.tow_bin, day, p.mint_half_life_days);
+                self.tow
+                    .add(view.tow_bin, day, view.secs, p.mint_half_life_days);
                 let scope_horizon = day.saturating_sub(p.scope_forget_days);
                 for (s, text) in view.scopes.iter().zip(&event.scopes) {
                     if self

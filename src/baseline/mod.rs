@@ -199,6 +199,33 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The public /8 block of an IPv4 network (its first octet), or 0 for private, shared
+    /// and IPv6 space. Cloud-hosted runners get a new /16 per job but stay in their
+    /// provider's blocks; a private network says nothing like that.
+    pub fn block(&self) -> u8 {
+        match self.addr {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                let private = o[0] == 10
+                    || (o[0] == 172 && (16..32).contains(&o[1]))
+                    || (o[0] == 192 && o[1] == 168)
+                    || (o[0] == 100 && (64..128).contains(&o[1]))
+                    || o[0] == 127
+                    || o[0] == 0;
+                if private { 0 } else { o[0] }
+            }
+            IpAddr::V6(_) => 0,
+        }
+    }
+
+    /// A stable hash of the public /8 block, for fleet context (`None` for private space).
+    pub fn block_hash(&self) -> Option<u64> {
+        let b = self.block();
+        (b != 0).then(|| xxh3_64_with_seed(&[8, b], Class::Network as u64))
+    }
+}
+
 /// The network prefix of an address; `None` for names and malformed addresses.
 pub fn network_of(ip: &str) -> Option<Net> {
     let addr = ip.trim_ascii().parse::<IpAddr>().ok()?;
@@ -435,6 +462,10 @@ mod tests {
             "2001:db8:1::/48"
         );
         assert!(network_of("lambda.amazonaws.com").is_none());
+        assert_eq!(network_of("20.57.1.2").expect("v4").block(), 20);
+        assert_eq!(network_of("10.57.1.2").expect("v4").block(), 0);
+        assert_eq!(network_of("172.20.1.2").expect("v4").block(), 0);
+        assert_eq!(network_of("172.64.1.2").expect("v4").block(), 172);
         assert!(
             network_of("255.090.254.5").is_none(),
             "leading zeros are not an address"

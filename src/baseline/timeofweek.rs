@@ -6,6 +6,11 @@
 //! learned from data, so any regular machine schedule (nightly jobs, around-the-clock token
 //! refreshes, weekly backups) becomes normal; nothing assumes office hours. Counts decay with a
 //! half-life so a changed schedule is relearned.
+//!
+//! Beside the counts, the hours of each day type that have passed since the first mint
+//! (decayed the same way) are the model's exposure: an identity first seen on a Monday has
+//! not yet been watched on a weekend, so on its first Saturday "no weekend mints" is no
+//! evidence, while after three quiet weekends it is. Exposure splits time by UTC day type.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +31,10 @@ pub struct TimeOfWeek {
     /// `[day type][hour]` (serde handles arrays up to 32 long).
     bins: [[f32; 24]; 2],
     total: f32,
+    /// Hours watched by day type since the first mint, decayed to `day`.
+    exposure: [f32; 2],
+    /// Unix seconds up to which `exposure` counts (0 before the first mint).
+    watched_to: i64,
     /// The day the counts are decayed to.
     day: Day,
 }
@@ -35,9 +44,37 @@ impl Default for TimeOfWeek {
         TimeOfWeek {
             bins: [[0.0; 24]; 2],
             total: 0.0,
+            exposure: [0.0; 2],
+            watched_to: 0,
             day: 0,
         }
     }
+}
+
+/// Day type (0 weekday, 1 weekend) of a UTC day number since the Unix epoch.
+fn day_type(unix_day: i64) -> usize {
+    // 1970-01-01 was a Thursday.
+    usize::from((unix_day + 3).rem_euclid(7) >= 5)
+}
+
+/// Decayed hours by day type between `from` and `to` (Unix seconds) as of baseline day `now`.
+fn hours_between(from: i64, to: i64, now: Day, half_life_days: f32) -> [f64; 2] {
+    let mut out = [0.0f64; 2];
+    if to <= from || from <= 0 {
+        return out;
+    }
+    // Older hours weigh nothing after enough half-lives.
+    let from = from.max(to - (half_life_days.max(1.0) * 12.0) as i64 * 86_400);
+    let mut t = from;
+    while t < to {
+        let unix_day = t.div_euclid(86_400);
+        let next = ((unix_day + 1) * 86_400).min(to);
+        let age = super::day_of(crate::time::Timestamp::from_micros(t * 1_000_000));
+        let w = f64::from(decay_factor(age, now, half_life_days));
+        out[day_type(unix_day)] += (next - t) as f64 / 3600.0 * w;
+        t = next;
+    }
+    out
 }
 
 fn decay_factor(from: Day, to: Day, half_life_days: f32) -> f32 {
@@ -49,8 +86,9 @@ fn decay_factor(from: Day, to: Day, half_life_days: f32) -> f32 {
 }
 
 impl TimeOfWeek {
-    /// Adds one mint in `bin` on `day`, decaying older counts first.
-    pub fn add(&mut self, bin: u8, day: Day, half_life_days: f32) {
+    /// Adds one mint in `bin` on `day` at `secs` (Unix seconds), decaying older counts first.
+    pub fn add(&mut self, bin: u8, day: Day, secs: i64, half_life_days: f32) {
+        let exposure = self.exposure_at(day, secs, half_life_days);
         let f = decay_factor(self.day, day, half_life_days);
         if f < 1.0 {
             for b in self.bins.iter_mut().flatten() {
@@ -58,6 +96,8 @@ impl TimeOfWeek {
             }
             self.total *= f;
         }
+        self.exposure = [exposure[0] as f32, exposure[1] as f32];
+        self.watched_to = self.watched_to.max(secs);
         self.day = self.day.max(day);
         if usize::from(bin) < BINS {
             self.bins[usize::from(bin / 24)][usize::from(bin % 24)] += 1.0;
@@ -77,6 +117,16 @@ impl TimeOfWeek {
             k += f64::from(row[h]);
         }
         (k * f, f64::from(self.total) * f)
+    }
+
+    /// Decayed hours watched by day type as of `day` / `secs` (weekday, weekend).
+    pub fn exposure_at(&self, day: Day, secs: i64, half_life_days: f32) -> [f64; 2] {
+        let f = f64::from(decay_factor(self.day, day, half_life_days));
+        let more = hours_between(self.watched_to, secs, day.max(self.day), half_life_days);
+        [
+            f64::from(self.exposure[0]) * f + more[0],
+            f64::from(self.exposure[1]) * f + more[1],
+        ]
     }
 
     /// Decayed total.
@@ -150,7 +200,7 @@ mod tests {
         let mut t = TimeOfWeek::default();
         // A nightly job at 02h, Monday to Thursday.
         for weekday in 0..4 {
-            t.add(bin(weekday, 2), 100 + Day::from(weekday), 30.0);
+            t.add(bin(weekday, 2), 100 + Day::from(weekday), 0, 30.0);
         }
         let (k, n) = t.window(bin(4, 2), 2, 104, 30.0);
         assert!((k - n).abs() < 1e-6, "Friday 02h is in the learned window");
@@ -166,11 +216,51 @@ mod tests {
     #[test]
     fn decay_halves_with_the_half_life() {
         let mut t = TimeOfWeek::default();
-        t.add(bin(0, 9), 0, 10.0);
+        t.add(bin(0, 9), 0, 0, 10.0);
         let (k, n) = t.window(bin(0, 9), 0, 10, 10.0);
         assert!((k - 0.5).abs() < 1e-3 && (n - 0.5).abs() < 1e-3, "{k} {n}");
-        t.add(bin(0, 9), 20, 10.0);
+        t.add(bin(0, 9), 20, 0, 10.0);
         assert!((t.total() - 1.25).abs() < 1e-3, "{}", t.total());
+    }
+
+    #[test]
+    fn exposure_counts_hours_by_day_type() {
+        use crate::time::Timestamp;
+        let secs = |s: &str| Timestamp::parse(s).expect("t").as_unix_seconds();
+        let day = |s: &str| super::super::day_of(Timestamp::parse(s).expect("t"));
+        let mut t = TimeOfWeek::default();
+        // First mint Monday 2026-03-23 12:00; nothing is watched before it.
+        t.add(
+            bin(0, 12),
+            day("2026-03-23T12:00:00Z"),
+            secs("2026-03-23T12:00:00Z"),
+            1e6,
+        );
+        let e = t.exposure_at(
+            day("2026-03-23T12:00:00Z"),
+            secs("2026-03-23T12:00:00Z"),
+            1e6,
+        );
+        assert_eq!(e, [0.0, 0.0]);
+        // By Saturday 06:00: 4.5 weekdays, 6 weekend hours.
+        let sat = "2026-03-28T06:00:00Z";
+        let e = t.exposure_at(day(sat), secs(sat), 1e6);
+        assert!(
+            (e[0] - 108.0).abs() < 0.01 && (e[1] - 6.0).abs() < 0.01,
+            "{e:?}"
+        );
+        // Learning more keeps the count.
+        t.add(
+            bin(4, 9),
+            day("2026-03-27T09:00:00Z"),
+            secs("2026-03-27T09:00:00Z"),
+            1e6,
+        );
+        let e = t.exposure_at(day(sat), secs(sat), 1e6);
+        assert!(
+            (e[0] - 108.0).abs() < 0.01 && (e[1] - 6.0).abs() < 0.01,
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -178,13 +268,13 @@ mod tests {
         let mut t = TimeOfWeek::default();
         for d in 0..20 {
             for h in 9..18 {
-                t.add(bin((d % 5) as u8, h), d, 60.0);
+                t.add(bin((d % 5) as u8, h), d, 0, 60.0);
             }
         }
         assert_eq!(t.describe(), "weekdays 09–17h");
         let mut n = TimeOfWeek::default();
         for d in 0..14 {
-            n.add(bin((d % 7) as u8, 2), d, 60.0);
+            n.add(bin((d % 7) as u8, 2), d, 0, 60.0);
         }
         assert_eq!(n.describe(), "weekdays 02h; weekends 02h");
     }

@@ -403,6 +403,9 @@ impl Engine {
             }
             if let Some(n) = &view.net {
                 fleet.observe(n.hash, who, view.day);
+                if let Some(block) = n.block_hash() {
+                    fleet.observe(block, who, view.day);
+                }
             }
             if event.action == Action::Mint {
                 for s in &view.scopes {

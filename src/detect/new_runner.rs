@@ -4,8 +4,9 @@
 //! runner id, Kubernetes token requester group, named source, network prefix. A value the
 //! fleet already shares is not news; one that is new to the whole fleet is held for
 //! `fleet_grace` and dropped if the fleet adopts it (a runner-pool rollout, a subnet
-//! migration). Identities whose networks churn (cloud-hosted runners get a new address per
-//! job) are only alerted on networks no other identity has used.
+//! migration). Identities whose networks churn (cloud-hosted runners get a new /16 nearly
+//! every job) are only alerted on a network outside the public /8 blocks they run in that no
+//! other identity has used.
 
 use std::net::IpAddr;
 
@@ -26,7 +27,6 @@ pub struct Thresholds {
     fleet_window: Duration,
     fleet_grace: Duration,
     churn_min_networks: u32,
-    churn_ratio: f64,
 }
 
 /// An IP network (`10.0.0.0/8`).
@@ -196,20 +196,32 @@ impl Detector for NewRunner {
             && !b.nets.seen_since(net.hash, since)
             && !self.nets.iter().any(|c| c.contains(ip))
         {
-            let distinct = b.nets.count_recent(since) as u32;
-            let churning = distinct >= self.t.churn_min_networks
-                && f64::from(distinct) >= self.t.churn_ratio * f64::from(b.net_obs.max(1));
-            // A churning identity's network is news only if no other identity used it; a
-            // steady identity's only if too few did to call it a rollout.
+            // An identity on cloud-hosted runners gets a new /16 nearly every job. Its new
+            // network is news only outside the public /8 blocks it or the fleet's churning
+            // runners already use, and only if no other identity used it; a steady
+            // identity's new network is news unless enough identities use it to call it a
+            // rollout.
+            let churning = b.nets.count_recent(since) as u32 >= self.t.churn_min_networks;
+            let block = net.block();
+            let known_block = block != 0
+                && (b.nets.recent(since).any(|x| x.aux == block)
+                    || net
+                        .block_hash()
+                        .is_some_and(|h| fleet.identities_since(h, fleet_since) >= 2));
             let needed = if churning { 2 } else { min };
             let others = fleet.identities_since(net.hash, fleet_since);
-            if others + 1 < needed && (b.net_obs > 0 || !b.attrs.entries().is_empty()) {
+            if !(churning && known_block)
+                && others + 1 < needed
+                && (b.net_obs > 0 || !b.attrs.entries().is_empty())
+            {
+                // A rollout is still several identities adopting it, whatever the churn:
+                // one run's mint and calls (two identities) do not make one.
                 novel.push(Novel {
                     class: Class::Network,
                     text: net.text(),
                     hash: net.hash,
                     fleet: others,
-                    defer: Some(needed),
+                    defer: Some(min),
                 });
             }
         }
