@@ -91,8 +91,10 @@ impl Detector for CrossEnvReuse {
         &self.spec
     }
 
+    /// Mints and uses: an AWS role's sessions are minted under the CI identity that assumed
+    /// it, so the role itself only ever presents credentials.
     fn learned(&self, b: &IdentityBaseline) -> u32 {
-        b.mints
+        b.mints.saturating_add(b.uses)
     }
 
     fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
@@ -140,7 +142,10 @@ impl Detector for CrossEnvReuse {
                     ));
                 }
                 // A first production mint by an identity that only minted elsewhere.
-                if cx.armed && !b.envs.seen_since(env, since) {
+                if cx.armed
+                    && b.mints >= self.spec.learning.min_events
+                    && !b.envs.seen_since(env, since)
+                {
                     let known: Vec<(String, Tier)> = b
                         .envs
                         .recent(since)
