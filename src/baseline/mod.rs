@@ -219,6 +219,19 @@ impl Net {
         }
     }
 
+    /// A stable hash of the network's neighbourhood (the IPv4 /8, the IPv6 /16), private
+    /// space included: a migration from 10.20.0.0/16 to 10.21.0.0/16 stays in one family.
+    pub fn family(&self) -> u64 {
+        let bytes = match self.addr {
+            IpAddr::V4(v4) => [4, v4.octets()[0], 0],
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                [6, o[0], o[1]]
+            }
+        };
+        xxh3_64_with_seed(&bytes, Class::Network as u64 + 100)
+    }
+
     /// A stable hash of the public /8 block, for fleet context (`None` for private space).
     pub fn block_hash(&self) -> Option<u64> {
         let b = self.block();

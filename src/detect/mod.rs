@@ -65,6 +65,11 @@ pub struct Defer {
     pub window_days: u16,
     /// How long to wait, seconds.
     pub grace_secs: i64,
+    /// Values of one family (runner ids; networks of one /8) that several identities get
+    /// for the first time within the grace period are a rollout too, even when each got a
+    /// different value (a pool of new runners). 0: judge the value alone.
+    #[serde(default)]
+    pub family: u64,
 }
 
 /// What a detector sees of one event.
@@ -164,6 +169,16 @@ pub struct Runtime {
     seq: u64,
     suppress: Vec<(SuppressKey, i64)>,
     pending: Vec<((i64, u64), Pending)>,
+    #[serde(default)]
+    news: Vec<News>,
+}
+
+/// An identity getting a fleet-new value of a family (see [`Defer::family`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct News {
+    secs: i64,
+    family: u64,
+    identity: u32,
 }
 
 /// Counters for the summary.
@@ -214,6 +229,7 @@ pub struct Engine {
     suppress: HashMap<SuppressKey, i64>,
     pending: BTreeMap<(i64, u64), Pending>,
     by_value: HashMap<u64, Vec<(i64, u64)>>,
+    news: Vec<News>,
     next_prune: i64,
     /// Counters.
     pub stats: Stats,
@@ -303,6 +319,7 @@ impl Engine {
             suppress: HashMap::new(),
             pending: BTreeMap::new(),
             by_value: HashMap::new(),
+            news: Vec::new(),
             next_prune: i64::MIN,
             stats: Stats::default(),
         })
@@ -467,6 +484,13 @@ impl Engine {
         let alert = Alert::new(name, f.severity, event, f.reason, f.summary, f.evidence);
         match f.defer {
             Some(defer) => {
+                if defer.family != 0 {
+                    self.news.push(News {
+                        secs,
+                        family: defer.family,
+                        identity: hash_identity(&event.identity),
+                    });
+                }
                 self.seq += 1;
                 let at = (secs.saturating_add(defer.grace_secs), self.seq);
                 self.by_value.entry(defer.value).or_default().push(at);
@@ -493,6 +517,26 @@ impl Engine {
                 v.retain(|k| *k != at);
                 if v.is_empty() {
                     self.by_value.remove(&p.defer.value);
+                }
+            }
+            if p.defer.family != 0 {
+                // Identities that got new values of this family around the same time.
+                let from = at.0.saturating_sub(p.defer.grace_secs.saturating_mul(2));
+                let mut who: Vec<u32> = self
+                    .news
+                    .iter()
+                    .filter(|n| n.family == p.defer.family && n.secs >= from && n.secs <= at.0)
+                    .map(|n| n.identity)
+                    .collect();
+                who.sort_unstable();
+                who.dedup();
+                if who.len() as u32 >= p.defer.min_identities {
+                    *self
+                        .stats
+                        .rollouts
+                        .entry(p.alert.detector.clone())
+                        .or_default() += 1;
+                    continue;
                 }
             }
             *self
@@ -558,6 +602,9 @@ impl Engine {
             .max()
             .unwrap_or(0);
         self.suppress.retain(|_, t| t.saturating_add(longest) > now);
+        // News matter for two grace periods; none is longer than the fleet window.
+        self.news
+            .retain(|n| n.secs.saturating_add(8 * 86_400) > now);
         let horizon = baseline::day_of(crate::time::Timestamp::from_micros(
             now.saturating_mul(1_000_000),
         ))
@@ -579,6 +626,7 @@ impl Engine {
             seq: self.seq,
             suppress,
             pending: self.pending.iter().map(|(k, p)| (*k, p.clone())).collect(),
+            news: self.news.clone(),
         }
     }
 
@@ -587,6 +635,7 @@ impl Engine {
         self.clock = rt.clock;
         self.seq = rt.seq;
         self.suppress = rt.suppress.into_iter().collect();
+        self.news = rt.news;
         self.by_value.clear();
         self.pending.clear();
         for (k, p) in rt.pending {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::glob::GlobSet;
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
-use crate::baseline::{Class, IdentityBaseline, attr_text};
+use crate::baseline::{Class, IdentityBaseline, attr_text, hash_value};
 use crate::config::Duration;
 use crate::event::Action;
 
@@ -128,6 +128,7 @@ struct Novel {
     hash: u64,
     fleet: u32,
     defer: Option<u32>,
+    family: u64,
 }
 
 impl Detector for NewRunner {
@@ -170,6 +171,7 @@ impl Detector for NewRunner {
                             hash: a.hash,
                             fleet: 0,
                             defer: None,
+                            family: 0,
                         });
                     }
                 }
@@ -188,6 +190,12 @@ impl Detector for NewRunner {
                         hash: a.hash,
                         fleet: others,
                         defer: Some(min),
+                        // A new pool of runners shows up as several new runner ids at once.
+                        family: if a.class == Class::RunnerId {
+                            hash_value(Class::RunnerId, "\0family")
+                        } else {
+                            0
+                        },
                     });
                 }
             }
@@ -222,6 +230,7 @@ impl Detector for NewRunner {
                     hash: net.hash,
                     fleet: others,
                     defer: Some(min),
+                    family: net.family(),
                 });
             }
         }
@@ -288,6 +297,7 @@ impl Detector for NewRunner {
         let defer = if novel.iter().all(|n| n.defer.is_some()) {
             novel.first().and_then(|n| {
                 n.defer.map(|m| Defer {
+                    family: n.family,
                     value: n.hash,
                     min_identities: m,
                     window_days: self.fleet_days,

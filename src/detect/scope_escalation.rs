@@ -155,6 +155,7 @@ impl Detector for ScopeEscalation {
             );
             // Only a non-admin scope can turn out to be a rollout.
             let defer = (rank < Rank::Admin).then(|| Defer {
+                family: 0,
                 value: hash,
                 min_identities: self.t.fleet_min_identities,
                 window_days: self.fleet_days,
