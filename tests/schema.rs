@@ -228,3 +228,131 @@ fn the_schema_refuses_what_nhiwatch_never_writes() {
         assert!(!errors(&v, &bad).is_empty(), "schema accepted: {what}");
     }
 }
+
+fn alert_validator() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(util::root().join("schemas/alert.schema.json"))
+        .expect("alert schema file");
+    let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+/// Every alert of every detector on a simulated organisation (all attack variants injected)
+/// satisfies `schemas/alert.schema.json`, and the schema rejects alerts that break it.
+#[test]
+fn every_alert_satisfies_the_alert_schema() {
+    let v = alert_validator();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = dir.path().join("sim.jsonl").display().to_string();
+    let o = util::run(
+        &[
+            "simulate",
+            "--seed",
+            "9",
+            "--identities",
+            "160",
+            "--days",
+            "18",
+            "--attacks",
+            "48",
+            "-o",
+            &sim,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut alerts: Vec<Value> = Vec::new();
+    for detectors in [
+        "off_hours_mint,new_runner,scope_escalation,cross_env_reuse",
+        "first_seen",
+    ] {
+        let o = util::run(
+            &[
+                "--config",
+                "schemas/samples/simulated/nhiwatch.toml",
+                "replay",
+                "--progress",
+                "never",
+                "--detectors",
+                detectors,
+                &sim,
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        alerts.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("alert is JSON")),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &alerts {
+        let errs = errors(&v, a);
+        assert!(errs.is_empty(), "{errs:?}\n{a}");
+        let ev = &a["evidence"];
+        let shape = match a["detector"].as_str() {
+            Some("cross_env_reuse") if ev.get("presentations").is_some() => "reuse: replay",
+            Some("cross_env_reuse") if ev.get("ref").is_some() => "reuse: unprotected",
+            Some("cross_env_reuse") if ev.get("known_environments").is_some() => "reuse: first",
+            Some("cross_env_reuse") if ev.get("used_from").is_some() => "reuse: network",
+            Some("cross_env_reuse") => "reuse: environment",
+            Some("scope_escalation") if ev.get("ttl_seconds").is_some() => "scope: ttl",
+            Some("scope_escalation") => "scope: rank",
+            Some(d) => d,
+            None => "?",
+        };
+        seen.insert(shape.to_string());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "first_seen",
+            "new_runner",
+            "off_hours_mint",
+            "reuse: environment",
+            "reuse: first",
+            "reuse: network",
+            "reuse: replay",
+            "reuse: unprotected",
+            "scope: rank",
+            "scope: ttl"
+        ],
+        "every shape of alert is covered"
+    );
+
+    let good = alerts[0].clone();
+    for (what, bad) in [
+        ("no summary", {
+            let mut b = good.clone();
+            b.as_object_mut().map(|o| o.remove("summary"));
+            b
+        }),
+        ("unknown severity", {
+            let mut b = good.clone();
+            b["severity"] = json!("urgent");
+            b
+        }),
+        ("unknown field", {
+            let mut b = good.clone();
+            b["token"] = json!("s.abc");
+            b
+        }),
+        ("offset time", {
+            let mut b = good.clone();
+            b["event_time"] = json!("2026-03-30T11:00:00+02:00");
+            b
+        }),
+        ("raw credential", {
+            let mut b = good.clone();
+            b["credential"] = json!("ASIAEXAMPLEKEY");
+            b
+        }),
+        ("no baseline facts", {
+            let mut b = good.clone();
+            b["evidence"] = json!({});
+            b
+        }),
+    ] {
+        assert!(!errors(&v, &bad).is_empty(), "{what} must not validate");
+    }
+}
