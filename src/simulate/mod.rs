@@ -1008,7 +1008,7 @@ impl Simulation {
 
     /// The first `n` records (for benchmarks and tests).
     pub fn records(&self, n: usize) -> Vec<String> {
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(n.min(1 << 16));
         let _ = self.generate(&mut |rec: &Rendered<'_>| {
             v.push(rec.line.to_string());
             Ok(v.len() < n)
@@ -1292,9 +1292,10 @@ impl Simulation {
             | WritePolicyAdded
             | FirstProductionMint => plan_pipeline(svc, a.t, run & !(1 << 63), id, buf, &mut rng),
             AwsKeyExfiltrated => {
-                // An ordinary run; its session key reappears from outside later.
+                // An ordinary run; its session key reappears from outside while it is still
+                // valid (sessions last an hour; AWS refuses an expired key).
                 self.plan_github_run(svc, s, a.t, run, 0, buf, &mut rng);
-                let later = a.t + rng.range(3600, 3 * 3600) as i64;
+                let later = a.t + rng.range(15 * 60, 50 * 60) as i64;
                 for u in 0..rng.range(1, 3) as u16 {
                     push(
                         buf,
@@ -1426,6 +1427,7 @@ impl<'a> Renderer<'a> {
             .then(|| &self.attacks[op.attack as usize - 1]);
         let variant = attack.map(|a| a.variant);
         let seed = sim.settings.seed;
+        // The time too: a credential's uses share its run and number, not their ids.
         let mut rng = Rng::from(&[
             seed,
             5,
@@ -1433,6 +1435,7 @@ impl<'a> Renderer<'a> {
             op.run,
             u64::from(op.n),
             op.what as u64,
+            op.t as u64,
         ]);
         self.line.clear();
         self.identity.clear();
@@ -1958,6 +1961,51 @@ mod tests {
         assert_eq!(variants.len(), Variant::ALL.len(), "{variants:?}");
         let services: HashSet<u32> = attacks.iter().map(|a| a.svc).collect();
         assert_eq!(services.len(), attacks.len(), "one attack per service");
+    }
+
+    #[test]
+    fn native_record_ids_are_unique() {
+        let sim = Simulation::new(Settings {
+            seed: 11,
+            identities: 200,
+            days: 14,
+            attacks: Some(32),
+            ..Settings::default()
+        })
+        .expect("sim");
+        let (attacks, _) = sim.plan_attacks();
+        assert!(
+            attacks
+                .iter()
+                .any(|a| a.variant == Variant::AwsKeyExfiltrated)
+        );
+        let mut out = Vec::new();
+        sim.run(&mut out, None, None).expect("run");
+        let text = String::from_utf8(out).expect("utf8");
+        let value = |line: &str, key: &str| {
+            line.split_once(key)
+                .and_then(|(_, rest)| rest.split('"').next())
+                .map(str::to_string)
+        };
+        // CloudTrail eventID, Kubernetes auditID per stage, Vault request.id per entry type.
+        let mut seen = HashSet::new();
+        let mut checked = 0;
+        for line in text.lines() {
+            let key = if let Some(id) = value(line, "\"eventID\":\"") {
+                id
+            } else if let Some(id) = value(line, "\"auditID\":\"") {
+                format!("{id}/{}", value(line, "\"stage\":\"").unwrap_or_default())
+            } else if line.contains("\"type\":\"re") {
+                let kind = value(line, "\"type\":\"").unwrap_or_default();
+                let id = value(line, "\"id\":\"").expect("vault request id");
+                format!("{id}/{kind}")
+            } else {
+                continue;
+            };
+            checked += 1;
+            assert!(seen.insert(key.clone()), "{key} appears twice");
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 
     #[test]
