@@ -101,7 +101,7 @@ pub enum BaselinesCommand {
 pub struct ShowArgs {
     /// The identity (as in alerts, e.g. `github:acme/api/.github/workflows/deploy.yml`).
     pub identity: String,
-    /// The state directory written by `replay --state` (or `run`).
+    /// The state directory written by `replay --state`.
     #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
     pub state: PathBuf,
     /// JSON instead of text.
@@ -112,7 +112,7 @@ pub struct ShowArgs {
 /// `nhiwatch baselines list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The state directory written by `replay --state` (or `run`).
+    /// The state directory written by `replay --state`.
     #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
     pub state: PathBuf,
     /// At most this many identities.

@@ -3,7 +3,8 @@
 //! summary on stderr and, optionally, every rejected record (secrets removed) in a rejects
 //! file. The same input always gives the same output.
 //!
-//! Everything runs on one thread: the measured throughput is the engine's, per core.
+//! Framing and decoding run on a second thread; the detectors run in input order on the
+//! calling thread, so the output never depends on timing.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
@@ -17,7 +18,7 @@ use serde::Serialize;
 use crate::alert::Alert;
 use crate::decode::{Decoded, Decoder, Reject, RejectReason};
 use crate::detect::{Engine, Severity, Stats};
-use crate::event::{Action, Source};
+use crate::event::{Action, Event, Source};
 use crate::redact::redact;
 use crate::source::file::{self, Framed, Input, ReadCounter};
 
@@ -108,6 +109,8 @@ pub struct Summary {
     pub identities: usize,
     /// Live credential bindings at the end.
     pub credentials: usize,
+    /// Approximate bytes of the identity baselines at the end (keys, structs and heap).
+    pub baseline_bytes: usize,
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss: Option<u64>,
 }
@@ -180,9 +183,10 @@ impl Summary {
         }
         if let Some(d) = &self.detection {
             s.push_str(&format!(
-                "  detection: {} mints and uses inspected, {} identities, {} live credentials\n",
+                "  detection: {} mints and uses inspected, {} identities ({} B of baseline each), {} live credentials\n",
                 thousands(d.inspected),
                 thousands(self.identities as u64),
+                thousands((self.baseline_bytes / self.identities.max(1)) as u64),
                 thousands(self.credentials as u64)
             ));
             s.push_str(&format!("  alerts: {}\n", thousands(d.alerts_total())));
@@ -249,25 +253,59 @@ const LOGGED_REJECTS: u64 = 20;
 const FLUSH_AT: usize = 1 << 20;
 const MAX_REJECT_RECORD: usize = 64 << 10;
 
+/// Records per batch handed from the decoding thread to the detecting one.
+const BATCH: usize = 256;
+/// Batches in flight between the two threads.
+const IN_FLIGHT: usize = 32;
+
+/// What the decoding thread hands over, in input order.
+enum Msg {
+    /// The events and rejects of consecutive records of input number `input`.
+    Batch {
+        input: usize,
+        records: u64,
+        items: Vec<Item>,
+    },
+    /// Input number `input` was read to its end (`bytes`, decompressed), or failed.
+    Done {
+        input: usize,
+        result: io::Result<u64>,
+    },
+    /// Input number `input` could not be opened.
+    Unopened { input: usize, error: io::Error },
+}
+
+// Events are the common case; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Event(Event),
+    Reject {
+        line: u64,
+        reject: Reject,
+        /// The rejected text, cut at `MAX_REJECT_RECORD` (only with a rejects file).
+        text: Vec<u8>,
+        truncated: bool,
+    },
+}
+
 struct Run<'a> {
-    decoder: &'a Decoder,
     engine: Option<&'a mut Engine>,
     alerts: Vec<Alert>,
     emit: Emit,
     out: Box<dyn Write>,
     out_buf: Vec<u8>,
     rejects: Option<(io::BufWriter<File>, String)>,
-    results: Vec<Decoded>,
     summary: Summary,
     logged_rejects: u64,
     error: Option<Error>,
     output_name: String,
-    /// Latest plausible event time, refreshed per input (wall clock plus the allowed skew).
-    max_time: crate::time::Timestamp,
 }
 
 /// Runs a replay. With an engine (and `--emit alerts` or `none`), every decoded event is
 /// inspected and learned in input order, and held alerts are released at the end.
+///
+/// Framing and decoding run on a second thread, which hands events over in batches, in
+/// order; the detectors run on the calling thread. The output does not depend on timing.
 pub fn run(
     decoder: &Decoder,
     mut engine: Option<&mut Engine>,
@@ -311,67 +349,56 @@ pub fn run(
         )),
         None => None,
     };
+    let keep_text = rejects.is_some();
     let mut run = Run {
-        decoder,
         engine,
         alerts: Vec::new(),
         emit: opts.emit,
         out,
         out_buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
         rejects,
-        results: Vec::with_capacity(64),
         summary: Summary::default(),
         logged_rejects: 0,
         error: None,
         output_name,
-        max_time: decoder.max_event_time(),
     };
 
+    let names: Vec<String> = inputs.iter().map(Input::name).collect();
     let total: u64 = inputs.iter().filter_map(Input::size).sum();
     let bar = progress_bar(opts.progress, total);
-    let mut done_bytes = 0u64;
-    for input in &inputs {
-        let name = input.name();
-        run.max_time = decoder.max_event_time();
-        let counter = ReadCounter::default();
-        let reader = match file::open(input, &counter) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(input = %name, error = %e, "cannot open input");
-                run.summary.io_errors += 1;
-                continue;
-            }
-        };
-        let mut since_tick = 0u32;
-        let res = file::frame(reader, decoder.max_record_bytes(), |framed| {
-            let flow = run.handle(&name, framed);
-            since_tick += 1;
-            if since_tick == 4096 {
-                since_tick = 0;
-                // A long stdin stream must not judge new records against a stale clock.
-                run.max_time = decoder.max_event_time();
-                if let Some(bar) = &bar {
-                    bar.set_position(done_bytes + counter.get());
-                    bar.set_message(format!("{} records", thousands(run.summary.records)));
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(IN_FLIGHT);
+        let decode_bar = bar.clone();
+        let inputs = &inputs;
+        scope.spawn(move || decode_inputs(decoder, inputs, keep_text, &tx, decode_bar));
+        for msg in rx {
+            match msg {
+                Msg::Batch {
+                    input,
+                    records,
+                    items,
+                } => run.batch(&names[input], records, items),
+                Msg::Done { input, result } => match result {
+                    Ok(n) => {
+                        run.summary.bytes += n;
+                        run.summary.inputs_read += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(input = %names[input], error = %e, "cannot read input");
+                        run.summary.io_errors += 1;
+                    }
+                },
+                Msg::Unopened { input, error } => {
+                    tracing::error!(input = %names[input], error = %error, "cannot open input");
+                    run.summary.io_errors += 1;
                 }
             }
-            flow
-        });
-        match res {
-            Ok(n) => {
-                run.summary.bytes += n;
-                run.summary.inputs_read += 1;
-            }
-            Err(e) => {
-                tracing::error!(input = %name, error = %e, "cannot read input");
-                run.summary.io_errors += 1;
+            if run.error.is_some() || run.summary.output_closed {
+                // Dropping the receiver stops the decoding thread at its next batch.
+                break;
             }
         }
-        done_bytes += counter.get();
-        if run.error.is_some() || run.summary.output_closed {
-            break;
-        }
-    }
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -383,6 +410,7 @@ pub fn run(
         run.summary.detection = Some(engine.stats.clone());
         run.summary.identities = engine.state.identities.len();
         run.summary.credentials = engine.state.credentials.len();
+        run.summary.baseline_bytes = engine.state.identity_bytes();
     }
     run.flush_output(true);
     if let Some((w, path)) = &mut run.rejects
@@ -402,6 +430,181 @@ pub fn run(
     Ok(run.summary)
 }
 
+/// The decoding thread: frames and decodes every input in order and sends the results in
+/// batches, until the inputs end or the receiver goes away.
+fn decode_inputs(
+    decoder: &Decoder,
+    inputs: &[Input],
+    keep_text: bool,
+    tx: &std::sync::mpsc::SyncSender<Msg>,
+    bar: Option<ProgressBar>,
+) {
+    let mut results: Vec<Decoded> = Vec::with_capacity(64);
+    let mut done_bytes = 0u64;
+    let mut records_total = 0u64;
+    for (input, source) in inputs.iter().enumerate() {
+        let counter = ReadCounter::default();
+        let reader = match file::open(source, &counter) {
+            Ok(r) => r,
+            Err(error) => {
+                if tx.send(Msg::Unopened { input, error }).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        // A pipe may be a live stream: hand each of its records over as soon as it is read.
+        let batch_size = if *source == Input::Stdin { 1 } else { BATCH };
+        let mut max_time = decoder.max_event_time();
+        let mut records = 0u64;
+        let mut items = Vec::with_capacity(BATCH + 8);
+        let mut since_tick = 0u32;
+        let mut gone = false;
+        let res = file::frame(reader, decoder.max_record_bytes(), |framed| {
+            records += decode_framed(
+                decoder,
+                framed,
+                max_time,
+                keep_text,
+                &mut results,
+                &mut items,
+            );
+            since_tick += 1;
+            if since_tick == 4096 {
+                since_tick = 0;
+                // A long stdin stream must not judge new records against a stale clock.
+                max_time = decoder.max_event_time();
+                if let Some(bar) = &bar {
+                    bar.set_position(done_bytes + counter.get());
+                    bar.set_message(format!("{} records", thousands(records_total + records)));
+                }
+            }
+            if records >= batch_size as u64 || items.len() >= batch_size {
+                records_total += records;
+                let batch = Msg::Batch {
+                    input,
+                    records: std::mem::take(&mut records),
+                    items: std::mem::replace(&mut items, Vec::with_capacity(BATCH + 8)),
+                };
+                if tx.send(batch).is_err() {
+                    gone = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if gone {
+            return;
+        }
+        records_total += records;
+        if (records > 0 || !items.is_empty())
+            && tx
+                .send(Msg::Batch {
+                    input,
+                    records,
+                    items,
+                })
+                .is_err()
+        {
+            return;
+        }
+        done_bytes += counter.get();
+        if tx.send(Msg::Done { input, result: res }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes one framed record into `items`; returns the records it counts as.
+fn decode_framed(
+    decoder: &Decoder,
+    framed: Framed<'_>,
+    max_time: crate::time::Timestamp,
+    keep_text: bool,
+    results: &mut Vec<Decoded>,
+    items: &mut Vec<Item>,
+) -> u64 {
+    match framed {
+        Framed::Record { bytes, line, doc } => {
+            results.clear();
+            let n = decoder.decode_with_bound(bytes, max_time, results) as u64;
+            for r in results.drain(..) {
+                match r {
+                    Ok(event) => items.push(Item::Event(event)),
+                    Err(reject) => {
+                        let line = doc.map_or(line, |d| d.line_of(reject.offset));
+                        let (text, truncated) = reject_text(keep_text, &reject, bytes);
+                        items.push(Item::Reject {
+                            line,
+                            reject,
+                            text,
+                            truncated,
+                        });
+                    }
+                }
+            }
+            n
+        }
+        Framed::Oversize { line, len } => {
+            items.push(Item::Reject {
+                line,
+                reject: Reject {
+                    reason: RejectReason::TooLarge,
+                    message: format!(
+                        "line is {len} bytes; decode.max_record_bytes is {}",
+                        decoder.max_record_bytes()
+                    ),
+                    offset: 0,
+                    len: 0,
+                    index: None,
+                },
+                text: Vec::new(),
+                truncated: false,
+            });
+            1
+        }
+        Framed::Unparseable {
+            line,
+            message,
+            bytes,
+        } => {
+            let reject = Reject {
+                reason: RejectReason::MalformedJson,
+                message: format!("invalid JSON: {message}"),
+                offset: 0,
+                len: bytes.len(),
+                index: None,
+            };
+            let (text, truncated) = reject_text(keep_text, &reject, bytes);
+            items.push(Item::Reject {
+                line,
+                reject,
+                text,
+                truncated,
+            });
+            1
+        }
+    }
+}
+
+/// The part of `bytes` a reject points at, cut at `MAX_REJECT_RECORD`, for the rejects file.
+fn reject_text(keep: bool, reject: &Reject, bytes: &[u8]) -> (Vec<u8>, bool) {
+    if !keep {
+        return (Vec::new(), false);
+    }
+    let end = if reject.len == 0 {
+        bytes.len()
+    } else {
+        (reject.offset + reject.len).min(bytes.len())
+    };
+    let text = bytes.get(reject.offset.min(end)..end).unwrap_or_default();
+    if text.len() > MAX_REJECT_RECORD {
+        (text[..MAX_REJECT_RECORD].to_vec(), true)
+    } else {
+        (text.to_vec(), false)
+    }
+}
+
 /// Peak resident set size of this process (`VmHWM`), on Linux.
 pub fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -411,79 +614,37 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 impl Run<'_> {
-    fn handle(&mut self, file: &str, framed: Framed<'_>) -> ControlFlow<()> {
-        match framed {
-            Framed::Record { bytes, line, doc } => {
-                self.results.clear();
-                let mut results = std::mem::take(&mut self.results);
-                self.summary.records +=
-                    self.decoder
-                        .decode_with_bound(bytes, self.max_time, &mut results)
-                        as u64;
-                for r in results.drain(..) {
-                    match r {
-                        Ok(event) => {
-                            self.summary.events[event.source as usize][event.action as usize] += 1;
-                            if self.emit == Emit::Events {
-                                event.write_json(&mut self.out_buf);
-                                self.out_buf.push(b'\n');
-                            }
-                            if let Some(engine) = self.engine.as_deref_mut() {
-                                engine.process(&event, &mut self.alerts);
-                            }
-                        }
-                        Err(reject) => {
-                            let line = doc.map_or(line, |d| d.line_of(reject.offset));
-                            self.reject(file, line, &reject, bytes);
-                        }
+    fn batch(&mut self, file: &str, records: u64, items: Vec<Item>) {
+        self.summary.records += records;
+        for item in items {
+            match item {
+                Item::Event(event) => {
+                    self.summary.events[event.source as usize][event.action as usize] += 1;
+                    if self.emit == Emit::Events {
+                        event.write_json(&mut self.out_buf);
+                        self.out_buf.push(b'\n');
+                    }
+                    if let Some(engine) = self.engine.as_deref_mut() {
+                        engine.process(&event, &mut self.alerts);
                     }
                 }
-                self.results = results;
-                if !self.alerts.is_empty() {
-                    self.write_alerts();
-                }
-                if self.out_buf.len() >= FLUSH_AT {
-                    self.flush_output(false);
-                }
+                Item::Reject {
+                    line,
+                    reject,
+                    text,
+                    truncated,
+                } => self.reject(file, line, &reject, &text, truncated),
             }
-            Framed::Oversize { line, len } => {
-                self.summary.records += 1;
-                let reject = Reject {
-                    reason: RejectReason::TooLarge,
-                    message: format!(
-                        "line is {len} bytes; decode.max_record_bytes is {}",
-                        self.decoder.max_record_bytes()
-                    ),
-                    offset: 0,
-                    len: 0,
-                    index: None,
-                };
-                self.reject(file, line, &reject, b"");
+            if !self.alerts.is_empty() {
+                self.write_alerts();
             }
-            Framed::Unparseable {
-                line,
-                message,
-                bytes,
-            } => {
-                self.summary.records += 1;
-                let reject = Reject {
-                    reason: RejectReason::MalformedJson,
-                    message: format!("invalid JSON: {message}"),
-                    offset: 0,
-                    len: bytes.len(),
-                    index: None,
-                };
-                self.reject(file, line, &reject, bytes);
+            if self.out_buf.len() >= FLUSH_AT {
+                self.flush_output(false);
             }
-        }
-        if self.error.is_some() || self.summary.output_closed {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
         }
     }
 
-    fn reject(&mut self, file: &str, line: u64, reject: &Reject, bytes: &[u8]) {
+    fn reject(&mut self, file: &str, line: u64, reject: &Reject, text: &[u8], truncated: bool) {
         self.summary.rejects[reject.reason as usize] += 1;
         self.logged_rejects += 1;
         if self.logged_rejects <= LOGGED_REJECTS {
@@ -512,17 +673,6 @@ impl Run<'_> {
         }
         let Some((w, path)) = &mut self.rejects else {
             return;
-        };
-        let end = if reject.len == 0 {
-            bytes.len()
-        } else {
-            (reject.offset + reject.len).min(bytes.len())
-        };
-        let text = bytes.get(reject.offset.min(end)..end).unwrap_or_default();
-        let (text, truncated) = if text.len() > MAX_REJECT_RECORD {
-            (&text[..MAX_REJECT_RECORD], true)
-        } else {
-            (text, false)
         };
         let record = String::from_utf8_lossy(&redact(text)).into_owned();
         let line = RejectLine {

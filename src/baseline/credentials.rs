@@ -41,9 +41,14 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The binding of a credential.
+    /// The binding of a credential (a copy).
     pub fn get(&self, key: u128) -> Option<Binding> {
         self.map.get(&key).map(|b| b.clone())
+    }
+
+    /// The binding of a credential, borrowed: the map cannot be written while it is held.
+    pub fn get_ref(&self, key: u128) -> Option<dashmap::mapref::one::Ref<'_, u128, Binding>> {
+        self.map.get(&key)
     }
 
     /// Records a mint: a new binding, or one more presentation of a known credential.

@@ -278,7 +278,7 @@ impl Engine {
 
     fn new(specs: Vec<Spec>, privileges: Privileges, zones: Zones) -> Result<Engine, SetupError> {
         let mut learn = LearnParams::default();
-        let mut binding_grace_secs = 86_400;
+        let mut binding_grace_secs = 3600;
         let days = |d: crate::config::Duration| {
             (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16
         };
@@ -365,7 +365,9 @@ impl Engine {
         let local = self.zones.local(&event.identity, event.time);
         let privileges = &self.privileges;
         let view = baseline::view(event, |s| privileges.rank(s) as u8, local);
-        let binding = view.cred.and_then(|k| self.state.credentials.get(k));
+        let binding = view.cred.and_then(|k| self.state.credentials.get_ref(k));
+        // Values this identity has not shown yet today: only those change the fleet context.
+        let mut fleet_news: smallvec::SmallVec<[u64; 8]> = smallvec::SmallVec::new();
         let zone = self.zones.name_for(&event.identity);
         let mut findings: smallvec::SmallVec<[(usize, Finding); 2]> = smallvec::SmallVec::new();
         {
@@ -388,13 +390,36 @@ impl Engine {
                     baseline,
                     armed: is_armed(d.as_ref(), baseline),
                     state: &self.state,
-                    binding: binding.as_ref(),
+                    binding: binding.as_deref(),
                     zone,
                 };
                 if let Some(f) = d.inspect(&cx) {
                     findings.push((i, f));
                 }
                 d.learn(&cx);
+            }
+            if event.outcome == Outcome::Success {
+                let today = |set: &baseline::ValueSet, h: u64| {
+                    set.get(h).is_some_and(|e| e.last == view.day)
+                };
+                for a in &view.attrs {
+                    if a.class != Class::RunnerKind && !today(&baseline.attrs, a.hash) {
+                        fleet_news.push(a.hash);
+                    }
+                }
+                if let Some(n) = &view.net
+                    && !today(&baseline.nets, n.hash)
+                {
+                    fleet_news.push(n.hash);
+                    fleet_news.extend(n.block_hash());
+                }
+                if event.action == Action::Mint {
+                    for s in &view.scopes {
+                        if !today(&baseline.scopes, s.hash) {
+                            fleet_news.push(s.hash);
+                        }
+                    }
+                }
             }
             baseline.learn(event, &view, &self.learn, &self.state.interner);
             if event.action == Action::Use
@@ -410,42 +435,31 @@ impl Engine {
                 );
             }
         }
+        drop(binding);
         if event.outcome == Outcome::Success {
             let who = hash_identity(&event.identity);
-            let fleet = &self.state.fleet;
-            for a in &view.attrs {
-                if a.class != Class::RunnerKind {
-                    fleet.observe(a.hash, who, view.day);
-                }
+            for v in fleet_news {
+                self.state.fleet.observe(v, who, view.day);
             }
-            if let Some(n) = &view.net {
-                fleet.observe(n.hash, who, view.day);
-                if let Some(block) = n.block_hash() {
-                    fleet.observe(block, who, view.day);
-                }
-            }
-            if event.action == Action::Mint {
-                for s in &view.scopes {
-                    fleet.observe(s.hash, who, view.day);
-                }
-                if let Some(key) = view.cred {
-                    let ttl = event
-                        .ttl
-                        .map_or(DEFAULT_TTL_SECS, |t| t.min(i64::MAX as u64) as i64);
-                    self.state.credentials.bind(
-                        key,
-                        Binding {
-                            env: view.env.map(|e| e.0),
-                            minted: secs,
-                            expires: secs.saturating_add(ttl),
-                            single_use: event.credential.as_ref().is_some_and(|c| c.single_use),
-                            net: view.net.map(|n| n.hash),
-                            identity: who,
-                            presentations: 1,
-                            first_event: event.id.clone(),
-                        },
-                    );
-                }
+            if event.action == Action::Mint
+                && let Some(key) = view.cred
+            {
+                let ttl = event
+                    .ttl
+                    .map_or(DEFAULT_TTL_SECS, |t| t.min(i64::MAX as u64) as i64);
+                self.state.credentials.bind(
+                    key,
+                    Binding {
+                        env: view.env.map(|e| e.0),
+                        minted: secs,
+                        expires: secs.saturating_add(ttl),
+                        single_use: event.credential.as_ref().is_some_and(|c| c.single_use),
+                        net: view.net.map(|n| n.hash),
+                        identity: who,
+                        presentations: 1,
+                        first_event: event.id.clone(),
+                    },
+                );
             }
             self.state.credentials.sweep(secs, self.binding_grace_secs);
         }

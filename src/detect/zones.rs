@@ -2,6 +2,8 @@
 //! (`[time]` in nhiwatch.toml), with daylight-saving time from the bundled tz database, so a
 //! job scheduled at 02:30 local time stays at 02:30 across a DST change.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dashmap::DashMap;
 
 use super::glob::Glob;
@@ -17,10 +19,45 @@ pub struct Zones {
     memo: DashMap<u64, usize, MapHasher>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Zone {
     name: String,
     tz: Option<jiff::tz::TimeZone>,
+    /// The offset of the last quarter-hour asked for: `quarter << 24 | (offset + 2^23)`
+    /// (0 when empty). Offsets change on quarter-hour boundaries, and events come in time
+    /// order, so almost every lookup is a hit.
+    last: AtomicU64,
+}
+
+impl Zone {
+    fn new(name: String, tz: Option<jiff::tz::TimeZone>) -> Zone {
+        Zone {
+            name,
+            tz,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn offset(&self, t: Timestamp) -> i32 {
+        let Some(tz) = &self.tz else {
+            return 0;
+        };
+        let quarter = t.as_unix_seconds().div_euclid(900);
+        let cached = self.last.load(Ordering::Relaxed);
+        if cached != 0 && (cached >> 24) as i64 == quarter {
+            return (cached & 0xff_ffff) as i32 - (1 << 23);
+        }
+        let offset = jiff::Timestamp::from_microsecond(t.as_micros())
+            .map(|ts| tz.to_offset(ts).seconds())
+            .unwrap_or(0);
+        if (0..1 << 39).contains(&quarter) {
+            self.last.store(
+                (quarter as u64) << 24 | (offset + (1 << 23)) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        offset
+    }
 }
 
 /// A time-zone problem in the configuration.
@@ -35,16 +72,10 @@ pub struct ZoneError {
 
 fn zone(name: &str, key: &str) -> Result<Zone, ZoneError> {
     if name.eq_ignore_ascii_case("utc") {
-        return Ok(Zone {
-            name: "UTC".into(),
-            tz: None,
-        });
+        return Ok(Zone::new("UTC".into(), None));
     }
     jiff::tz::TimeZone::get(name)
-        .map(|tz| Zone {
-            name: name.to_string(),
-            tz: Some(tz),
-        })
+        .map(|tz| Zone::new(name.to_string(), Some(tz)))
         .map_err(|_| ZoneError {
             key: key.to_string(),
             name: name.to_string(),
@@ -72,10 +103,7 @@ impl Zones {
     /// UTC everywhere.
     pub fn utc() -> Zones {
         Zones {
-            default: Zone {
-                name: "UTC".into(),
-                tz: None,
-            },
+            default: Zone::new("UTC".into(), None),
             rules: Vec::new(),
             memo: DashMap::default(),
         }
@@ -103,12 +131,7 @@ impl Zones {
     /// (weekday with 0 = Monday, hour, minute, offset from UTC in seconds) of `t` for an
     /// identity.
     pub fn local(&self, identity: &str, t: Timestamp) -> (u8, u8, u8, i32) {
-        let offset = match &self.pick(identity).tz {
-            None => 0,
-            Some(tz) => jiff::Timestamp::from_microsecond(t.as_micros())
-                .map(|ts| tz.to_offset(ts).seconds())
-                .unwrap_or(0),
-        };
+        let offset = self.pick(identity).offset(t);
         let local = t.as_unix_seconds() + i64::from(offset);
         let days = local.div_euclid(86_400);
         let sod = local.rem_euclid(86_400);
