@@ -46,6 +46,13 @@ impl Credentials {
         self.map.get(&key).map(|b| b.clone())
     }
 
+    /// Calls `f` with every binding.
+    pub fn for_each(&self, mut f: impl FnMut(&Binding)) {
+        for e in self.map.iter() {
+            f(e.value());
+        }
+    }
+
     /// The binding of a credential, borrowed: the map cannot be written while it is held.
     pub fn get_ref(&self, key: u128) -> Option<dashmap::mapref::one::Ref<'_, u128, Binding>> {
         self.map.get(&key)

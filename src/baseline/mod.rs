@@ -314,6 +314,11 @@ impl Interner {
         self.map.len()
     }
 
+    /// Forgets the texts of hashes not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<u64, MapHasher>) {
+        self.map.retain(|h, _| live.contains(h));
+    }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -348,6 +353,25 @@ impl Baselines {
     /// An empty state.
     pub fn new() -> Self {
         Baselines::default()
+    }
+
+    /// Forgets interned texts that no identity baseline and no live credential refers to any
+    /// more (values every identity has forgotten), so a long run does not keep the text of
+    /// every runner id and network it ever saw.
+    pub fn prune_interner(&self) {
+        let mut live = std::collections::HashSet::with_capacity_and_hasher(
+            self.interner.len(),
+            MapHasher::default(),
+        );
+        for e in self.identities.iter() {
+            let b = e.value();
+            for set in [&b.attrs, &b.nets, &b.scopes, &b.envs] {
+                live.extend(set.entries().iter().map(|x| x.hash));
+            }
+        }
+        self.credentials
+            .for_each(|b| live.extend(b.env.into_iter().chain(b.net)));
+        self.interner.retain(&live);
     }
 
     /// Approximate bytes held per identity baseline (struct, key and heap), for reports.
@@ -463,6 +487,41 @@ pub fn env_pair(minted: u64, presented: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interner_keeps_only_texts_something_refers_to() {
+        let state = Baselines::new();
+        let mut b = IdentityBaseline::new(0);
+        b.nets.observe(1, 10, 0, 8, 0);
+        b.scopes.observe(2, 10, 1, 8, 0);
+        state.identities.insert("ci:a".into(), b);
+        state.credentials.bind(
+            7,
+            credentials::Binding {
+                env: Some(3),
+                minted: 0,
+                expires: 3600,
+                single_use: false,
+                net: None,
+                identity: 1,
+                presentations: 1,
+                first_event: "e".into(),
+            },
+        );
+        for (h, t) in [
+            (1, "10.20.0.0/16"),
+            (2, "policy"),
+            (3, "staging"),
+            (4, "gone"),
+        ] {
+            state.interner.intern(h, t);
+        }
+        state.prune_interner();
+        assert_eq!(state.interner.len(), 3);
+        assert_eq!(state.interner.text(2), "policy");
+        assert_eq!(state.interner.text(3), "staging");
+        assert_eq!(state.interner.text(4), "#0000000000000004");
+    }
 
     #[test]
     fn networks_are_prefixes() {

@@ -628,6 +628,7 @@ impl Engine {
                 .max(self.learn.scope_forget_days),
         );
         self.state.fleet.forget(horizon);
+        self.state.prune_interner();
     }
 
     /// The engine state to save with the baselines.
