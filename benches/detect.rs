@@ -68,8 +68,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("detect");
     g.sample_size(10);
     g.throughput(Throughput::Elements(day.len() as u64));
-    let learned = || {
-        let mut e = Engine::from_config(&cfg, None).expect("engine");
+    let learned = |only: Option<&[String]>| {
+        let mut e = Engine::from_config(&cfg, only).expect("engine");
         let mut alerts = Vec::new();
         for ev in &history {
             e.process(ev, &mut alerts);
@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
     };
     g.bench_function("steady", |b| {
         b.iter_batched(
-            learned,
+            || learned(None),
             |mut e| {
                 let mut alerts = Vec::new();
                 for ev in &day {
@@ -106,14 +106,7 @@ fn bench(c: &mut Criterion) {
     let naive = ["first_seen".to_string()];
     g.bench_function("naive", |b| {
         b.iter_batched(
-            || {
-                let mut e = Engine::from_config(&cfg, Some(&naive)).expect("engine");
-                let mut alerts = Vec::new();
-                for ev in &history {
-                    e.process(ev, &mut alerts);
-                }
-                e
-            },
+            || learned(Some(&naive)),
             |mut e| {
                 let mut alerts = Vec::new();
                 for ev in &day {

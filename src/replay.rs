@@ -533,34 +533,24 @@ fn decode_framed(
                     Ok(event) => items.push(Item::Event(event)),
                     Err(reject) => {
                         let line = doc.map_or(line, |d| d.line_of(reject.offset));
-                        let (text, truncated) = reject_text(keep_text, &reject, bytes);
-                        items.push(Item::Reject {
-                            line,
-                            reject,
-                            text,
-                            truncated,
-                        });
+                        items.push(reject_item(line, reject, keep_text, bytes));
                     }
                 }
             }
             n
         }
         Framed::Oversize { line, len } => {
-            items.push(Item::Reject {
-                line,
-                reject: Reject {
-                    reason: RejectReason::TooLarge,
-                    message: format!(
-                        "line is {len} bytes; decode.max_record_bytes is {}",
-                        decoder.max_record_bytes()
-                    ),
-                    offset: 0,
-                    len: 0,
-                    index: None,
-                },
-                text: Vec::new(),
-                truncated: false,
-            });
+            let reject = Reject {
+                reason: RejectReason::TooLarge,
+                message: format!(
+                    "line is {len} bytes; decode.max_record_bytes is {}",
+                    decoder.max_record_bytes()
+                ),
+                offset: 0,
+                len: 0,
+                index: None,
+            };
+            items.push(reject_item(line, reject, keep_text, b""));
             1
         }
         Framed::Unparseable {
@@ -575,23 +565,29 @@ fn decode_framed(
                 len: bytes.len(),
                 index: None,
             };
-            let (text, truncated) = reject_text(keep_text, &reject, bytes);
-            items.push(Item::Reject {
-                line,
-                reject,
-                text,
-                truncated,
-            });
+            items.push(reject_item(line, reject, keep_text, bytes));
             1
         }
     }
 }
 
-/// The part of `bytes` a reject points at, cut at `MAX_REJECT_RECORD`, for the rejects file.
-fn reject_text(keep: bool, reject: &Reject, bytes: &[u8]) -> (Vec<u8>, bool) {
-    if !keep {
-        return (Vec::new(), false);
+/// A reject with the part of `bytes` it points at (cut at `MAX_REJECT_RECORD`), kept only
+/// when there is a rejects file to write it to.
+fn reject_item(line: u64, reject: Reject, keep: bool, bytes: &[u8]) -> Item {
+    let (text, truncated) = if keep {
+        reject_text(&reject, bytes)
+    } else {
+        (Vec::new(), false)
+    };
+    Item::Reject {
+        line,
+        reject,
+        text,
+        truncated,
     }
+}
+
+fn reject_text(reject: &Reject, bytes: &[u8]) -> (Vec<u8>, bool) {
     let end = if reject.len == 0 {
         bytes.len()
     } else {

@@ -109,6 +109,17 @@ impl Class {
             Class::Identity => "identity",
         }
     }
+
+    /// The label of a runner attribute stored in a value set, whose `aux` is its class.
+    pub fn runner_label(aux: u8) -> &'static str {
+        match aux {
+            1 => Class::RunnerKind.label(),
+            2 => Class::RunnerId.label(),
+            3 => Class::RunnerGroup.label(),
+            4 => Class::Service.label(),
+            _ => "runner",
+        }
+    }
 }
 
 /// A stable runner attribute of an event.

@@ -99,16 +99,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         });
         v
     };
-    let class = |aux: u8| {
-        match aux {
-            1 => "runner kind",
-            2 => "runner id",
-            3 => "requester",
-            4 => "source",
-            _ => "runner",
-        }
-        .to_string()
-    };
+    let class = |aux: u8| super::Class::runner_label(aux).to_string();
     let busiest = b
         .tow
         .busiest(6)

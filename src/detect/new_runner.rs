@@ -250,7 +250,7 @@ impl Detector for NewRunner {
             .attrs
             .recent(since)
             .take(8)
-            .map(|x| format!("{} {}", class_label(x.aux), interner.text(x.hash)))
+            .map(|x| format!("{} {}", Class::runner_label(x.aux), interner.text(x.hash)))
             .collect();
         let known_networks: Vec<String> = b
             .nets
@@ -315,16 +315,6 @@ impl Detector for NewRunner {
             evidence: ev,
             defer,
         })
-    }
-}
-
-fn class_label(aux: u8) -> &'static str {
-    match aux {
-        1 => "runner kind",
-        2 => "runner id",
-        3 => "requester",
-        4 => "source",
-        _ => "runner",
     }
 }
 
