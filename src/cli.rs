@@ -37,6 +37,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Consume audit records from Kafka, detect, and write alerts to Kafka (and stdout), with
+    /// at-least-once delivery and checkpointed baselines.
+    Run(RunArgs),
     /// Decode records from files or stdin, run the detectors and write alerts as JSON lines.
     Replay(ReplayArgs),
     /// Show what nhiwatch has learned about identities (from a `--state` directory).
@@ -52,6 +55,88 @@ pub enum Command {
     Score(ScoreArgs),
     /// Validate the configuration file and exit.
     CheckConfig,
+}
+
+/// `nhiwatch run`. Flags override the `[kafka]` and `[run]` sections of the config.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Brokers, `host:port[,host:port…]` (`kafka.bootstrap_servers`).
+    #[arg(long, env = "NHIWATCH_KAFKA_BOOTSTRAP")]
+    pub bootstrap_servers: Option<String>,
+    /// An input topic, `NAME` or `NAME=FORMAT` (repeatable; replaces `kafka.topics`).
+    #[arg(
+        long = "topic",
+        value_name = "NAME[=FORMAT]",
+        env = "NHIWATCH_TOPICS",
+        value_delimiter = ','
+    )]
+    pub topics: Vec<crate::config::TopicConfig>,
+    /// Consumer group; internal topics are named after it (`kafka.group_id`).
+    #[arg(long, env = "NHIWATCH_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Topic for alerts (`kafka.alerts_topic`).
+    #[arg(long, env = "NHIWATCH_ALERTS_TOPIC")]
+    pub alerts_topic: Option<String>,
+    /// Dead-letter topic for undecodable records (`kafka.dlq_topic`).
+    #[arg(long, env = "NHIWATCH_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Partitions of the internal topics (`kafka.partitions`).
+    #[arg(long, env = "NHIWATCH_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Local checkpoint directory (`run.state_dir`).
+    #[arg(long, env = "NHIWATCH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Checkpoint interval, e.g. `10s` (`run.checkpoint_interval`).
+    #[arg(long, env = "NHIWATCH_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<crate::config::Duration>,
+    /// Also write alerts to stdout as JSON lines (`run.alerts_stdout`).
+    #[arg(long, env = "NHIWATCH_ALERTS_STDOUT")]
+    pub alerts_stdout: bool,
+    /// A librdkafka property `NAME=VALUE` for every client (repeatable; adds to
+    /// `kafka.options`).
+    #[arg(long = "kafka-option", short = 'X', value_name = "NAME=VALUE")]
+    pub kafka_options: Vec<String>,
+}
+
+impl RunArgs {
+    /// Applies the flags to the configuration.
+    pub fn apply(self, cfg: &mut Config) -> anyhow::Result<()> {
+        let k = &mut cfg.kafka;
+        if let Some(b) = self.bootstrap_servers {
+            k.bootstrap_servers = Some(b);
+        }
+        if !self.topics.is_empty() {
+            k.topics = self.topics;
+        }
+        if let Some(g) = self.group_id {
+            k.group_id = g;
+        }
+        if self.alerts_topic.is_some() {
+            k.alerts_topic = self.alerts_topic;
+        }
+        if self.dlq_topic.is_some() {
+            k.dlq_topic = self.dlq_topic;
+        }
+        if let Some(p) = self.partitions {
+            k.partitions = p;
+        }
+        for o in self.kafka_options {
+            let (name, value) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--kafka-option {o:?}: expected NAME=VALUE"))?;
+            k.options.insert(name.trim().to_string(), value.to_string());
+        }
+        if self.state_dir.is_some() {
+            cfg.run.state_dir = self.state_dir;
+        }
+        if let Some(i) = self.checkpoint_interval {
+            cfg.run.checkpoint_interval = i;
+        }
+        if self.alerts_stdout {
+            cfg.run.alerts_stdout = true;
+        }
+        Ok(())
+    }
 }
 
 /// `nhiwatch replay`.
@@ -75,6 +160,14 @@ pub struct ReplayArgs {
     /// history replayed from files carries over to later runs.
     #[arg(long, env = "NHIWATCH_STATE_DIR")]
     pub state: Option<PathBuf>,
+    /// Split identities over this many independent engines as `nhiwatch run` splits them over
+    /// the partitions of its events topic (`kafka.partitions`), to reproduce a run's alerts.
+    #[arg(long, default_value_t = 1, env = "NHIWATCH_REPLAY_PARTITIONS")]
+    pub partitions: u32,
+    /// Do not release alerts still held in their fleet grace period at the end of the input:
+    /// a live `run` would hold them until event time passes the grace period.
+    #[arg(long)]
+    pub hold: bool,
     /// Output file (default: stdout).
     #[arg(long, short = 'o', env = "NHIWATCH_OUTPUT")]
     pub output: Option<PathBuf>,
@@ -178,6 +271,22 @@ pub struct ScoreArgs {
     pub min_precision: Option<f64>,
 }
 
+/// Builds (without connecting) every Kafka client `run` uses, so a misspelt or invalid
+/// librdkafka option is reported at start, naming it.
+fn check_kafka_clients(cfg: &Config) -> anyhow::Result<()> {
+    use crate::kafka::client::{Role, client_config};
+    let k = &cfg.kafka;
+    let bad =
+        |e: rdkafka::error::KafkaError| anyhow::anyhow!("invalid config: `kafka.options`: {e}");
+    client_config(k, Role::Consumer, &k.group_id)
+        .create::<rdkafka::consumer::BaseConsumer>()
+        .map_err(bad)?;
+    client_config(k, Role::Producer, &k.group_id)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map_err(bad)?;
+    Ok(())
+}
+
 /// What `main` should exit with.
 pub enum Outcome {
     /// Success.
@@ -190,13 +299,28 @@ pub enum Outcome {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let cfg = Config::load(cli.config.as_deref())?;
+    let mut cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Run(args) => {
+            args.apply(&mut cfg)?;
+            cfg.validate_run()?;
+            check_kafka_clients(&cfg)?;
+            // Fail on a bad detector spec or key before touching the cluster.
+            drop(Engine::from_config(&cfg, None)?);
+            drop(Decoder::from_config(&cfg, Format::Auto)?);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            crate::kafka::run::run(&cfg, stop)?;
+            Ok(Outcome::Ok)
+        }
         Command::CheckConfig => {
             let decoder = Decoder::from_config(&cfg, Format::Auto)?;
             drop(decoder);
             let engine = Engine::from_config(&cfg, None)?;
             drop(engine);
+            if cfg.kafka.bootstrap_servers.is_some() || !cfg.kafka.topics.is_empty() {
+                cfg.validate_run()?;
+                check_kafka_clients(&cfg)?;
+            }
             eprintln!(
                 "config ok: {}",
                 cli.config
@@ -214,6 +338,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     "--state keeps the detectors' baselines, but --emit events runs no detector"
                 );
             }
+            if args.partitions == 0 || (args.state.is_some() && args.partitions > 1) {
+                anyhow::bail!("--partitions must be at least 1, and 1 with --state");
+            }
+            let mut engines = Vec::new();
+            for _ in 1..args.partitions {
+                engines.push(Engine::from_config(&cfg, args.detectors.as_deref())?);
+            }
             let mut engine = Engine::from_config(&cfg, args.detectors.as_deref())?;
             if let Some(dir) = &args.state
                 && engine.load(dir)?
@@ -230,8 +361,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 output: args.output,
                 rejects: args.rejects,
                 progress: args.progress,
+                hold: args.hold,
             };
-            let summary = replay::run(&decoder, Some(&mut engine), &opts)?;
+            engines.insert(0, engine);
+            let summary = replay::run(&decoder, &mut engines, &opts)?;
+            let engine = &engines[0];
             if let Some(dir) = &args.state {
                 let path = engine.save(dir)?;
                 tracing::info!(path = %path.display(), identities = engine.state.identities.len(), "baselines saved");

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod environment;
 pub mod event;
 pub mod fingerprint;
+pub mod kafka;
 pub mod redact;
 pub mod replay;
 pub mod score;

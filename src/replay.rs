@@ -59,6 +59,9 @@ pub struct Options {
     pub rejects: Option<PathBuf>,
     /// Progress bar policy.
     pub progress: Progress,
+    /// Leave alerts still held in their fleet grace period unreleased at the end, as a live
+    /// `run` does (they stay in the saved state).
+    pub hold: bool,
 }
 
 /// A replay failure that stops it (bad records never do).
@@ -289,7 +292,7 @@ enum Item {
 }
 
 struct Run<'a> {
-    engine: Option<&'a mut Engine>,
+    engines: &'a mut [Engine],
     alerts: Vec<Alert>,
     emit: Emit,
     out: Box<dyn Write>,
@@ -301,18 +304,20 @@ struct Run<'a> {
     output_name: String,
 }
 
-/// Runs a replay. With an engine (and `--emit alerts` or `none`), every decoded event is
-/// inspected and learned in input order, and held alerts are released at the end.
+/// Runs a replay. With engines (and `--emit alerts` or `none`), every decoded event is
+/// inspected and learned in input order, and held alerts are released at the end. With more
+/// than one engine, each identity goes to engine `hash(identity) % n`: the partitioning of
+/// `nhiwatch run`, so a replay reproduces a run's alerts exactly.
 ///
 /// Framing and decoding run on a second thread, which hands events over in batches, in
 /// order; the detectors run on the calling thread. The output does not depend on timing.
 pub fn run(
     decoder: &Decoder,
-    mut engine: Option<&mut Engine>,
+    mut engines: &mut [Engine],
     opts: &Options,
 ) -> Result<Summary, Error> {
     if opts.emit == Emit::Events {
-        engine = None;
+        engines = &mut [];
     }
     let started = Instant::now();
     let mut inputs = Vec::new();
@@ -351,7 +356,7 @@ pub fn run(
     };
     let keep_text = rejects.is_some();
     let mut run = Run {
-        engine,
+        engines,
         alerts: Vec::new(),
         emit: opts.emit,
         out,
@@ -402,15 +407,21 @@ pub fn run(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(engine) = run.engine.as_deref_mut() {
-        engine.flush(&mut run.alerts);
+    if !opts.hold {
+        for engine in run.engines.iter_mut() {
+            engine.flush(&mut run.alerts);
+        }
     }
     run.write_alerts();
-    if let Some(engine) = run.engine.as_deref() {
-        run.summary.detection = Some(engine.stats.clone());
-        run.summary.identities = engine.state.identities.len();
-        run.summary.credentials = engine.state.credentials.len();
-        run.summary.baseline_bytes = engine.state.identity_bytes();
+    if !run.engines.is_empty() {
+        let mut stats = crate::detect::Stats::default();
+        for engine in run.engines.iter() {
+            stats.merge(&engine.stats);
+            run.summary.identities += engine.state.identities.len();
+            run.summary.credentials += engine.state.credentials.len();
+            run.summary.baseline_bytes += engine.state.identity_bytes();
+        }
+        run.summary.detection = Some(stats);
     }
     run.flush_output(true);
     if let Some((w, path)) = &mut run.rejects
@@ -620,8 +631,13 @@ impl Run<'_> {
                         event.write_json(&mut self.out_buf);
                         self.out_buf.push(b'\n');
                     }
-                    if let Some(engine) = self.engine.as_deref_mut() {
-                        engine.process(&event, &mut self.alerts);
+                    match self.engines.len() {
+                        0 => {}
+                        1 => self.engines[0].process(&event, &mut self.alerts),
+                        n => {
+                            let i = crate::baseline::hash_identity(&event.identity) as usize % n;
+                            self.engines[i].process(&event, &mut self.alerts);
+                        }
                     }
                 }
                 Item::Reject {

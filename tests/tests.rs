@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod decode;
+mod kafka;
 mod quality;
 mod samples;
 mod schema;

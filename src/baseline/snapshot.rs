@@ -47,14 +47,8 @@ struct Body<E> {
     engine: E,
 }
 
-/// Writes a snapshot of `baselines` and the engine state to `dir/baselines.snapshot`.
-pub fn save<E: Serialize>(dir: &Path, baselines: &Baselines, engine: &E) -> Result<PathBuf, Error> {
-    let path = dir.join(FILE);
-    let io = |source| Error::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
+/// Encodes `baselines` and the engine state (the snapshot body, without the file header).
+pub fn encode<E: Serialize>(baselines: &Baselines, engine: &E) -> Result<Vec<u8>, postcard::Error> {
     let mut identities: Vec<(String, IdentityBaseline)> = baselines
         .identities
         .iter()
@@ -68,19 +62,57 @@ pub fn save<E: Serialize>(dir: &Path, baselines: &Baselines, engine: &E) -> Resu
         strings: baselines.interner.export(),
         engine,
     };
-    let bytes = postcard::to_stdvec(&body).map_err(|e| Error::Format {
+    postcard::to_stdvec(&body)
+}
+
+/// Decodes a body written by [`encode`] into `baselines` (which should be empty); returns the
+/// engine state.
+pub fn decode<E: DeserializeOwned>(
+    bytes: &[u8],
+    baselines: &Baselines,
+) -> Result<E, postcard::Error> {
+    let body: Body<E> = postcard::from_bytes(bytes)?;
+    for (k, v) in body.identities {
+        baselines.identities.insert(k.into_boxed_str(), v);
+    }
+    baselines.fleet.import(body.fleet);
+    baselines.credentials.import(body.credentials);
+    for (h, t) in body.strings {
+        baselines.interner.intern(h, &t);
+    }
+    Ok(body.engine)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        for p in parts {
+            w.write_all(p)?;
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes a snapshot of `baselines` and the engine state to `dir/baselines.snapshot`.
+pub fn save<E: Serialize>(dir: &Path, baselines: &Baselines, engine: &E) -> Result<PathBuf, Error> {
+    let path = dir.join(FILE);
+    let bytes = encode(baselines, engine).map_err(|e| Error::Format {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
-        w.write_all(MAGIC).map_err(io)?;
-        w.write_all(&bytes).map_err(io)?;
-        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    write_atomic(&path, &[MAGIC, &bytes]).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -106,17 +138,9 @@ pub fn load<E: DeserializeOwned>(dir: &Path, baselines: &Baselines) -> Result<Op
             message: "not an nhiwatch snapshot (or from an incompatible version)".into(),
         });
     }
-    let body: Body<E> = postcard::from_bytes(&bytes[MAGIC.len()..]).map_err(|e| Error::Format {
+    let engine = decode(&bytes[MAGIC.len()..], baselines).map_err(|e| Error::Format {
         path: path.clone(),
         message: format!("corrupt snapshot: {e}"),
     })?;
-    for (k, v) in body.identities {
-        baselines.identities.insert(k.into_boxed_str(), v);
-    }
-    baselines.fleet.import(body.fleet);
-    baselines.credentials.import(body.credentials);
-    for (h, t) in body.strings {
-        baselines.interner.intern(h, &t);
-    }
-    Ok(Some(body.engine))
+    Ok(Some(engine))
 }

@@ -204,6 +204,22 @@ impl Stats {
         self.alerts.values().sum()
     }
 
+    /// Adds another engine's counters (a partitioned replay).
+    pub fn merge(&mut self, o: &Stats) {
+        self.inspected += o.inspected;
+        self.skipped += o.skipped;
+        for (k, v) in &o.alerts {
+            *self.alerts.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.suppressed {
+            *self.suppressed.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.rollouts {
+            *self.rollouts.entry(k.clone()).or_default() += v;
+        }
+        self.allowlisted += o.allowlisted;
+    }
+
     /// Alerts emitted by one detector.
     pub fn alerts_of(&self, detector: &str) -> u64 {
         self.alerts
@@ -662,6 +678,19 @@ impl Engine {
     /// Saves baselines and engine state to `dir`.
     pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf, baseline::snapshot::Error> {
         baseline::snapshot::save(dir, &self.state, &self.runtime())
+    }
+
+    /// Baselines and engine state as bytes (a checkpoint's body).
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        baseline::snapshot::encode(&self.state, &self.runtime())
+    }
+
+    /// Restores baselines and engine state from [`Engine::snapshot_bytes`] output; the engine
+    /// should be fresh.
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let rt = baseline::snapshot::decode::<Runtime>(bytes, &self.state)?;
+        self.restore(rt);
+        Ok(())
     }
 
     /// Loads baselines and engine state from `dir`; false when there is no snapshot yet.

@@ -145,3 +145,17 @@ pub fn parse_events(stdout: &[u8]) -> Vec<Event> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l}: {e}")))
         .collect()
 }
+pub mod kafka;
+
+/// The `id` of every alert in JSON-lines output.
+pub fn parse_alert_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad alert line {l}: {e}"));
+            v["id"].as_str().expect("alert id").to_string()
+        })
+        .collect()
+}

@@ -1,0 +1,317 @@
+//! Checkpoints of one partition's detection state together with the input position it
+//! includes: a local file (fast restart) and a compacted changelog topic (restart anywhere,
+//! partition moves, lost disks).
+//!
+//! A checkpoint is a whole-partition snapshot, not a stream of per-key deltas: baselines,
+//! fleet context, credential bindings and held alerts must be restored *as of the same
+//! offset*, or a restart would learn some records twice. In the changelog it is split into
+//! chunks under two alternating slots (`a/…`, `b/…`), each slot's `meta` written last, so a
+//! crash halfway through writing one slot leaves the other, complete one to restore;
+//! compaction keeps exactly the latest value of each key, so the topic holds at most two
+//! snapshots per partition.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdkafka::Message as _;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::BaseRecord;
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use super::client::{self, Producer, Role};
+use crate::config::KafkaConfig;
+
+const MAGIC: &[u8; 8] = b"NHIWCKP1";
+/// Largest chunk of a snapshot in one changelog message (below the brokers' default 1 MiB
+/// message limit, with room for the key and headers).
+const CHUNK: usize = 512 << 10;
+
+/// Where one input of a repartitioned event came from; the high-water mark per origin
+/// partition drops events the ingest stage produced twice (after a crash or a rebalance).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marks(pub Vec<(String, i32, i64, u32)>);
+
+impl Marks {
+    /// As a map for lookups.
+    pub fn to_map(&self) -> HashMap<(String, i32), (i64, u32)> {
+        self.0
+            .iter()
+            .map(|(t, p, o, i)| ((t.clone(), *p), (*o, *i)))
+            .collect()
+    }
+
+    /// From a map, sorted so equal states encode equally.
+    pub fn from_map(m: &HashMap<(String, i32), (i64, u32)>) -> Marks {
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|((t, p), (o, i))| (t.clone(), *p, *o, *i))
+            .collect();
+        v.sort();
+        Marks(v)
+    }
+}
+
+/// One partition's checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The events-topic partition.
+    pub partition: i32,
+    /// Increments with every checkpoint of this partition, whoever writes it.
+    pub epoch: u64,
+    /// The next events-topic offset to process: everything before it is in `engine`.
+    pub next_offset: i64,
+    /// Deduplication marks of the origins of repartitioned events.
+    pub marks: Marks,
+    /// The changelog partition's end offset right after this checkpoint was written there;
+    /// equal to the end found at restore time means the local file is current.
+    pub changelog_end: i64,
+    /// The detection engine's snapshot ([`crate::detect::Engine::snapshot_bytes`]).
+    pub engine: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    epoch: u64,
+    chunks: u32,
+    len: u64,
+    hash: u64,
+}
+
+/// The local checkpoint file of a partition.
+pub fn local_path(dir: &Path, events_topic: &str, partition: i32) -> PathBuf {
+    dir.join(format!("{events_topic}-{partition}.ckpt"))
+}
+
+/// Encodes a checkpoint (header, body, checksum).
+fn encode(c: &Checkpoint) -> Result<Vec<u8>, Error> {
+    let body = postcard::to_stdvec(c).map_err(|e| Error::State {
+        partition: c.partition,
+        message: format!("cannot encode checkpoint: {e}"),
+    })?;
+    Ok(body)
+}
+
+fn decode(partition: i32, bytes: &[u8]) -> Result<Checkpoint, Error> {
+    postcard::from_bytes(bytes).map_err(|e| Error::State {
+        partition,
+        message: format!("corrupt checkpoint: {e}"),
+    })
+}
+
+/// Writes the local checkpoint file atomically.
+pub fn write_local(dir: &Path, events_topic: &str, c: &Checkpoint) -> Result<(), Error> {
+    let body = encode(c)?;
+    let hash = xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes();
+    let path = local_path(dir, events_topic, c.partition);
+    crate::baseline::snapshot::write_atomic(&path, &[MAGIC, &body, &hash]).map_err(|e| {
+        Error::State {
+            partition: c.partition,
+            message: format!("cannot write {}: {e}", path.display()),
+        }
+    })
+}
+
+/// Reads the local checkpoint file, `None` when absent. A damaged file is an error the
+/// caller logs before falling back to the changelog.
+pub fn read_local(
+    dir: &Path,
+    events_topic: &str,
+    partition: i32,
+) -> Result<Option<Checkpoint>, Error> {
+    let path = local_path(dir, events_topic, partition);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::State {
+                partition,
+                message: format!("cannot read {}: {e}", path.display()),
+            });
+        }
+    };
+    let bad = |m: &str| Error::State {
+        partition,
+        message: format!("{}: {m}", path.display()),
+    };
+    if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
+        return Err(bad("not an nhiwatch checkpoint"));
+    }
+    let (body, hash) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
+    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != hash {
+        return Err(bad("checksum mismatch (torn or damaged file)"));
+    }
+    let c = decode(partition, body)?;
+    if c.partition != partition {
+        return Err(bad("belongs to another partition"));
+    }
+    Ok(Some(c))
+}
+
+fn slot(epoch: u64) -> char {
+    if epoch.is_multiple_of(2) { 'a' } else { 'b' }
+}
+
+/// Queues a checkpoint into the changelog partition (chunks first, `meta` last). The caller
+/// flushes the producer and checks deliveries before relying on it.
+pub fn send_changelog(producer: &Producer, topic: &str, c: &Checkpoint) -> Result<(), Error> {
+    let body = encode(c)?;
+    let s = slot(c.epoch);
+    let chunks: Vec<&[u8]> = if body.is_empty() {
+        vec![&body[..]]
+    } else {
+        body.chunks(CHUNK).collect()
+    };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut value = Vec::with_capacity(chunk.len() + 8);
+        value.extend_from_slice(&c.epoch.to_le_bytes());
+        value.extend_from_slice(chunk);
+        let key = format!("{s}/{i}");
+        super::send(
+            producer,
+            BaseRecord::to(topic)
+                .partition(c.partition)
+                .key(key.as_bytes())
+                .payload(&value),
+        )?;
+    }
+    let meta = postcard::to_stdvec(&Meta {
+        epoch: c.epoch,
+        chunks: chunks.len() as u32,
+        len: body.len() as u64,
+        hash: xxhash_rust::xxh3::xxh3_64(&body),
+    })
+    .map_err(|e| Error::State {
+        partition: c.partition,
+        message: e.to_string(),
+    })?;
+    let key = format!("{s}/meta");
+    super::send(
+        producer,
+        BaseRecord::to(topic)
+            .partition(c.partition)
+            .key(key.as_bytes())
+            .payload(&meta),
+    )
+}
+
+/// A client for looking up changelog end offsets, created once per stage.
+pub fn watermark_client(k: &KafkaConfig, group: &str) -> Result<BaseConsumer, Error> {
+    client::client_config(k, Role::Restore, &format!("{group}-restore"))
+        .create()
+        .map_err(|e| Error::Client {
+            what: "restore consumer",
+            message: e.to_string(),
+        })
+}
+
+/// The end offset (high watermark) of a changelog partition.
+pub fn changelog_end(
+    c: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<i64, Error> {
+    let (_, high) =
+        c.fetch_watermarks(topic, partition, timeout)
+            .map_err(|e| Error::Unavailable {
+                message: format!("changelog {topic}/{partition}: {e}"),
+            })?;
+    Ok(high)
+}
+
+/// Reads the latest complete checkpoint from a changelog partition (reading it to its end).
+/// Returns it with the end offset, or `None` when the partition holds none.
+pub fn read_changelog(
+    k: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(Option<Checkpoint>, i64), Error> {
+    let c: BaseConsumer = client::client_config(k, Role::Restore, &format!("{group}-restore"))
+        .create()
+        .map_err(|e| Error::Client {
+            what: "restore consumer",
+            message: e.to_string(),
+        })?;
+    let (low, high) =
+        c.fetch_watermarks(topic, partition, timeout)
+            .map_err(|e| Error::Unavailable {
+                message: format!("changelog {topic}/{partition}: {e}"),
+            })?;
+    if high <= low {
+        return Ok((None, high));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
+        .map_err(|e| Error::Client {
+            what: "restore consumer",
+            message: e.to_string(),
+        })?;
+    c.assign(&tpl).map_err(|e| Error::Client {
+        what: "restore consumer",
+        message: e.to_string(),
+    })?;
+    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut next = low;
+    while next < high {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Unavailable {
+                message: format!(
+                    "changelog {topic}/{partition}: read {next} of {high} before the timeout"
+                ),
+            });
+        }
+        match c.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => {
+                return Err(Error::Unavailable {
+                    message: format!("changelog {topic}/{partition}: {e}"),
+                });
+            }
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                if let Some(key) = m.key() {
+                    latest.insert(key.to_vec(), m.payload().unwrap_or_default().to_vec());
+                }
+            }
+        }
+    }
+    let mut best: Option<Checkpoint> = None;
+    for s in ['a', 'b'] {
+        let Some(meta) = latest.get(format!("{s}/meta").as_bytes()) else {
+            continue;
+        };
+        let Ok(meta) = postcard::from_bytes::<Meta>(meta) else {
+            tracing::warn!(topic, partition, slot = %s, "unreadable changelog meta; ignoring the slot");
+            continue;
+        };
+        let mut body = Vec::with_capacity(meta.len as usize);
+        let mut whole = true;
+        for i in 0..meta.chunks {
+            match latest.get(format!("{s}/{i}").as_bytes()) {
+                Some(v) if v.len() >= 8 && v[..8] == meta.epoch.to_le_bytes() => {
+                    body.extend_from_slice(&v[8..])
+                }
+                _ => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        if !whole || body.len() as u64 != meta.len || xxhash_rust::xxh3::xxh3_64(&body) != meta.hash
+        {
+            tracing::warn!(topic, partition, slot = %s, epoch = meta.epoch, "incomplete changelog snapshot; using the other slot");
+            continue;
+        }
+        let cp = decode(partition, &body)?;
+        if best.as_ref().is_none_or(|b| cp.epoch > b.epoch) {
+            best = Some(cp);
+        }
+    }
+    Ok((best, high))
+}

@@ -1,0 +1,147 @@
+//! `nhiwatch run`: streaming from Kafka with at-least-once delivery.
+//!
+//! Two stages run in one process, each a consumer in its own group:
+//!
+//! 1. **ingest** ([`ingest`]) reads the input topics, decodes each record, and produces the
+//!    canonical events to the internal `<group>-events` topic, keyed by identity and
+//!    partitioned by its hash; undecodable records go to the dead-letter topic. Input offsets
+//!    are committed after the producer has delivered everything before them.
+//! 2. **detect** ([`detect`]) reads `<group>-events`. Each partition has its own detection
+//!    engine (baselines, fleet context, credential bindings), so an identity's state lives in
+//!    exactly one partition, and whichever instance owns a partition owns its state. Alerts
+//!    go to the alerts topic (and stdout). Every `run.checkpoint_interval` the stage flushes
+//!    alerts, writes each changed partition's state with the offset it includes to the local
+//!    state directory and the compacted `<group>-changelog` topic ([`checkpoint`]), and only
+//!    then commits the offsets.
+//!
+//! After a crash, a partition restarts from its checkpoint: records the checkpoint includes
+//! are skipped, records after it are processed again (same alerts, same ids), and events the
+//! ingest stage produced twice are dropped by their origin's high-water mark.
+
+pub mod checkpoint;
+pub mod client;
+pub mod detect;
+pub mod ingest;
+pub mod run;
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::BaseRecord;
+
+/// Header names on the messages nhiwatch writes.
+pub mod headers {
+    /// Alerts: the detector that fired.
+    pub const DETECTOR: &str = "nhiwatch-detector";
+    /// Alerts: the severity.
+    pub const SEVERITY: &str = "nhiwatch-severity";
+    /// Events and dead letters: `topic/partition/offset[/index]` of the input record.
+    pub const ORIGIN: &str = "nhiwatch-origin";
+    /// Dead letters: the reject reason code (`malformed_json`, …).
+    pub const REASON: &str = "nhiwatch-reason";
+    /// Dead letters: the human message (names the field).
+    pub const MESSAGE: &str = "nhiwatch-message";
+    /// Dead letters: the origin topic.
+    pub const TOPIC: &str = "nhiwatch-origin-topic";
+    /// Dead letters: the origin partition.
+    pub const PARTITION: &str = "nhiwatch-origin-partition";
+    /// Dead letters: the origin offset.
+    pub const OFFSET: &str = "nhiwatch-origin-offset";
+}
+
+/// A failure that stops `run` (bad records never do).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client could not be created (a bad librdkafka option, usually).
+    #[error("kafka {what}: {message}")]
+    Client {
+        /// Which client.
+        what: &'static str,
+        /// librdkafka's message.
+        message: String,
+    },
+    /// The cluster could not be reached or did not answer in time.
+    #[error("kafka unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+    /// An internal topic exists with another partition count.
+    #[error(
+        "topic {topic} has {found} partitions but kafka.partitions is {expected}: state is partitioned by it; use another kafka.group_id or set kafka.partitions = {found}"
+    )]
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// Partitions found.
+        found: usize,
+        /// Partitions configured.
+        expected: i32,
+    },
+    /// Messages could not be delivered; nothing after them is committed.
+    #[error("kafka delivery failed: {message}")]
+    Delivery {
+        /// What failed.
+        message: String,
+    },
+    /// A checkpoint could not be written or read.
+    #[error("state of partition {partition}: {message}")]
+    State {
+        /// The events-topic partition.
+        partition: i32,
+        /// What failed.
+        message: String,
+    },
+    /// Something else in setup (the decoder, the detectors, signals).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Sends one record, waiting while the producer's queue is full (back-pressure) rather than
+/// dropping it.
+pub(crate) fn send<K, P>(
+    producer: &client::Producer,
+    mut record: BaseRecord<'_, K, P, ()>,
+) -> Result<(), Error>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, r)) => {
+                return Err(Error::Delivery {
+                    message: format!("cannot queue a message to {}: {e}", r.topic),
+                });
+            }
+        }
+    }
+}
+
+/// Waits for every queued message and fails if any delivery failed since `failed_before`.
+pub(crate) fn flush(
+    producer: &client::Producer,
+    deliveries: &client::Deliveries,
+    failed_before: u64,
+    timeout: Duration,
+) -> Result<(), Error> {
+    use rdkafka::producer::Producer as _;
+    producer.flush(timeout).map_err(|e| Error::Delivery {
+        message: format!("flush: {e}"),
+    })?;
+    let failed = deliveries.failed();
+    if failed > failed_before {
+        return Err(Error::Delivery {
+            message: format!(
+                "{} message(s) could not be delivered; stopping without committing, so the records are processed again after a restart",
+                failed - failed_before
+            ),
+        });
+    }
+    Ok(())
+}

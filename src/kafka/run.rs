@@ -1,0 +1,152 @@
+//! Wires the two stages: waits for the cluster (retrying, never crashing), creates the
+//! internal topics, runs ingest on a thread and detect on the calling thread, and stops both
+//! cleanly on SIGTERM or SIGINT (a second SIGINT exits at once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::Error;
+use super::client::{self, Wanted};
+use super::detect::{self, Detect};
+use super::ingest::{self, Ingest};
+use crate::config::Config;
+use crate::decode::Decoder;
+
+/// Counts of a run, for the final log line.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Ingest counters.
+    pub ingest: Arc<ingest::Counters>,
+    /// Detect counters.
+    pub detect: Arc<detect::Counters>,
+}
+
+/// The internal topics of a group.
+pub fn internal_topics(group: &str) -> (String, String) {
+    (format!("{group}-events"), format!("{group}-changelog"))
+}
+
+/// Runs until SIGTERM/SIGINT (or `stop` is set). `cfg` must have passed
+/// [`Config::validate_run`].
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+            .map_err(|e| Error::Setup(format!("cannot install signal handlers: {e}")))?;
+    }
+    let k = &cfg.kafka;
+    let group = k.group_id.clone();
+    let (events_topic, changelog_topic) = internal_topics(&group);
+    let parts = k.partitions as i32;
+    let mut wanted = vec![
+        Wanted {
+            name: &events_topic,
+            partitions: parts,
+            compact: false,
+            check: true,
+        },
+        Wanted {
+            name: &changelog_topic,
+            partitions: parts,
+            compact: true,
+            check: true,
+        },
+    ];
+    for t in [&k.alerts_topic, &k.dlq_topic].into_iter().flatten() {
+        wanted.push(Wanted {
+            name: t,
+            partitions: parts,
+            compact: false,
+            check: false,
+        });
+    }
+    let bootstrap = k.bootstrap_servers.clone().unwrap_or_default();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Summary::default());
+        }
+        match client::ensure_topics(k, &wanted, Duration::from_secs(10)) {
+            Ok(()) => break,
+            Err(Error::Unavailable { message }) => {
+                tracing::error!(
+                    bootstrap = %bootstrap,
+                    error = %message,
+                    retry_in_secs = backoff.as_secs(),
+                    "cannot reach kafka; retrying"
+                );
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut decoders = HashMap::new();
+    for t in &k.topics {
+        let d = Decoder::from_config(cfg, t.format).map_err(|e| Error::Setup(e.to_string()))?;
+        decoders.insert(t.name.clone(), d);
+    }
+    let summary = Summary::default();
+    let ingest = Ingest {
+        decoders,
+        events_topic: events_topic.clone(),
+        partitions: k.partitions,
+        dlq_topic: k.dlq_topic.clone(),
+        counters: summary.ingest.clone(),
+    };
+    let detect = Detect {
+        cfg: cfg.clone(),
+        events_topic: events_topic.clone(),
+        changelog_topic,
+        group: format!("{group}-detect"),
+        alerts_topic: k.alerts_topic.clone(),
+        dlq_topic: k.dlq_topic.clone(),
+        state_dir: cfg.run.state_dir.clone(),
+        interval: Duration::from_secs(cfg.run.checkpoint_interval.as_secs()),
+        stdout: cfg.run.alerts_stdout,
+        counters: summary.detect.clone(),
+    };
+    tracing::info!(
+        bootstrap = %bootstrap,
+        group = %group,
+        topics = ?k.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        partitions = k.partitions,
+        "nhiwatch run started"
+    );
+    let result = std::thread::scope(|s| {
+        let ingest_stop = &stop;
+        let h = s.spawn(move || {
+            let r = ingest.run(k, &group, ingest_stop);
+            if r.is_err() {
+                ingest_stop.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let d = detect.run(&stop);
+        stop.store(true, Ordering::Relaxed);
+        let i = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::Setup("ingest thread panicked".into())));
+        d.and(i)
+    });
+    let (i, d) = (&summary.ingest, &summary.detect);
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    tracing::info!(
+        records = n(&i.records),
+        events = n(&i.events),
+        rejects = n(&i.rejects),
+        dead_letters = n(&i.dead_letters),
+        detected = n(&d.events),
+        duplicates = n(&d.duplicates),
+        in_checkpoint = n(&d.in_checkpoint),
+        alerts = n(&d.alerts),
+        checkpoints = n(&d.checkpoints),
+        "nhiwatch run stopped"
+    );
+    result.map(|()| summary)
+}

