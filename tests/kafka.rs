@@ -177,5 +177,222 @@ fn alerts_topic_holds_what_replay_prints() {
     assert_eq!(nw.terminate(), Some(0));
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Path) {}
+/// Produces `records` on a thread in slices with pauses (about `secs` seconds in all), so
+/// processes can be killed mid-stream.
+fn produce_slowly(
+    broker: &Broker,
+    topic: &str,
+    records: Vec<Vec<u8>>,
+    secs: u64,
+) -> std::thread::JoinHandle<()> {
+    let bootstrap = broker.bootstrap.clone();
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let b = Broker::external(&bootstrap);
+        let slices = 40usize;
+        let per = records.len().div_ceil(slices);
+        for chunk in records.chunks(per) {
+            b.produce(&topic, chunk);
+            std::thread::sleep(Duration::from_millis(secs * 1000 / slices as u64));
+        }
+    })
+}
+
+/// The detection state of every partition in a run's local checkpoints, as snapshot bytes.
+fn run_state(dir: &Path, group: &str, partitions: u32) -> Vec<Vec<u8>> {
+    let cfg = nhiwatch::config::Config::default();
+    (0..partitions as i32)
+        .map(|p| {
+            let cp = nhiwatch::kafka::checkpoint::read_local(dir, &format!("{group}-events"), p)
+                .expect("readable checkpoint")
+                .unwrap_or_else(|| panic!("no checkpoint of partition {p} in {}", dir.display()));
+            let mut e = nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+            e.restore_bytes(&cp.engine).expect("state");
+            e.snapshot_bytes().expect("encode")
+        })
+        .collect()
+}
+
+/// The detection state `replay --partitions N --hold` ends with, per partition.
+fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>> {
+    let cfg = nhiwatch::config::Config::load(Some(&s.config)).expect("config");
+    let decoder = nhiwatch::decode::Decoder::from_config(&cfg, nhiwatch::decode::Format::Auto)
+        .expect("decoder");
+    let mut engines: Vec<_> = (0..partitions)
+        .map(|_| nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine"))
+        .collect();
+    let file = s.path("replay-input.jsonl");
+    std::fs::write(&file, records.join(&b'\n')).expect("input");
+    let opts = nhiwatch::replay::Options {
+        inputs: vec![file.to_string_lossy().into_owned()],
+        emit: nhiwatch::replay::Emit::None,
+        output: Some(s.path("replay-alerts.jsonl")),
+        rejects: None,
+        progress: nhiwatch::replay::Progress::Never,
+        hold: true,
+    };
+    nhiwatch::replay::run(&decoder, &mut engines, &opts).expect("replay");
+    engines
+        .iter()
+        .map(|e| e.snapshot_bytes().expect("encode"))
+        .collect()
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_processed() {
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 2, "dlq");
+    let mut records = week();
+    let poison: Vec<(usize, &str, &str)> = vec![
+        (10, "{\"truncated\": ", "malformed_json"),
+        (
+            500,
+            "{\"kind\":\"Unknown\",\"token\":\"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOmFjbWUvYXBpIn0.c2lnbmF0dXJl\"}",
+            "unknown_format",
+        ),
+        (1500, "42", "not_an_object"),
+        (3000, "", "malformed_json"),
+    ];
+    for (at, text, _) in &poison {
+        records.insert(*at, text.as_bytes().to_vec());
+    }
+    let expected = s.replay_ids(&records, 2);
+    assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
+    broker.produce(&s.input, &records);
+    let mut nw = s.start("a", &[]);
+    nw.wait_for("nhiwatch run started", Duration::from_secs(30));
+    let dead = broker.read(
+        &s.dlq,
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+        |m| m.len() >= poison.len(),
+    );
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "dead letters: {dead:?}\n{}",
+        nw.log()
+    );
+    for (m, (at, text, reason)) in dead.iter().zip(&poison) {
+        let h = &m.headers;
+        assert_eq!(
+            h.get("nhiwatch-reason").map(String::as_str),
+            Some(*reason),
+            "{h:?}"
+        );
+        assert_eq!(h.get("nhiwatch-origin-topic"), Some(&s.input));
+        assert_eq!(
+            h.get("nhiwatch-origin-partition").map(String::as_str),
+            Some("0")
+        );
+        assert_eq!(
+            h.get("nhiwatch-origin-offset"),
+            Some(&at.to_string()),
+            "{h:?}"
+        );
+        assert!(!h.get("nhiwatch-message").expect("message").is_empty());
+        let body = String::from_utf8_lossy(&m.value);
+        assert!(
+            !body.contains("eyJhbGciOi"),
+            "a token reached the dead-letter topic: {body}"
+        );
+        if !text.contains("eyJ") {
+            assert_eq!(
+                body,
+                text.trim_end(),
+                "the record as it was, trailing blanks aside"
+            );
+        }
+    }
+    let msgs = read_alerts(&broker, &s, &expected);
+    assert_eq!(ids(&msgs), expected);
+    assert_eq!(nw.terminate(), Some(0));
+}
+
+#[test]
+fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
+    let broker = Broker::start();
+    let partitions = 3;
+    let s = Setup::new(&broker, partitions, "kill");
+    let records = week();
+    let expected = s.replay_ids(&records, partitions);
+    assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
+    let producer = produce_slowly(&broker, &s.input, records.clone(), 12);
+    for round in 0..3u64 {
+        let mut nw = s.start("a", &[]);
+        nw.wait_for("partition", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1500 + 700 * round));
+        assert!(nw.running(), "{}", nw.log());
+        nw.kill9();
+    }
+    producer.join().expect("producer");
+    let nw = s.start("a", &[]);
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log_before_stop = nw.log();
+    assert_eq!(nw.terminate(), Some(0));
+    assert_eq!(ids(&msgs), expected, "log:\n{log_before_stop}");
+    let from_run = run_state(&s.path("state-a"), &s.group, partitions);
+    let from_replay = replay_state(&s, &records, partitions);
+    for p in 0..partitions as usize {
+        assert!(
+            from_run[p] == from_replay[p],
+            "partition {p}: the state after three kill -9 differs from a clean replay ({} vs {} bytes)",
+            from_run[p].len(),
+            from_replay[p].len()
+        );
+    }
+}
+
+#[test]
+fn two_instances_split_the_partitions_and_one_dying_loses_nothing() {
+    let broker = Broker::start();
+    let partitions = 6;
+    let s = Setup::new(&broker, partitions, "pair");
+    let records = week();
+    let expected = s.replay_ids(&records, partitions);
+    assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
+    let mut a = s.start("a", &[]);
+    let mut b = s.start("b", &[]);
+    a.wait_for("event partitions assigned", Duration::from_secs(60));
+    b.wait_for("event partitions assigned", Duration::from_secs(60));
+    let producer = produce_slowly(&broker, &s.input, records, 10);
+    a.wait_for("partition starts empty", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    a.kill9();
+    producer.join().expect("producer");
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log = b.log();
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(ids(&msgs), expected, "b's log:\n{log}");
+    assert!(
+        log.contains("from=\"changelog\"") || log.contains("from=changelog"),
+        "b took over a's partitions without restoring their state:\n{log}"
+    );
+}
+
+#[test]
+fn broker_unavailable_at_start_is_retried_with_a_clear_error() {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("nhiwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:{port}\"\ngroup_id = \"late\"\n[[kafka.topics]]\nname = \"in\"\n"
+        ),
+    )
+    .expect("config");
+    let mut nw = Nhiwatch::start(&config, &[], dir.path().join("run.log"));
+    nw.wait_for("cannot reach kafka; retrying", Duration::from_secs(60));
+    assert!(
+        nw.log().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        nw.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(nw.running(), "exited instead of retrying:\n{}", nw.log());
+    let broker = Broker::tansu_on(port);
+    broker.create_topic("in", 1);
+    nw.wait_for("nhiwatch run started", Duration::from_secs(90));
+    assert_eq!(nw.terminate(), Some(0));
+}

@@ -28,6 +28,8 @@ const MAGIC: &[u8; 8] = b"NHIWCKP1";
 /// Largest chunk of a snapshot in one changelog message (below the brokers' default 1 MiB
 /// message limit, with room for the key and headers).
 const CHUNK: usize = 512 << 10;
+/// Key of the fence records a restore appends (compaction keeps only the last one).
+const FENCE_KEY: &str = "fence";
 
 /// Where one input of a repartitioned event came from; the high-water mark per origin
 /// partition drops events the ingest stage produced twice (after a crash or a rebalance).
@@ -222,31 +224,45 @@ pub fn changelog_end(
     Ok(high)
 }
 
-/// Reads the latest complete checkpoint from a changelog partition (reading it to its end).
-/// Returns it with the end offset, or `None` when the partition holds none.
+/// Reads the latest complete checkpoint from a changelog partition. Returns `None` when the
+/// partition holds none.
+///
+/// How far to read is not taken from the partition's high watermark: some Kafka-protocol
+/// brokers report it per record batch rather than per record (Tansu 0.6 does), which would
+/// stop the read before the last `meta`. Instead a *fence* record with a unique value is
+/// appended first, and the partition is read until that record: everything written before
+/// the restore began is then known to be read.
 pub fn read_changelog(
     k: &KafkaConfig,
     group: &str,
+    producer: &Producer,
+    deliveries: &super::client::Deliveries,
     topic: &str,
     partition: i32,
     timeout: Duration,
-) -> Result<(Option<Checkpoint>, i64), Error> {
+) -> Result<Option<Checkpoint>, Error> {
+    let fence = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        partition,
+        crate::time::Timestamp::now().as_micros()
+    );
+    super::send(
+        producer,
+        BaseRecord::to(topic)
+            .partition(partition)
+            .key(FENCE_KEY.as_bytes())
+            .payload(fence.as_bytes()),
+    )?;
+    super::flush(producer, deliveries, deliveries.failed(), timeout)?;
     let c: BaseConsumer = client::client_config(k, Role::Restore, &format!("{group}-restore"))
         .create()
         .map_err(|e| Error::Client {
             what: "restore consumer",
             message: e.to_string(),
         })?;
-    let (low, high) =
-        c.fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| Error::Unavailable {
-                message: format!("changelog {topic}/{partition}: {e}"),
-            })?;
-    if high <= low {
-        return Ok((None, high));
-    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
         .map_err(|e| Error::Client {
             what: "restore consumer",
             message: e.to_string(),
@@ -257,12 +273,12 @@ pub fn read_changelog(
     })?;
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let deadline = std::time::Instant::now() + timeout;
-    let mut next = low;
-    while next < high {
+    let mut read = 0u64;
+    loop {
         if std::time::Instant::now() > deadline {
             return Err(Error::Unavailable {
                 message: format!(
-                    "changelog {topic}/{partition}: read {next} of {high} before the timeout"
+                    "changelog {topic}/{partition}: {read} records read, fence not reached before the timeout"
                 ),
             });
         }
@@ -274,10 +290,16 @@ pub fn read_changelog(
                 });
             }
             Some(Ok(m)) => {
-                next = m.offset() + 1;
-                if let Some(key) = m.key() {
-                    latest.insert(key.to_vec(), m.payload().unwrap_or_default().to_vec());
+                read += 1;
+                let Some(key) = m.key() else { continue };
+                let value = m.payload().unwrap_or_default();
+                if key == FENCE_KEY.as_bytes() {
+                    if value == fence.as_bytes() {
+                        break;
+                    }
+                    continue;
                 }
+                latest.insert(key.to_vec(), value.to_vec());
             }
         }
     }
@@ -313,5 +335,5 @@ pub fn read_changelog(
             best = Some(cp);
         }
     }
-    Ok((best, high))
+    Ok(best)
 }

@@ -218,9 +218,11 @@ impl Saver {
         let (cp, from) = match local {
             Some(c) if c.changelog_end == end => (Some(c), "local"),
             local => {
-                let (remote, _) = checkpoint::read_changelog(
+                let remote = checkpoint::read_changelog(
                     &self.k,
                     &self.group,
+                    &self.producer,
+                    &self.deliveries,
                     &self.changelog_topic,
                     partition,
                     TIMEOUT,

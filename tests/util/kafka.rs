@@ -74,6 +74,15 @@ impl Broker {
         Broker::tansu_on(free_port())
     }
 
+    /// A handle on a broker someone else runs (not stopped on drop).
+    pub fn external(bootstrap: &str) -> Broker {
+        Broker {
+            bootstrap: bootstrap.to_string(),
+            child: None,
+            log: PathBuf::new(),
+        }
+    }
+
     /// A new Tansu broker on `port`.
     pub fn tansu_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
