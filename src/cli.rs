@@ -276,8 +276,23 @@ pub struct ScoreArgs {
 fn check_kafka_clients(cfg: &Config) -> anyhow::Result<()> {
     use crate::kafka::client::{Role, client_config};
     let k = &cfg.kafka;
-    let bad =
-        |e: rdkafka::error::KafkaError| anyhow::anyhow!("invalid config: `kafka.options`: {e}");
+    let bad = |e: rdkafka::error::KafkaError| {
+        let msg = e.to_string();
+        // Name the table and key the property came from.
+        let key = [
+            ("options", &k.options),
+            ("consumer_options", &k.consumer_options),
+            ("producer_options", &k.producer_options),
+        ]
+        .iter()
+        .find_map(|(t, m)| {
+            m.keys()
+                .find(|n| msg.contains(&format!("\"{n}\"")))
+                .map(|n| format!("kafka.{t}.{n:?}"))
+        })
+        .unwrap_or_else(|| "kafka.options".to_string());
+        anyhow::anyhow!("invalid config: `{key}`: {msg}")
+    };
     client_config(k, Role::Consumer, &k.group_id)
         .create::<rdkafka::consumer::BaseConsumer>()
         .map_err(bad)?;

@@ -568,7 +568,6 @@ pub const MANAGED_OPTIONS: &[&str] = &[
     "enable.auto.offset.store",
     "auto.offset.reset",
     "enable.idempotence",
-    "isolation.level",
 ];
 
 fn topic_char(b: u8) -> bool {
@@ -671,6 +670,51 @@ mod tests {
         );
         let cfg = Config::parse("[decode]\nmax_future_skew = \"3 parsecs\"\n");
         assert!(cfg.unwrap_err().to_string().contains("max_future_skew"));
+    }
+
+    #[test]
+    fn topics_parse_with_and_without_a_format() {
+        let t: TopicConfig = "vault-audit=vault".parse().unwrap();
+        assert_eq!(t.name, "vault-audit");
+        assert_eq!(t.format, crate::decode::Format::Vault);
+        let t: TopicConfig = "audit".parse().unwrap();
+        assert_eq!(t.format, crate::decode::Format::Auto);
+        assert!("=vault".parse::<TopicConfig>().is_err());
+        assert!(
+            "a=nope"
+                .parse::<TopicConfig>()
+                .unwrap_err()
+                .contains("nope")
+        );
+    }
+
+    #[test]
+    fn run_needs_brokers_and_topics_and_rejects_managed_options() {
+        let ok = "[kafka]\nbootstrap_servers = \"b:9092\"\n[[kafka.topics]]\nname = \"in\"\n";
+        Config::parse(ok).unwrap().validate_run().unwrap();
+        let err = Config::parse(&format!(
+            "{ok}[kafka.producer_options]\n\"enable.idempotence\" = \"false\"\n"
+        ))
+        .unwrap()
+        .validate_run()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("kafka.producer_options.\"enable.idempotence\""),
+            "{err}"
+        );
+        let err = Config::parse(&ok.replace("\"in\"", "\"nhiwatch-events\""))
+            .unwrap()
+            .validate_run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("internal"), "{err}");
+        let err = Config::parse(&format!("{ok}[run]\ncheckpoint_interval = \"0s\"\n"))
+            .unwrap()
+            .validate_run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.checkpoint_interval"), "{err}");
     }
 
     #[test]

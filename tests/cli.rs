@@ -374,3 +374,68 @@ fn check_config_names_the_bad_key() {
         Some("production")
     );
 }
+
+#[test]
+fn run_configuration_is_validated_before_touching_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n[[kafka.topics]]\nname = \"a\"\n[kafka.consumer_options]\n\"sesion.timeout.ms\" = \"6000\"\n",
+            "kafka.consumer_options.\"sesion.timeout.ms\"",
+        ),
+        (
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n[[kafka.topics]]\nname = \"a\"\n[kafka.options]\n\"enable.auto.commit\" = \"true\"\n",
+            "kafka.options.\"enable.auto.commit\"",
+        ),
+        (
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\nalerts_topic = \"a\"\n[[kafka.topics]]\nname = \"a\"\n",
+            "kafka.alerts_topic",
+        ),
+        (
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\ngroup_id = \"has space\"\n[[kafka.topics]]\nname = \"a\"\n",
+            "kafka.group_id",
+        ),
+        (
+            "[kafka]\n[[kafka.topics]]\nname = \"a\"\n",
+            "kafka.bootstrap_servers",
+        ),
+        (
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\npartitions = 0\n[[kafka.topics]]\nname = \"a\"\n",
+            "kafka.partitions",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = write_temp(&dir, &format!("c{i}.toml"), text.as_bytes());
+        for cmd in ["check-config", "run"] {
+            let out = util::run(&["--config", &path, cmd], None);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {text}: {}", stderr(&out));
+            assert!(stderr(&out).contains(key), "{cmd} {text}: {}", stderr(&out));
+        }
+    }
+    // Flags: a topic's format is checked, and a run without topics says how to give one.
+    let out = util::run(
+        &[
+            "run",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--topic",
+            "x=vaultt",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown format \"vaultt\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = util::run(&["run", "--bootstrap-servers", "127.0.0.1:1"], None);
+    assert!(
+        stderr(&out).contains("--topic NAME[=FORMAT]"),
+        "{}",
+        stderr(&out)
+    );
+    // The shipped example is valid.
+    let out = util::run(&["--config", "nhiwatch.example.toml", "check-config"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -55,8 +55,7 @@ pub fn client_config(k: &KafkaConfig, role: Role, group: &str) -> ClientConfig {
             c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("isolation.level", "read_committed");
+                .set("auto.offset.reset", "earliest");
         }
         Role::Restore => {
             c.set("group.id", group)

@@ -25,6 +25,8 @@ use crate::config::{Config, KafkaConfig};
 use crate::decode::{Decoded, Decoder, Format};
 use crate::detect::Engine;
 
+/// The least time between two checkpoints taken because the stream went quiet.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How long a checkpoint may wait for the cluster.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -314,14 +316,27 @@ impl Detect {
         let mut results: Vec<Decoded> = Vec::with_capacity(2);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
+        let mut idle_dirty = false;
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
             match consumer.poll(Duration::from_millis(100)) {
-                None => {}
+                None => {
+                    // Idle: checkpoint now rather than at the interval, so a drained stream
+                    // is committed promptly (and a quiet period costs nothing to restart).
+                    if idle_dirty && last.elapsed() >= IDLE_CHECKPOINT.min(self.interval) {
+                        idle_dirty = false;
+                        last = Instant::now();
+                        let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
+                            break Err(e);
+                        }
+                    }
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
                 Some(Ok(m)) => {
+                    idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(e) =
                         self.message(&saver, &mut g, &m, &decoder, &mut results, &mut alerts)
@@ -413,13 +428,14 @@ impl Detect {
                 }
             }
         }
+        let input_time = m.timestamp().to_millis();
         for alert in alerts.drain(..) {
-            self.emit(saver, &alert)?;
+            self.emit(saver, &alert, input_time)?;
         }
         Ok(())
     }
 
-    fn emit(&self, saver: &Saver, alert: &Alert) -> Result<(), Error> {
+    fn emit(&self, saver: &Saver, alert: &Alert, input_time: Option<i64>) -> Result<(), Error> {
         self.counters.alerts.fetch_add(1, Ordering::Relaxed);
         let json = serde_json::to_vec(alert).map_err(|e| Error::Setup(e.to_string()))?;
         if let Some(topic) = &self.alerts_topic {
@@ -432,6 +448,14 @@ impl Detect {
                     key: headers::SEVERITY,
                     value: Some(alert.severity.as_str()),
                 });
+            let t = input_time.map(|t| t.to_string());
+            let h = match &t {
+                Some(t) => h.insert(Header {
+                    key: headers::INPUT_TIME,
+                    value: Some(t.as_str()),
+                }),
+                None => h,
+            };
             super::send(
                 &saver.producer,
                 BaseRecord::to(topic)

@@ -229,14 +229,17 @@ impl Ingest {
                         key: headers::ORIGIN,
                         value: Some(origin.as_bytes()),
                     });
-                    super::send(
-                        producer,
-                        BaseRecord::to(&self.events_topic)
-                            .partition(partition)
-                            .key(event.identity.as_bytes())
-                            .payload(&json[..])
-                            .headers(h),
-                    )?;
+                    let mut rec = BaseRecord::to(&self.events_topic)
+                        .partition(partition)
+                        .key(event.identity.as_bytes())
+                        .payload(&json[..])
+                        .headers(h);
+                    // The input's timestamp travels with the event (as in Kafka Streams), so
+                    // the alert can say when its record arrived.
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        rec = rec.timestamp(ts);
+                    }
+                    super::send(producer, rec)?;
                     self.counters.events.fetch_add(1, Relaxed);
                 }
                 Err(reject) => {
@@ -312,9 +315,12 @@ pub(crate) fn dead_letter(
             key: headers::OFFSET,
             value: Some(&o),
         });
+    // Keyed by the origin partition, so dead letters of one input partition stay in order.
+    let key = format!("{topic}/{partition}");
     super::send(
         producer,
-        BaseRecord::<[u8], [u8]>::to(dlq)
+        BaseRecord::to(dlq)
+            .key(key.as_bytes())
             .payload(&body[..])
             .headers(h),
     )

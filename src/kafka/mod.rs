@@ -35,6 +35,9 @@ pub mod headers {
     pub const DETECTOR: &str = "nhiwatch-detector";
     /// Alerts: the severity.
     pub const SEVERITY: &str = "nhiwatch-severity";
+    /// Alerts: the Kafka timestamp (ms) of the input record that triggered it, to measure
+    /// arrival-to-alert latency.
+    pub const INPUT_TIME: &str = "nhiwatch-input-time";
     /// Events and dead letters: `topic/partition/offset[/index]` of the input record.
     pub const ORIGIN: &str = "nhiwatch-origin";
     /// Dead letters: the reject reason code (`malformed_json`, …).
