@@ -14,7 +14,7 @@
 //! Settings from the environment: `KAFKA_BOOTSTRAP` (required), `BENCH_INPUT` (JSON lines,
 //! required), `NHIWATCH_BIN` (default `target/release/nhiwatch`), `BENCH_PARTITIONS`
 //! (internal topics, default 1), `BENCH_RATE` (records/s for the latency phase, default
-//! 2000), `BENCH_LATENCY_RECORDS` (default 20000).
+//! 2000), `BENCH_REPARTITION` (`false`: direct mode), `BENCH_LATENCY_RECORDS` (default 20000), `BENCH_CONSUMER_OPTIONS` (`name=value,…` for nhiwatch's consumers).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -151,11 +151,24 @@ fn main() {
         .parse()
         .expect("n");
     let org = std::env::var("BENCH_ORG_CONFIG").unwrap_or_default();
-    let org = if org.is_empty() {
+    let mut org = if org.is_empty() {
         String::new()
     } else {
         std::fs::read_to_string(&org).expect("org config")
     };
+    // Direct mode (no repartition hop) when BENCH_REPARTITION=false.
+    let direct = std::env::var("BENCH_REPARTITION").is_ok_and(|v| v == "false");
+    let repartition_line = if direct { "repartition = false\n" } else { "" };
+    // Extra consumer properties for nhiwatch, `name=value,…` (e.g. fetch.wait.max.ms=50).
+    if let Ok(opts) = std::env::var("BENCH_CONSUMER_OPTIONS")
+        && !opts.is_empty()
+    {
+        org.push_str("\n[kafka.consumer_options]\n");
+        for kv in opts.split(',') {
+            let (k, v) = kv.split_once('=').expect("name=value");
+            org.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
     let records: Vec<Vec<u8>> = BufReader::new(std::fs::File::open(&input).expect("input"))
         .split(b'\n')
         .map_while(Result::ok)
@@ -230,11 +243,18 @@ fn main() {
         dir.path(),
         "run",
         &format!(
-            "{org}\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\npartitions = {partitions}\nalerts_topic = \"{group}-alerts\"\n[[kafka.topics]]\nname = \"{topic}\"\n[run]\ncheckpoint_interval = \"5s\"\n"
+            "{org}\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\npartitions = {partitions}\n{repartition_line}alerts_topic = \"{group}-alerts\"\n[[kafka.topics]]\nname = \"{topic}\"\n[run]\ncheckpoint_interval = \"5s\"\n"
         ),
     );
     let meta: BaseConsumer = config(&bootstrap)
-        .set("group.id", format!("{group}-detect"))
+        .set(
+            "group.id",
+            if direct {
+                group.clone()
+            } else {
+                format!("{group}-detect")
+            },
+        )
         .create()
         .expect("meta");
     let ingest_meta: BaseConsumer = config(&bootstrap)
@@ -242,7 +262,11 @@ fn main() {
         .create()
         .expect("meta");
     let (child, lines) = spawn(&bin, &cfg);
-    let events_topic = format!("{group}-events");
+    let (events_topic, detect_group_topic_parts) = if direct {
+        (topic.clone(), 1)
+    } else {
+        (format!("{group}-events"), partitions)
+    };
     let mut started = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut ingest_done = false;
@@ -254,7 +278,7 @@ fn main() {
                 started = Some(at);
             }
         }
-        if !ingest_done && committed(&ingest_meta, &topic, 1) >= n as i64 {
+        if !direct && !ingest_done && committed(&ingest_meta, &topic, 1) >= n as i64 {
             ingest_done = true;
             if let Some(s) = started {
                 println!(
@@ -263,7 +287,8 @@ fn main() {
                 );
             }
         }
-        if committed(&meta, &events_topic, partitions) >= events_expected {
+        let target = if direct { n as i64 } else { events_expected };
+        if committed(&meta, &events_topic, detect_group_topic_parts) >= target {
             break Instant::now();
         }
         assert!(Instant::now() < deadline, "nhiwatch did not finish");
@@ -273,7 +298,8 @@ fn main() {
     let took = done - started.expect("nhiwatch processed nothing");
     let nw_rate = n as f64 / took.as_secs_f64();
     println!(
-        "nhiwatch run: {n} records in {:.2} s = {nw_rate:.0} records/s ({} events, {partitions} partition(s)); ratio to raw: {:.2}",
+        "nhiwatch run ({}): {n} records in {:.2} s = {nw_rate:.0} records/s ({} events, {partitions} partition(s)); ratio to raw: {:.2}",
+        if direct { "direct" } else { "repartitioned" },
         took.as_secs_f64(),
         events_expected,
         nw_rate / raw_rate
@@ -295,7 +321,7 @@ fn main() {
         dir.path(),
         "lat",
         &format!(
-            "{org}\n[detectors]\ndir = \"{}\"\nenabled = [\"first_seen\"]\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group2}\"\npartitions = {partitions}\nalerts_topic = \"{alerts2}\"\n[[kafka.topics]]\nname = \"{topic2}\"\n[run]\ncheckpoint_interval = \"5s\"\n",
+            "{org}\n[detectors]\ndir = \"{}\"\nenabled = [\"first_seen\"]\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group2}\"\npartitions = {partitions}\n{repartition_line}alerts_topic = \"{alerts2}\"\n[[kafka.topics]]\nname = \"{topic2}\"\n[run]\ncheckpoint_interval = \"5s\"\n",
             det.display()
         ),
     );
@@ -304,7 +330,7 @@ fn main() {
     loop {
         if lines
             .try_iter()
-            .any(|(_, l)| l.contains("input partitions assigned"))
+            .any(|(_, l)| l.contains("partitions assigned"))
         {
             break;
         }

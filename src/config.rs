@@ -71,6 +71,12 @@ pub struct KafkaConfig {
     /// at scale").
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// Repartition the input through `<group_id>-events`, keyed by identity (the default).
+    /// Set to `false` only when every identity's records already arrive in one partition
+    /// (input topics keyed by identity, or of one partition): detection then reads the input
+    /// topics directly, one engine per input partition, saving a hop through the brokers.
+    #[serde(default = "default_true")]
+    pub repartition: bool,
     /// Replication factor of the internal topics when nhiwatch creates them.
     #[serde(default = "default_replication")]
     pub replication_factor: u16,
@@ -96,6 +102,7 @@ impl Default for KafkaConfig {
             alerts_topic: None,
             dlq_topic: None,
             partitions: default_partitions(),
+            repartition: true,
             replication_factor: default_replication(),
             options: BTreeMap::new(),
             consumer_options: BTreeMap::new(),
@@ -106,6 +113,10 @@ impl Default for KafkaConfig {
 
 fn default_group_id() -> String {
     "nhiwatch".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_partitions() -> u32 {

@@ -199,11 +199,11 @@ fn produce_slowly(
 }
 
 /// The detection state of every partition in a run's local checkpoints, as snapshot bytes.
-fn run_state(dir: &Path, group: &str, partitions: u32) -> Vec<Vec<u8>> {
+fn run_state(dir: &Path, topic: &str, partitions: u32) -> Vec<Vec<u8>> {
     let cfg = nhiwatch::config::Config::default();
     (0..partitions as i32)
         .map(|p| {
-            let cp = nhiwatch::kafka::checkpoint::read_local(dir, &format!("{group}-events"), p)
+            let cp = nhiwatch::kafka::checkpoint::read_local(dir, topic, p)
                 .expect("readable checkpoint")
                 .unwrap_or_else(|| panic!("no checkpoint of partition {p} in {}", dir.display()));
             let mut e = nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
@@ -331,7 +331,11 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     let log_before_stop = nw.log();
     assert_eq!(nw.terminate(), Some(0));
     assert_eq!(ids(&msgs), expected, "log:\n{log_before_stop}");
-    let from_run = run_state(&s.path("state-a"), &s.group, partitions);
+    let from_run = run_state(
+        &s.path("state-a"),
+        &format!("{}-events", s.group),
+        partitions,
+    );
     let from_replay = replay_state(&s, &records, partitions);
     for p in 0..partitions as usize {
         assert!(
@@ -395,4 +399,39 @@ fn broker_unavailable_at_start_is_retried_with_a_clear_error() {
     broker.create_topic("in", 1);
     nw.wait_for("nhiwatch run started", Duration::from_secs(90));
     assert_eq!(nw.terminate(), Some(0));
+}
+
+#[test]
+fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 1, "direct");
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        text.replace("partitions = 1\n", "partitions = 1\nrepartition = false\n"),
+    )
+    .expect("config");
+    let records = week();
+    let expected = s.replay_ids(&records, 1);
+    assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
+    let producer = produce_slowly(&broker, &s.input, records.clone(), 8);
+    for round in 0..2u64 {
+        let mut nw = s.start("a", &[]);
+        nw.wait_for("partition", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1500 + 700 * round));
+        nw.kill9();
+    }
+    producer.join().expect("producer");
+    let nw = s.start("a", &[]);
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log = nw.log();
+    assert_eq!(nw.terminate(), Some(0));
+    assert_eq!(ids(&msgs), expected, "log:\n{log}");
+    assert!(log.contains("repartition=false"), "{log}");
+    let from_run = run_state(&s.path("state-a"), &s.input, 1);
+    let from_replay = replay_state(&s, &records, 1);
+    assert!(
+        from_run[0] == from_replay[0],
+        "state after kill -9 differs from a clean replay"
+    );
 }

@@ -56,10 +56,36 @@ impl Marks {
     }
 }
 
+/// The input partition a detection state belongs to, and where its checkpoints go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Src {
+    /// The topic detection reads (`<group>-events`, or an input topic in direct mode).
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// The changelog partition holding its checkpoints (several sources may share one;
+    /// their keys are prefixed with the source).
+    pub changelog: i32,
+}
+
+impl Src {
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{}/{rest}", self.topic, self.partition)
+    }
+}
+
+impl std::fmt::Display for Src {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
 /// One partition's checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The events-topic partition.
+    /// The topic detection reads.
+    pub topic: String,
+    /// Its partition.
     pub partition: i32,
     /// Increments with every checkpoint of this partition, whoever writes it.
     pub epoch: u64,
@@ -83,8 +109,8 @@ struct Meta {
 }
 
 /// The local checkpoint file of a partition.
-pub fn local_path(dir: &Path, events_topic: &str, partition: i32) -> PathBuf {
-    dir.join(format!("{events_topic}-{partition}.ckpt"))
+pub fn local_path(dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    dir.join(format!("{topic}-{partition}.ckpt"))
 }
 
 /// Encodes a checkpoint (header, body, checksum).
@@ -104,10 +130,10 @@ fn decode(partition: i32, bytes: &[u8]) -> Result<Checkpoint, Error> {
 }
 
 /// Writes the local checkpoint file atomically.
-pub fn write_local(dir: &Path, events_topic: &str, c: &Checkpoint) -> Result<(), Error> {
+pub fn write_local(dir: &Path, c: &Checkpoint) -> Result<(), Error> {
     let body = encode(c)?;
     let hash = xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes();
-    let path = local_path(dir, events_topic, c.partition);
+    let path = local_path(dir, &c.topic, c.partition);
     crate::baseline::snapshot::write_atomic(&path, &[MAGIC, &body, &hash]).map_err(|e| {
         Error::State {
             partition: c.partition,
@@ -118,12 +144,8 @@ pub fn write_local(dir: &Path, events_topic: &str, c: &Checkpoint) -> Result<(),
 
 /// Reads the local checkpoint file, `None` when absent. A damaged file is an error the
 /// caller logs before falling back to the changelog.
-pub fn read_local(
-    dir: &Path,
-    events_topic: &str,
-    partition: i32,
-) -> Result<Option<Checkpoint>, Error> {
-    let path = local_path(dir, events_topic, partition);
+pub fn read_local(dir: &Path, topic: &str, partition: i32) -> Result<Option<Checkpoint>, Error> {
+    let path = local_path(dir, topic, partition);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -146,7 +168,7 @@ pub fn read_local(
         return Err(bad("checksum mismatch (torn or damaged file)"));
     }
     let c = decode(partition, body)?;
-    if c.partition != partition {
+    if c.partition != partition || c.topic != topic {
         return Err(bad("belongs to another partition"));
     }
     Ok(Some(c))
@@ -158,7 +180,12 @@ fn slot(epoch: u64) -> char {
 
 /// Queues a checkpoint into the changelog partition (chunks first, `meta` last). The caller
 /// flushes the producer and checks deliveries before relying on it.
-pub fn send_changelog(producer: &Producer, topic: &str, c: &Checkpoint) -> Result<(), Error> {
+pub fn send_changelog(
+    producer: &Producer,
+    topic: &str,
+    src: &Src,
+    c: &Checkpoint,
+) -> Result<(), Error> {
     let body = encode(c)?;
     let s = slot(c.epoch);
     let chunks: Vec<&[u8]> = if body.is_empty() {
@@ -170,11 +197,11 @@ pub fn send_changelog(producer: &Producer, topic: &str, c: &Checkpoint) -> Resul
         let mut value = Vec::with_capacity(chunk.len() + 8);
         value.extend_from_slice(&c.epoch.to_le_bytes());
         value.extend_from_slice(chunk);
-        let key = format!("{s}/{i}");
+        let key = src.key(&format!("{s}/{i}"));
         super::send(
             producer,
             BaseRecord::to(topic)
-                .partition(c.partition)
+                .partition(src.changelog)
                 .key(key.as_bytes())
                 .payload(&value),
         )?;
@@ -189,11 +216,11 @@ pub fn send_changelog(producer: &Producer, topic: &str, c: &Checkpoint) -> Resul
         partition: c.partition,
         message: e.to_string(),
     })?;
-    let key = format!("{s}/meta");
+    let key = src.key(&format!("{s}/meta"));
     super::send(
         producer,
         BaseRecord::to(topic)
-            .partition(c.partition)
+            .partition(src.changelog)
             .key(key.as_bytes())
             .payload(&meta),
     )
@@ -238,20 +265,23 @@ pub fn read_changelog(
     producer: &Producer,
     deliveries: &super::client::Deliveries,
     topic: &str,
-    partition: i32,
+    src: &Src,
     timeout: Duration,
 ) -> Result<Option<Checkpoint>, Error> {
+    let partition = src.changelog;
     let fence = format!(
         "{}-{}-{}",
         std::process::id(),
-        partition,
+        src,
         crate::time::Timestamp::now().as_micros()
     );
+    let fence_key = src.key(FENCE_KEY);
+    let prefix = src.key("");
     super::send(
         producer,
         BaseRecord::to(topic)
             .partition(partition)
-            .key(FENCE_KEY.as_bytes())
+            .key(fence_key.as_bytes())
             .payload(fence.as_bytes()),
     )?;
     super::flush(producer, deliveries, deliveries.failed(), timeout)?;
@@ -293,13 +323,16 @@ pub fn read_changelog(
                 read += 1;
                 let Some(key) = m.key() else { continue };
                 let value = m.payload().unwrap_or_default();
-                if key == FENCE_KEY.as_bytes() {
+                if key == fence_key.as_bytes() {
                     if value == fence.as_bytes() {
                         break;
                     }
                     continue;
                 }
-                latest.insert(key.to_vec(), value.to_vec());
+                // Other sources sharing this changelog partition are not ours.
+                if let Some(rest) = key.strip_prefix(prefix.as_bytes()) {
+                    latest.insert(rest.to_vec(), value.to_vec());
+                }
             }
         }
     }
@@ -330,7 +363,7 @@ pub fn read_changelog(
             tracing::warn!(topic, partition, slot = %s, epoch = meta.epoch, "incomplete changelog snapshot; using the other slot");
             continue;
         }
-        let cp = decode(partition, &body)?;
+        let cp = decode(src.partition, &body)?;
         if best.as_ref().is_none_or(|b| cp.epoch > b.epoch) {
             best = Some(cp);
         }

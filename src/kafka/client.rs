@@ -52,6 +52,13 @@ pub fn client_config(k: &KafkaConfig, role: Role, group: &str) -> ClientConfig {
     }
     match role {
         Role::Consumer => {
+            // Alerts should not wait on a fetch held open for librdkafka's default 500 ms by
+            // brokers that do not answer a long poll as soon as data arrives (Tansu).
+            if !k.options.contains_key("fetch.wait.max.ms")
+                && !k.consumer_options.contains_key("fetch.wait.max.ms")
+            {
+                c.set("fetch.wait.max.ms", "25");
+            }
             c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")

@@ -17,12 +17,12 @@ use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
-use super::checkpoint::{self, Checkpoint, Marks};
+use super::checkpoint::{self, Checkpoint, Marks, Src};
 use super::client::{self, Deliveries, Producer, Role};
 use super::{Error, headers};
 use crate::alert::Alert;
 use crate::config::{Config, KafkaConfig};
-use crate::decode::{Decoded, Decoder, Format};
+use crate::decode::{Decoded, Decoder};
 use crate::detect::Engine;
 
 /// The least time between two checkpoints taken because the stream went quiet.
@@ -53,8 +53,14 @@ pub struct Counters {
 pub struct Detect {
     /// The whole configuration (each partition builds its engine from it).
     pub cfg: Config,
-    /// `<group>-events`.
-    pub events_topic: String,
+    /// The topics detection reads, with their decoders: `<group>-events` (canonical events)
+    /// after repartitioning, or the input topics themselves in direct mode.
+    pub topics: HashMap<String, Decoder>,
+    /// Partitions of the changelog topic.
+    pub changelog_partitions: i32,
+    /// Repartitioned (the events topic's partition p checkpoints to changelog partition p)
+    /// or direct (input partitions are spread over the changelog partitions by hash).
+    pub repartitioned: bool,
     /// `<group>-changelog`.
     pub changelog_topic: String,
     /// The group of this stage.
@@ -74,6 +80,7 @@ pub struct Detect {
 }
 
 struct Part {
+    src: Src,
     engine: Engine,
     next_offset: i64,
     epoch: u64,
@@ -86,8 +93,9 @@ struct Part {
 struct Saver {
     k: KafkaConfig,
     group: String,
-    events_topic: String,
     changelog_topic: String,
+    changelog_partitions: i32,
+    repartitioned: bool,
     state_dir: Option<PathBuf>,
     producer: Arc<Producer>,
     deliveries: Deliveries,
@@ -98,8 +106,18 @@ struct Saver {
 }
 
 struct Ctx {
-    parts: Arc<Mutex<HashMap<i32, Part>>>,
+    parts: Arc<Mutex<HashMap<Key, Part>>>,
     saver: Arc<Saver>,
+}
+
+/// A partition detection reads: topic and partition.
+type Key = (String, i32);
+
+fn keys_of(tpl: &TopicPartitionList) -> Vec<Key> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for Ctx {}
@@ -107,7 +125,7 @@ impl ClientContext for Ctx {}
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let revoked = keys_of(tpl);
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
@@ -121,7 +139,7 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let assigned = keys_of(tpl);
             tracing::info!(partitions = ?assigned, "event partitions assigned");
         }
     }
@@ -134,13 +152,13 @@ impl Saver {
     fn checkpoint(
         &self,
         consumer: &BaseConsumer<Ctx>,
-        parts: &mut HashMap<i32, Part>,
-        only: Option<&[i32]>,
+        parts: &mut HashMap<Key, Part>,
+        only: Option<&[Key]>,
     ) -> Result<(), Error> {
-        let chosen: Vec<i32> = parts
+        let chosen: Vec<Key> = parts
             .iter()
             .filter(|(p, part)| part.dirty && only.is_none_or(|o| o.contains(p)))
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p.clone())
             .collect();
         if chosen.is_empty() {
             return Ok(());
@@ -156,38 +174,39 @@ impl Saver {
                 continue;
             };
             let engine = part.engine.snapshot_bytes().map_err(|e| Error::State {
-                partition: *p,
-                message: format!("cannot encode state: {e}"),
+                partition: p.1,
+                message: format!("cannot encode state of {}: {e}", part.src),
             })?;
             let cp = Checkpoint {
-                partition: *p,
+                topic: p.0.clone(),
+                partition: p.1,
                 epoch: part.epoch + 1,
                 next_offset: part.next_offset,
                 marks: Marks::from_map(&part.marks),
                 changelog_end: -1,
                 engine,
             };
-            checkpoint::send_changelog(&self.producer, &self.changelog_topic, &cp)?;
-            written.push(cp);
+            checkpoint::send_changelog(&self.producer, &self.changelog_topic, &part.src, &cp)?;
+            written.push((part.src.changelog, cp));
         }
         super::flush(&self.producer, &self.deliveries, before, TIMEOUT)?;
         let mut tpl = TopicPartitionList::new();
-        for mut cp in written {
+        for (changelog, mut cp) in written {
             if let Some(dir) = &self.state_dir {
                 cp.changelog_end = checkpoint::changelog_end(
                     &self.watermarks,
                     &self.changelog_topic,
-                    cp.partition,
+                    changelog,
                     TIMEOUT,
                 )?;
-                checkpoint::write_local(dir, &self.events_topic, &cp)?;
+                checkpoint::write_local(dir, &cp)?;
             }
             let _ = tpl.add_partition_offset(
-                &self.events_topic,
+                &cp.topic,
                 cp.partition,
                 rdkafka::Offset::Offset(cp.next_offset),
             );
-            if let Some(part) = parts.get_mut(&cp.partition) {
+            if let Some(part) = parts.get_mut(&(cp.topic.clone(), cp.partition)) {
                 part.epoch = cp.epoch;
                 part.dirty = false;
             }
@@ -204,9 +223,19 @@ impl Saver {
 
     /// The latest checkpoint of a partition: the local file when it is as new as the
     /// changelog, else the changelog.
-    fn restore(&self, cfg: &Config, partition: i32) -> Result<Part, Error> {
+    fn restore(&self, cfg: &Config, topic: &str, partition: i32) -> Result<Part, Error> {
+        let src = Src {
+            topic: topic.to_string(),
+            partition,
+            changelog: if self.repartitioned {
+                partition
+            } else {
+                (crate::baseline::hash_identity(&format!("{topic}/{partition}"))
+                    % self.changelog_partitions.max(1) as u32) as i32
+            },
+        };
         let local = match &self.state_dir {
-            Some(dir) => match checkpoint::read_local(dir, &self.events_topic, partition) {
+            Some(dir) => match checkpoint::read_local(dir, topic, partition) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "local checkpoint unusable; restoring from the changelog");
@@ -215,8 +244,12 @@ impl Saver {
             },
             None => None,
         };
-        let end =
-            checkpoint::changelog_end(&self.watermarks, &self.changelog_topic, partition, TIMEOUT)?;
+        let end = checkpoint::changelog_end(
+            &self.watermarks,
+            &self.changelog_topic,
+            src.changelog,
+            TIMEOUT,
+        )?;
         let (cp, from) = match local {
             Some(c) if c.changelog_end == end => (Some(c), "local"),
             local => {
@@ -226,7 +259,7 @@ impl Saver {
                     &self.producer,
                     &self.deliveries,
                     &self.changelog_topic,
-                    partition,
+                    &src,
                     TIMEOUT,
                 )?;
                 match (local, remote) {
@@ -244,6 +277,7 @@ impl Saver {
                     message: format!("cannot decode state: {e}"),
                 })?;
                 tracing::info!(
+                    topic,
                     partition,
                     from,
                     epoch = cp.epoch,
@@ -252,6 +286,7 @@ impl Saver {
                     "partition state restored"
                 );
                 Part {
+                    src,
                     engine,
                     next_offset: cp.next_offset,
                     epoch: cp.epoch,
@@ -261,8 +296,13 @@ impl Saver {
                 }
             }
             None => {
-                tracing::info!(partition, "no checkpoint yet; partition starts empty");
+                tracing::info!(
+                    topic,
+                    partition,
+                    "no checkpoint yet; partition starts empty"
+                );
                 Part {
+                    src,
                     engine,
                     next_offset: 0,
                     epoch: 0,
@@ -285,8 +325,9 @@ impl Detect {
         let saver = Arc::new(Saver {
             k: k.clone(),
             group: self.group.clone(),
-            events_topic: self.events_topic.clone(),
             changelog_topic: self.changelog_topic.clone(),
+            changelog_partitions: self.changelog_partitions,
+            repartitioned: self.repartitioned,
             state_dir: self.state_dir.clone(),
             producer: Arc::new(producer),
             failed_before: AtomicU64::new(deliveries.failed()),
@@ -295,7 +336,7 @@ impl Detect {
             counters: self.counters.clone(),
             watermarks: checkpoint::watermark_client(&k, &self.group)?,
         });
-        let parts: Arc<Mutex<HashMap<i32, Part>>> = Arc::default();
+        let parts: Arc<Mutex<HashMap<Key, Part>>> = Arc::default();
         let consumer: BaseConsumer<Ctx> = client::client_config(&k, Role::Consumer, &self.group)
             .create_with_context(Ctx {
                 parts: parts.clone(),
@@ -306,13 +347,11 @@ impl Detect {
                 message: e.to_string(),
             })?;
         consumer
-            .subscribe(&[&self.events_topic])
+            .subscribe(&self.topics.keys().map(String::as_str).collect::<Vec<_>>())
             .map_err(|e| Error::Client {
                 what: "detect consumer",
                 message: e.to_string(),
             })?;
-        let decoder = Decoder::from_config(&self.cfg, Format::Canonical)
-            .map_err(|e| Error::Setup(e.to_string()))?;
         let mut results: Vec<Decoded> = Vec::with_capacity(2);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
@@ -338,9 +377,7 @@ impl Detect {
                 Some(Ok(m)) => {
                     idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) =
-                        self.message(&saver, &mut g, &m, &decoder, &mut results, &mut alerts)
-                    {
+                    if let Err(e) = self.message(&saver, &mut g, &m, &mut results, &mut alerts) {
                         break Err(e);
                     }
                 }
@@ -365,16 +402,26 @@ impl Detect {
     fn message(
         &self,
         saver: &Saver,
-        parts: &mut HashMap<i32, Part>,
+        parts: &mut HashMap<Key, Part>,
         m: &BorrowedMessage<'_>,
-        decoder: &Decoder,
         results: &mut Vec<Decoded>,
         alerts: &mut Vec<Alert>,
     ) -> Result<(), Error> {
         let p = m.partition();
-        let part = match parts.entry(p) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(saver.restore(&self.cfg, p)?),
+        let Some(decoder) = self.topics.get(m.topic()) else {
+            return Ok(());
+        };
+        // Looked up without building a key: this runs for every record.
+        if !parts.keys().any(|(t, q)| *q == p && t == m.topic()) {
+            let part = saver.restore(&self.cfg, m.topic(), p)?;
+            parts.insert((m.topic().to_string(), p), part);
+        }
+        let Some(part) = parts
+            .iter_mut()
+            .find(|((t, q), _)| *q == p && t == m.topic())
+            .map(|(_, part)| part)
+        else {
+            return Ok(());
         };
         let offset = m.offset();
         if offset < part.next_offset {
@@ -392,7 +439,9 @@ impl Detect {
         }
         part.next_offset = offset + 1;
         part.dirty = true;
-        if let Some(origin) = origin_of(m) {
+        if self.repartitioned
+            && let Some(origin) = origin_of(m)
+        {
             let key = (origin.0.to_string(), origin.1);
             let at = (origin.2, origin.3);
             match part.marks.get(&key) {

@@ -40,20 +40,20 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
     let group = k.group_id.clone();
     let (events_topic, changelog_topic) = internal_topics(&group);
     let parts = k.partitions as i32;
-    let mut wanted = vec![
-        Wanted {
+    let mut wanted = vec![Wanted {
+        name: &changelog_topic,
+        partitions: parts,
+        compact: true,
+        check: true,
+    }];
+    if k.repartition {
+        wanted.push(Wanted {
             name: &events_topic,
             partitions: parts,
             compact: false,
             check: true,
-        },
-        Wanted {
-            name: &changelog_topic,
-            partitions: parts,
-            compact: true,
-            check: true,
-        },
-    ];
+        });
+    }
     for t in [&k.alerts_topic, &k.dlq_topic].into_iter().flatten() {
         wanted.push(Wanted {
             name: t,
@@ -92,18 +92,36 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         decoders.insert(t.name.clone(), d);
     }
     let summary = Summary::default();
-    let ingest = Ingest {
-        decoders,
-        events_topic: events_topic.clone(),
-        partitions: k.partitions,
-        dlq_topic: k.dlq_topic.clone(),
-        counters: summary.ingest.clone(),
+    let (ingest, topics) = if k.repartition {
+        let canonical = Decoder::from_config(cfg, crate::decode::Format::Canonical)
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let ingest = Ingest {
+            decoders,
+            events_topic: events_topic.clone(),
+            partitions: k.partitions,
+            dlq_topic: k.dlq_topic.clone(),
+            counters: summary.ingest.clone(),
+        };
+        (
+            Some(ingest),
+            HashMap::from([(events_topic.clone(), canonical)]),
+        )
+    } else {
+        (None, decoders)
     };
     let detect = Detect {
         cfg: cfg.clone(),
-        events_topic: events_topic.clone(),
+        topics,
+        changelog_partitions: parts,
+        repartitioned: k.repartition,
         changelog_topic,
-        group: format!("{group}-detect"),
+        // Direct mode reads the input topics themselves: under the group users configured,
+        // so lag monitoring of their topics shows it.
+        group: if k.repartition {
+            format!("{group}-detect")
+        } else {
+            group.clone()
+        },
         alerts_topic: k.alerts_topic.clone(),
         dlq_topic: k.dlq_topic.clone(),
         state_dir: cfg.run.state_dir.clone(),
@@ -116,22 +134,28 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         group = %group,
         topics = ?k.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         partitions = k.partitions,
+        repartition = k.repartition,
         "nhiwatch run started"
     );
     let result = std::thread::scope(|s| {
         let ingest_stop = &stop;
-        let h = s.spawn(move || {
-            let r = ingest.run(k, &group, ingest_stop);
-            if r.is_err() {
-                ingest_stop.store(true, Ordering::Relaxed);
-            }
-            r
+        let h = ingest.map(|ingest| {
+            s.spawn(move || {
+                let r = ingest.run(k, &group, ingest_stop);
+                if r.is_err() {
+                    ingest_stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
         });
         let d = detect.run(&stop);
         stop.store(true, Ordering::Relaxed);
-        let i = h
-            .join()
-            .unwrap_or_else(|_| Err(Error::Setup("ingest thread panicked".into())));
+        let i = match h {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Setup("ingest thread panicked".into()))),
+            None => Ok(()),
+        };
         d.and(i)
     });
     let (i, d) = (&summary.ingest, &summary.detect);
