@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Checkpoint interval, e.g. `10s` (`run.checkpoint_interval`).
     #[arg(long, env = "NHIWATCH_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<crate::config::Duration>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here, e.g. `0.0.0.0:9464`
+    /// (`run.metrics_addr`).
+    #[arg(long, env = "NHIWATCH_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Also write alerts to stdout as JSON lines (`run.alerts_stdout`).
     #[arg(long, env = "NHIWATCH_ALERTS_STDOUT")]
     pub alerts_stdout: bool,
@@ -134,6 +138,9 @@ impl RunArgs {
         }
         if self.alerts_stdout {
             cfg.run.alerts_stdout = true;
+        }
+        if self.metrics_addr.is_some() {
+            cfg.run.metrics_addr = self.metrics_addr;
         }
         Ok(())
     }

@@ -180,6 +180,9 @@ pub struct RunConfig {
     /// Also write alerts to stdout as JSON lines.
     #[serde(default)]
     pub alerts_stdout: bool,
+    /// `host:port` for `/metrics`, `/healthz` and `/readyz` (off when unset).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -188,6 +191,7 @@ impl Default for RunConfig {
             state_dir: None,
             checkpoint_interval: default_checkpoint_interval(),
             alerts_stdout: false,
+            metrics_addr: None,
         }
     }
 }

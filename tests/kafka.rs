@@ -123,6 +123,25 @@ checkpoint_interval = "1s"
     }
 }
 
+/// A GET on loopback: status and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 fn ids(msgs: &[Msg]) -> BTreeSet<String> {
     msgs.iter()
         .map(|m| m.json()["id"].as_str().expect("alert id").to_string())
@@ -158,10 +177,37 @@ fn alerts_topic_holds_what_replay_prints() {
     let expected = s.replay_ids(&records, 6);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
     broker.produce(&s.input, &records);
-    let mut nw = s.start("a", &[]);
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let mut nw = s.start("a", &["--metrics-addr", &addr]);
     nw.wait_for("nhiwatch run started", Duration::from_secs(30));
     let msgs = read_alerts(&broker, &s, &expected);
     assert_eq!(ids(&msgs), expected, "log:\n{}", nw.log());
+    // The counters agree with what was consumed and written.
+    let (status, _) = http_get(&addr, "/readyz");
+    assert_eq!(status, 200);
+    // The last records may still be in flight after the last alert: wait for the count.
+    let start = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        let done = body.contains(&format!("nhiwatch_detect_events_total {}\n", records.len()));
+        if done || start.elapsed() > Duration::from_secs(20) {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    assert_eq!(value("nhiwatch_ingest_records_total"), records.len() as u64);
+    assert_eq!(value("nhiwatch_detect_events_total"), records.len() as u64);
+    assert_eq!(value("nhiwatch_alerts_total"), expected.len() as u64);
+    assert_eq!(value("nhiwatch_ingest_rejects_total"), 0);
+    assert_eq!(value("nhiwatch_partitions_owned"), 6);
     for m in &msgs {
         let a = m.json();
         assert_eq!(m.key.as_deref(), a["identity"].as_str(), "key = identity");

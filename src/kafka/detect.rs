@@ -45,8 +45,14 @@ pub struct Counters {
     pub checkpoints: AtomicU64,
     /// Partitions restored.
     pub restores: AtomicU64,
-    /// Events-topic records that could not be decoded (dead-lettered).
+    /// Records that could not be decoded (direct mode, or a damaged events record).
     pub rejects: AtomicU64,
+    /// Of those, written to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Partitions currently assigned to detection here.
+    pub owned: AtomicU64,
+    /// Set once partitions are assigned (ready for traffic).
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Settings of the stage.
@@ -140,6 +146,11 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = keys_of(tpl);
+            self.saver
+                .counters
+                .owned
+                .store(assigned.len() as u64, Ordering::Relaxed);
+            self.saver.counters.ready.store(true, Ordering::Release);
             tracing::info!(partitions = ?assigned, "event partitions assigned");
         }
     }
@@ -465,6 +476,9 @@ impl Detect {
                 }
                 Err(reject) => {
                     self.counters.rejects.fetch_add(1, Ordering::Relaxed);
+                    if self.dlq_topic.is_some() {
+                        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    }
                     super::ingest::dead_letter(
                         &saver.producer,
                         self.dlq_topic.as_deref(),

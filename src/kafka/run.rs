@@ -23,6 +23,88 @@ pub struct Summary {
     pub detect: Arc<detect::Counters>,
 }
 
+/// The exposition of the run's counters (Prometheus text format).
+fn render(i: &ingest::Counters, d: &detect::Counters) -> String {
+    use crate::telemetry::server::metric;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, v) in [
+        (
+            "nhiwatch_ingest_records_total",
+            "counter",
+            "Input records consumed.",
+            n(&i.records),
+        ),
+        (
+            "nhiwatch_ingest_events_total",
+            "counter",
+            "Events written to the events topic.",
+            n(&i.events),
+        ),
+        (
+            "nhiwatch_ingest_rejects_total",
+            "counter",
+            "Input records (or batch elements) rejected.",
+            n(&i.rejects) + n(&d.rejects),
+        ),
+        (
+            "nhiwatch_dlq_records_total",
+            "counter",
+            "Rejected records written to the dead-letter topic.",
+            n(&i.dead_letters) + n(&d.dead_letters),
+        ),
+        (
+            "nhiwatch_detect_events_total",
+            "counter",
+            "Events inspected and learned by the detectors.",
+            n(&d.events),
+        ),
+        (
+            "nhiwatch_detect_duplicates_total",
+            "counter",
+            "Repartitioned events dropped as repeats of an origin already processed.",
+            n(&d.duplicates),
+        ),
+        (
+            "nhiwatch_detect_in_checkpoint_total",
+            "counter",
+            "Events skipped because the restored checkpoint includes them.",
+            n(&d.in_checkpoint),
+        ),
+        (
+            "nhiwatch_alerts_total",
+            "counter",
+            "Alerts emitted.",
+            n(&d.alerts),
+        ),
+        (
+            "nhiwatch_checkpoints_total",
+            "counter",
+            "Partition checkpoints written and committed.",
+            n(&d.checkpoints),
+        ),
+        (
+            "nhiwatch_restores_total",
+            "counter",
+            "Partition states restored (local file or changelog).",
+            n(&d.restores),
+        ),
+        (
+            "nhiwatch_partitions_owned",
+            "gauge",
+            "Partitions this instance detects on.",
+            n(&d.owned),
+        ),
+    ] {
+        metric(&mut out, name, kind, help, v);
+    }
+    out.push_str(&format!(
+        "# HELP nhiwatch_build_info Version of the running binary.\n# TYPE nhiwatch_build_info gauge\nnhiwatch_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out
+}
+
 /// The internal topics of a group.
 pub fn internal_topics(group: &str) -> (String, String) {
     (format!("{group}-events"), format!("{group}-changelog"))
@@ -92,6 +174,12 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         decoders.insert(t.name.clone(), d);
     }
     let summary = Summary::default();
+    if let Some(addr) = &cfg.run.metrics_addr {
+        let (i, d) = (summary.ingest.clone(), summary.detect.clone());
+        let render: crate::telemetry::server::Render = Arc::new(move || render(&i, &d));
+        crate::telemetry::server::serve(addr, render, summary.detect.ready.clone())
+            .map_err(|e| Error::Setup(format!("run.metrics_addr {addr}: {e}")))?;
+    }
     let (ingest, topics) = if k.repartition {
         let canonical = Decoder::from_config(cfg, crate::decode::Format::Canonical)
             .map_err(|e| Error::Setup(e.to_string()))?;

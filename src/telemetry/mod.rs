@@ -1,3 +1,4 @@
 //! Telemetry: logs (and, with the metrics issue, Prometheus metrics and health endpoints).
 
 pub mod logs;
+pub mod server;
