@@ -259,6 +259,56 @@ fn run_state(dir: &Path, topic: &str, partitions: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Where two snapshots differ (for a failure message).
+fn state_diff(a: &[u8], b: &[u8]) -> String {
+    let cfg = nhiwatch::config::Config::default();
+    let load = |bytes: &[u8]| {
+        let mut e = nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+        e.restore_bytes(bytes).expect("state");
+        e
+    };
+    let (x, y) = (load(a), load(b));
+    let mut out = Vec::new();
+    let ids = |e: &nhiwatch::detect::Engine| {
+        let mut v: Vec<(String, nhiwatch::baseline::IdentityBaseline)> = e
+            .state
+            .identities
+            .iter()
+            .map(|r| (r.key().to_string(), r.value().clone()))
+            .collect();
+        v.sort_by(|p, q| p.0.cmp(&q.0));
+        v
+    };
+    let (ix, iy) = (ids(&x), ids(&y));
+    out.push(format!("identities {} vs {}", ix.len(), iy.len()));
+    for ((n, p), (_, q)) in ix.iter().zip(&iy) {
+        if p != q {
+            out.push(format!(
+                "identity {n} differs:\n  run    {p:?}\n  replay {q:?}"
+            ));
+            break;
+        }
+    }
+    if x.state.fleet.export() != y.state.fleet.export() {
+        out.push("fleet differs".into());
+    }
+    if x.state.credentials.export() != y.state.credentials.export() {
+        out.push(format!(
+            "credentials differ ({} vs {})",
+            x.state.credentials.len(),
+            y.state.credentials.len()
+        ));
+    }
+    if x.state.interner.export() != y.state.interner.export() {
+        out.push(format!(
+            "strings differ ({} vs {})",
+            x.state.interner.len(),
+            y.state.interner.len()
+        ));
+    }
+    out.join("\n")
+}
+
 /// The detection state `replay --partitions N --hold` ends with, per partition.
 fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>> {
     let cfg = nhiwatch::config::Config::load(Some(&s.config)).expect("config");
@@ -363,10 +413,14 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     let records = week();
     let expected = s.replay_ids(&records, partitions);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
-    let producer = produce_slowly(&broker, &s.input, records.clone(), 12);
+    let producer = produce_slowly(&broker, &s.input, records.clone(), 20);
     for round in 0..3u64 {
         let mut nw = s.start("a", &[]);
-        nw.wait_for("partition", Duration::from_secs(60));
+        // Killed only once it detects (and has checkpointed at least once a second since).
+        nw.wait_for_any(
+            &["partition starts empty", "partition state restored"],
+            Duration::from_secs(90),
+        );
         std::thread::sleep(Duration::from_millis(1500 + 700 * round));
         assert!(nw.running(), "{}", nw.log());
         nw.kill9();
@@ -375,8 +429,22 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     let nw = s.start("a", &[]);
     let msgs = read_alerts(&broker, &s, &expected);
     let log_before_stop = nw.log();
+    let log_path = nw.log.clone();
     assert_eq!(nw.terminate(), Some(0));
+    // What the last instance skipped as already checkpointed, and dropped as produced twice.
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("run stopped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(ids(&msgs), expected, "log:\n{log_before_stop}");
+    assert!(
+        log.contains("partition state restored"),
+        "the last start restored no checkpoint: the kills did not happen mid-stream\n{log}"
+    );
     let from_run = run_state(
         &s.path("state-a"),
         &format!("{}-events", s.group),
@@ -386,9 +454,8 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     for p in 0..partitions as usize {
         assert!(
             from_run[p] == from_replay[p],
-            "partition {p}: the state after three kill -9 differs from a clean replay ({} vs {} bytes)",
-            from_run[p].len(),
-            from_replay[p].len()
+            "partition {p}: the state after three kill -9 differs from a clean replay: {}",
+            state_diff(&from_run[p], &from_replay[p])
         );
     }
 }
@@ -460,10 +527,13 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
     let records = week();
     let expected = s.replay_ids(&records, 1);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
-    let producer = produce_slowly(&broker, &s.input, records.clone(), 8);
+    let producer = produce_slowly(&broker, &s.input, records.clone(), 15);
     for round in 0..2u64 {
         let mut nw = s.start("a", &[]);
-        nw.wait_for("partition", Duration::from_secs(60));
+        nw.wait_for_any(
+            &["partition starts empty", "partition state restored"],
+            Duration::from_secs(90),
+        );
         std::thread::sleep(Duration::from_millis(1500 + 700 * round));
         nw.kill9();
     }
@@ -474,10 +544,15 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
     assert_eq!(nw.terminate(), Some(0));
     assert_eq!(ids(&msgs), expected, "log:\n{log}");
     assert!(log.contains("repartition=false"), "{log}");
+    assert!(
+        log.contains("partition state restored"),
+        "no checkpoint was restored:\n{log}"
+    );
     let from_run = run_state(&s.path("state-a"), &s.input, 1);
     let from_replay = replay_state(&s, &records, 1);
     assert!(
         from_run[0] == from_replay[0],
-        "state after kill -9 differs from a clean replay"
+        "state after kill -9 differs from a clean replay: {}",
+        state_diff(&from_run[0], &from_replay[0])
     );
 }

@@ -403,3 +403,40 @@ fn quickstart_week_prints_alerts_that_catch_every_attack_kind() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("alerts: "), "{err}");
 }
+
+/// Regression: housekeeping schedules (the engine's daily prune, the hourly credential sweep)
+/// were not saved with snapshots, so an engine restored mid-stream forgot on another schedule
+/// and its state drifted from one that never stopped.
+#[test]
+fn a_snapshot_restored_mid_stream_continues_exactly_like_an_engine_that_never_stopped() {
+    let cfg = nhiwatch::config::Config::load(Some(&util::fixture("simulated/nhiwatch.toml")))
+        .expect("config");
+    let events: Vec<nhiwatch::event::Event> =
+        util::decode_file_with(&util::decoder(), &util::fixture("simulated/week.jsonl.gz"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+    assert!(events.len() > 10_000);
+    let engine = || nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+    let (mut whole, mut first) = (engine(), engine());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let cut = events.len() * 3 / 7;
+    for e in &events[..cut] {
+        whole.process(e, &mut a);
+        first.process(e, &mut b);
+    }
+    assert!(first.held() > 0, "the cut must fall while an alert is held");
+    let mut second = engine();
+    second
+        .restore_bytes(&first.snapshot_bytes().expect("encode"))
+        .expect("restore");
+    for e in &events[cut..] {
+        whole.process(e, &mut a);
+        second.process(e, &mut b);
+    }
+    assert_eq!(a, b, "alerts");
+    assert!(
+        whole.snapshot_bytes().expect("encode") == second.snapshot_bytes().expect("encode"),
+        "state after a restore differs from uninterrupted state"
+    );
+}

@@ -76,6 +76,17 @@ impl Credentials {
         self.map.retain(|_, b| b.expires + grace_secs >= now);
     }
 
+    /// When the next sweep runs (saved with snapshots, so a restored process sweeps on the
+    /// same schedule as one that never stopped).
+    pub fn next_sweep(&self) -> i64 {
+        self.next_sweep.load(Ordering::Relaxed)
+    }
+
+    /// Restores the sweep schedule.
+    pub fn set_next_sweep(&self, at: i64) {
+        self.next_sweep.store(at, Ordering::Relaxed);
+    }
+
     /// Number of live bindings.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::fleet::FleetEntry;
 use super::{Baselines, Binding, IdentityBaseline};
 
-const MAGIC: &[u8; 8] = b"NHIWSNP1";
+// Version 2: the engine state carries its housekeeping schedule.
+const MAGIC: &[u8; 8] = b"NHIWSNP2";
 /// The file name inside the state directory.
 pub const FILE: &str = "baselines.snapshot";
 
@@ -43,6 +44,7 @@ struct Body<E> {
     identities: Vec<(String, IdentityBaseline)>,
     fleet: Vec<(u64, FleetEntry)>,
     credentials: Vec<(u128, Binding)>,
+    next_sweep: i64,
     strings: Vec<(u64, String)>,
     engine: E,
 }
@@ -59,6 +61,7 @@ pub fn encode<E: Serialize>(baselines: &Baselines, engine: &E) -> Result<Vec<u8>
         identities,
         fleet: baselines.fleet.export(),
         credentials: baselines.credentials.export(),
+        next_sweep: baselines.credentials.next_sweep(),
         strings: baselines.interner.export(),
         engine,
     };
@@ -77,6 +80,7 @@ pub fn decode<E: DeserializeOwned>(
     }
     baselines.fleet.import(body.fleet);
     baselines.credentials.import(body.credentials);
+    baselines.credentials.set_next_sweep(body.next_sweep);
     for (h, t) in body.strings {
         baselines.interner.intern(h, &t);
     }

@@ -158,8 +158,28 @@ struct SuppressKey {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Pending {
+    /// As JSON inside the snapshot: the alert has optional fields and free-form evidence,
+    /// which a non-self-describing format like postcard cannot read back (regression: a
+    /// checkpoint taken while an alert was held could not be restored).
+    #[serde(with = "alert_json")]
     alert: Alert,
     defer: Defer,
+}
+
+mod alert_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::alert::Alert;
+
+    pub fn serialize<S: Serializer>(a: &Alert, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(a).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Alert, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The engine's own state, saved with the baselines.
@@ -171,6 +191,10 @@ pub struct Runtime {
     pending: Vec<((i64, u64), Pending)>,
     #[serde(default)]
     news: Vec<News>,
+    /// When housekeeping runs next: restored, so a restarted engine forgets on the same
+    /// schedule as one that never stopped (regression: after `kill -9` and restore the state
+    /// drifted from a clean run's).
+    next_prune: i64,
 }
 
 /// An identity getting a fleet-new value of a family (see [`Defer::family`]).
@@ -658,6 +682,7 @@ impl Engine {
             suppress,
             pending: self.pending.iter().map(|(k, p)| (*k, p.clone())).collect(),
             news: self.news.clone(),
+            next_prune: self.next_prune,
         }
     }
 
@@ -667,6 +692,7 @@ impl Engine {
         self.seq = rt.seq;
         self.suppress = rt.suppress.into_iter().collect();
         self.news = rt.news;
+        self.next_prune = rt.next_prune;
         self.by_value.clear();
         self.pending.clear();
         for (k, p) in rt.pending {
@@ -678,6 +704,11 @@ impl Engine {
     /// Saves baselines and engine state to `dir`.
     pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf, baseline::snapshot::Error> {
         baseline::snapshot::save(dir, &self.state, &self.runtime())
+    }
+
+    /// Alerts held in their fleet grace period, not yet released.
+    pub fn held(&self) -> usize {
+        self.pending.len()
     }
 
     /// Baselines and engine state as bytes (a checkpoint's body).

@@ -324,6 +324,25 @@ impl Nhiwatch {
         }
     }
 
+    /// Waits until the log contains any of `needles`.
+    pub fn wait_for_any(&mut self, needles: &[&str], timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if needles.iter().any(|n| log.contains(n)) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("nhiwatch exited ({st}) before logging any of {needles:?}:\n{log}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "nhiwatch logged none of {needles:?} within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
