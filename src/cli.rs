@@ -201,7 +201,7 @@ pub enum BaselinesCommand {
 pub struct ShowArgs {
     /// The identity (as in alerts, e.g. `github:acme/api/.github/workflows/deploy.yml`).
     pub identity: String,
-    /// The state directory written by `replay --state`.
+    /// The state directory written by `replay --state` or `run --state-dir`.
     #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
     pub state: PathBuf,
     /// JSON instead of text.
@@ -212,7 +212,7 @@ pub struct ShowArgs {
 /// `nhiwatch baselines list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The state directory written by `replay --state`.
+    /// The state directory written by `replay --state` or `run --state-dir`.
     #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
     pub state: PathBuf,
     /// At most this many identities.
@@ -276,6 +276,31 @@ pub struct ScoreArgs {
     /// Exit with status 2 when precision is below this.
     #[arg(long)]
     pub min_precision: Option<f64>,
+}
+
+/// The learned state in a directory: a `replay --state` snapshot, or the per-partition
+/// checkpoints `run --state-dir` writes (one engine per partition).
+fn load_state(cfg: &Config, dir: &std::path::Path) -> anyhow::Result<Vec<Engine>> {
+    let mut engine = Engine::from_config(cfg, None)?;
+    if engine.load(dir)? {
+        return Ok(vec![engine]);
+    }
+    let mut engines = Vec::new();
+    if dir.is_dir() {
+        for cp in crate::kafka::checkpoint::read_dir(dir)? {
+            let mut e = Engine::from_config(cfg, None)?;
+            e.restore_bytes(&cp.engine)
+                .with_context(|| format!("checkpoint of {}/{}", cp.topic, cp.partition))?;
+            engines.push(e);
+        }
+    }
+    if engines.is_empty() {
+        anyhow::bail!(
+            "no baselines in {} (written by `nhiwatch replay --state DIR` or `nhiwatch run --state-dir DIR`)",
+            dir.display()
+        );
+    }
+    Ok(engines)
 }
 
 /// Builds (without connecting) every Kafka client `run` uses, so a misspelt or invalid
@@ -400,16 +425,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             })
         }
         Command::Baselines(BaselinesCommand::Show(args)) => {
-            let mut engine = Engine::from_config(&cfg, None)?;
-            if !engine.load(&args.state)? {
-                anyhow::bail!(
-                    "no baselines in {} (run `nhiwatch replay --state {}` first)",
-                    args.state.display(),
-                    args.state.display()
-                );
-            }
-            let report =
-                crate::baseline::report::identity(&engine, &args.identity).ok_or_else(|| {
+            let engines = load_state(&cfg, &args.state)?;
+            let report = engines
+                .iter()
+                .find_map(|e| crate::baseline::report::identity(e, &args.identity))
+                .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no baseline for identity {:?} in {}",
                         args.identity,
@@ -424,15 +444,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Baselines(BaselinesCommand::List(args)) => {
-            let mut engine = Engine::from_config(&cfg, None)?;
-            if !engine.load(&args.state)? {
-                anyhow::bail!("no baselines in {}", args.state.display());
-            }
-            let mut rows: Vec<(String, u32, u32, u32)> = engine
-                .state
-                .identities
+            let engines = load_state(&cfg, &args.state)?;
+            let mut rows: Vec<(String, u32, u32, u32)> = engines
                 .iter()
-                .map(|e| (e.key().to_string(), e.events, e.mints, e.uses))
+                .flat_map(|engine| {
+                    engine
+                        .state
+                        .identities
+                        .iter()
+                        .map(|e| (e.key().to_string(), e.events, e.mints, e.uses))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             println!("{:>9} {:>8} {:>8}  identity", "events", "mints", "uses");

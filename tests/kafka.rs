@@ -208,6 +208,10 @@ fn alerts_topic_holds_what_replay_prints() {
     assert_eq!(value("nhiwatch_alerts_total"), expected.len() as u64);
     assert_eq!(value("nhiwatch_ingest_rejects_total"), 0);
     assert_eq!(value("nhiwatch_partitions_owned"), 6);
+    let identity = msgs[0].json()["identity"]
+        .as_str()
+        .expect("identity")
+        .to_string();
     for m in &msgs {
         let a = m.json();
         assert_eq!(m.key.as_deref(), a["identity"].as_str(), "key = identity");
@@ -221,6 +225,32 @@ fn alerts_topic_holds_what_replay_prints() {
         );
     }
     assert_eq!(nw.terminate(), Some(0));
+    // What the run learned is inspectable from its state directory.
+    let state = s.path("state-a");
+    let state = state.to_str().expect("utf-8");
+    let out = util::run(
+        &["baselines", "list", "--state", state, "--limit", "1000"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
+    assert!(
+        listed >= 30,
+        "the sample week has 36 identities; listed {listed}"
+    );
+    let out = util::run(
+        &["baselines", "show", &identity, "--state", state, "--json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Produces `records` on a thread in slices with pauses (about `secs` seconds in all), so

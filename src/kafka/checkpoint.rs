@@ -142,6 +142,41 @@ pub fn write_local(dir: &Path, c: &Checkpoint) -> Result<(), Error> {
     })
 }
 
+/// Every local checkpoint in `dir` (for `baselines show|list` on a `run` state directory).
+pub fn read_dir(dir: &Path) -> Result<Vec<Checkpoint>, Error> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::State {
+        partition: -1,
+        message: format!("cannot list {}: {e}", dir.display()),
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|e| Error::State {
+            partition: -1,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let bad = |m: &str| Error::State {
+            partition: -1,
+            message: format!("{}: {m}", path.display()),
+        };
+        if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
+            return Err(bad(
+                "not an nhiwatch checkpoint (or from an incompatible version)",
+            ));
+        }
+        let (body, hash) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
+        if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != hash {
+            return Err(bad("checksum mismatch (torn or damaged file)"));
+        }
+        out.push(decode(-1, body)?);
+    }
+    Ok(out)
+}
+
 /// Reads the local checkpoint file, `None` when absent. A damaged file is an error the
 /// caller logs before falling back to the changelog.
 pub fn read_local(dir: &Path, topic: &str, partition: i32) -> Result<Option<Checkpoint>, Error> {
