@@ -274,6 +274,21 @@ fn produce_slowly(
     })
 }
 
+/// Starts instance `a` and `kill -9`s it `rounds` times, each time only once it detects
+/// (and has checkpointed, at least once a second, for a while).
+fn kill_mid_stream(s: &Setup, rounds: u64) {
+    for round in 0..rounds {
+        let mut nw = s.start("a", &[]);
+        nw.wait_for_any(
+            &["partition starts empty", "partition state restored"],
+            Duration::from_secs(90),
+        );
+        std::thread::sleep(Duration::from_millis(1500 + 700 * round));
+        assert!(nw.running(), "{}", nw.log());
+        nw.kill9();
+    }
+}
+
 /// The detection state of every partition in a run's local checkpoints, as snapshot bytes.
 fn run_state(dir: &Path, topic: &str, partitions: u32) -> Vec<Vec<u8>> {
     let cfg = nhiwatch::config::Config::default();
@@ -444,17 +459,7 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     let expected = s.replay_ids(&records, partitions);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
     let producer = produce_slowly(&broker, &s.input, records.clone(), 20);
-    for round in 0..3u64 {
-        let mut nw = s.start("a", &[]);
-        // Killed only once it detects (and has checkpointed at least once a second since).
-        nw.wait_for_any(
-            &["partition starts empty", "partition state restored"],
-            Duration::from_secs(90),
-        );
-        std::thread::sleep(Duration::from_millis(1500 + 700 * round));
-        assert!(nw.running(), "{}", nw.log());
-        nw.kill9();
-    }
+    kill_mid_stream(&s, 3);
     producer.join().expect("producer");
     let nw = s.start("a", &[]);
     let msgs = read_alerts(&broker, &s, &expected);
@@ -558,15 +563,7 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
     let expected = s.replay_ids(&records, 1);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
     let producer = produce_slowly(&broker, &s.input, records.clone(), 15);
-    for round in 0..2u64 {
-        let mut nw = s.start("a", &[]);
-        nw.wait_for_any(
-            &["partition starts empty", "partition state restored"],
-            Duration::from_secs(90),
-        );
-        std::thread::sleep(Duration::from_millis(1500 + 700 * round));
-        nw.kill9();
-    }
+    kill_mid_stream(&s, 2);
     producer.join().expect("producer");
     let nw = s.start("a", &[]);
     let msgs = read_alerts(&broker, &s, &expected);

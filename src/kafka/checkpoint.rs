@@ -144,7 +144,6 @@ pub fn write_local(dir: &Path, c: &Checkpoint) -> Result<(), Error> {
 
 /// Every local checkpoint in `dir` (for `baselines show|list` on a `run` state directory).
 pub fn read_dir(dir: &Path) -> Result<Vec<Checkpoint>, Error> {
-    let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::State {
         partition: -1,
         message: format!("cannot list {}: {e}", dir.display()),
@@ -154,27 +153,34 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Checkpoint>, Error> {
         .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
         .collect();
     paths.sort();
-    for path in paths {
-        let bytes = std::fs::read(&path).map_err(|e| Error::State {
-            partition: -1,
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
-        let bad = |m: &str| Error::State {
-            partition: -1,
-            message: format!("{}: {m}", path.display()),
-        };
-        if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
-            return Err(bad(
-                "not an nhiwatch checkpoint (or from an incompatible version)",
-            ));
-        }
-        let (body, hash) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
-        if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != hash {
-            return Err(bad("checksum mismatch (torn or damaged file)"));
-        }
-        out.push(decode(-1, body)?);
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).map_err(|e| Error::State {
+                partition: -1,
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            parse_file(path, -1, &bytes)
+        })
+        .collect()
+}
+
+/// Checks a checkpoint file's header and checksum and decodes it.
+fn parse_file(path: &Path, partition: i32, bytes: &[u8]) -> Result<Checkpoint, Error> {
+    let bad = |m: &str| Error::State {
+        partition,
+        message: format!("{}: {m}", path.display()),
+    };
+    if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
+        return Err(bad(
+            "not an nhiwatch checkpoint (or from an incompatible version)",
+        ));
     }
-    Ok(out)
+    let (body, hash) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
+    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != hash {
+        return Err(bad("checksum mismatch (torn or damaged file)"));
+    }
+    decode(partition, body)
 }
 
 /// Reads the local checkpoint file, `None` when absent. A damaged file is an error the
@@ -191,20 +197,12 @@ pub fn read_local(dir: &Path, topic: &str, partition: i32) -> Result<Option<Chec
             });
         }
     };
-    let bad = |m: &str| Error::State {
-        partition,
-        message: format!("{}: {m}", path.display()),
-    };
-    if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
-        return Err(bad("not an nhiwatch checkpoint"));
-    }
-    let (body, hash) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
-    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != hash {
-        return Err(bad("checksum mismatch (torn or damaged file)"));
-    }
-    let c = decode(partition, body)?;
+    let c = parse_file(&path, partition, &bytes)?;
     if c.partition != partition || c.topic != topic {
-        return Err(bad("belongs to another partition"));
+        return Err(Error::State {
+            partition,
+            message: format!("{}: belongs to another partition", path.display()),
+        });
     }
     Ok(Some(c))
 }
@@ -261,8 +259,9 @@ pub fn send_changelog(
     )
 }
 
-/// A client for looking up changelog end offsets, created once per stage.
-pub fn watermark_client(k: &KafkaConfig, group: &str) -> Result<BaseConsumer, Error> {
+/// A consumer outside the group's assignment, for changelog end offsets (created once per
+/// stage) and for reading a changelog partition during a restore.
+pub fn restore_client(k: &KafkaConfig, group: &str) -> Result<BaseConsumer, Error> {
     client::client_config(k, Role::Restore, &format!("{group}-restore"))
         .create()
         .map_err(|e| Error::Client {
@@ -320,12 +319,7 @@ pub fn read_changelog(
             .payload(fence.as_bytes()),
     )?;
     super::flush(producer, deliveries, deliveries.failed(), timeout)?;
-    let c: BaseConsumer = client::client_config(k, Role::Restore, &format!("{group}-restore"))
-        .create()
-        .map_err(|e| Error::Client {
-            what: "restore consumer",
-            message: e.to_string(),
-        })?;
+    let c = restore_client(k, group)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
         .map_err(|e| Error::Client {

@@ -152,15 +152,8 @@ pub fn ensure_topics(
             what: "admin client",
             message: e.to_string(),
         })?;
-    let consumer: rdkafka::consumer::BaseConsumer =
-        client_config(k, Role::Restore, "nhiwatch-meta")
-            .create()
-            .map_err(|e| Error::Client {
-                what: "metadata client",
-                message: e.to_string(),
-            })?;
-    use rdkafka::consumer::Consumer as _;
-    let meta = consumer
+    let meta = admin
+        .inner()
         .fetch_metadata(None, timeout)
         .map_err(|e| Error::Unavailable {
             message: e.to_string(),

@@ -281,7 +281,7 @@ impl Saver {
             }
         };
         let mut engine = Engine::from_config(cfg, None).map_err(|e| Error::Setup(e.to_string()))?;
-        let part = match cp {
+        let (next_offset, epoch, marks) = match cp {
             Some(cp) => {
                 engine.restore_bytes(&cp.engine).map_err(|e| Error::State {
                     partition,
@@ -296,15 +296,7 @@ impl Saver {
                     identities = engine.state.identities.len(),
                     "partition state restored"
                 );
-                Part {
-                    src,
-                    engine,
-                    next_offset: cp.next_offset,
-                    epoch: cp.epoch,
-                    marks: cp.marks.to_map(),
-                    dirty: false,
-                    warned_gap: false,
-                }
+                (cp.next_offset, cp.epoch, cp.marks.to_map())
             }
             None => {
                 tracing::info!(
@@ -312,16 +304,17 @@ impl Saver {
                     partition,
                     "no checkpoint yet; partition starts empty"
                 );
-                Part {
-                    src,
-                    engine,
-                    next_offset: 0,
-                    epoch: 0,
-                    marks: HashMap::new(),
-                    dirty: false,
-                    warned_gap: false,
-                }
+                (0, 0, HashMap::new())
             }
+        };
+        let part = Part {
+            src,
+            engine,
+            next_offset,
+            epoch,
+            marks,
+            dirty: false,
+            warned_gap: false,
         };
         self.counters.restores.fetch_add(1, Ordering::Relaxed);
         Ok(part)
@@ -345,7 +338,7 @@ impl Detect {
             deliveries,
             stdout: self.stdout.then(std::io::stdout),
             counters: self.counters.clone(),
-            watermarks: checkpoint::watermark_client(&k, &self.group)?,
+            watermarks: checkpoint::restore_client(&k, &self.group)?,
         });
         let parts: Arc<Mutex<HashMap<Key, Part>>> = Arc::default();
         let consumer: BaseConsumer<Ctx> = client::client_config(&k, Role::Consumer, &self.group)

@@ -48,7 +48,9 @@ pub struct Ingest {
     pub counters: Arc<Counters>,
 }
 
-type Pending = Arc<Mutex<HashMap<(String, i32), i64>>>;
+/// The next offset to commit, by topic and partition (nested so the per-record update needs
+/// no key allocation).
+type Pending = Arc<Mutex<HashMap<String, HashMap<i32, i64>>>>;
 
 struct Ctx {
     producer: Arc<Producer>,
@@ -103,15 +105,14 @@ fn commit<C: ConsumerContext>(
 ) -> Result<(), Error> {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
     let mut tpl = TopicPartitionList::new();
-    let keys: Vec<(String, i32)> = p
-        .keys()
-        .filter(|k| only.is_none_or(|o| o.contains(k)))
-        .cloned()
-        .collect();
-    for k in &keys {
-        if let Some(next) = p.remove(k) {
-            let _ = tpl.add_partition_offset(&k.0, k.1, rdkafka::Offset::Offset(next));
-        }
+    for (topic, parts) in p.iter_mut() {
+        parts.retain(|partition, next| {
+            let chosen = only.is_none_or(|o| o.iter().any(|(t, q)| t == topic && q == partition));
+            if chosen {
+                let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
+            }
+            !chosen
+        });
     }
     if tpl.count() == 0 {
         return Ok(());
@@ -150,17 +151,26 @@ impl Ingest {
         })?;
         let mut results: Vec<Decoded> = Vec::with_capacity(8);
         let mut json = Vec::with_capacity(2048);
+        let mut origin = String::with_capacity(128);
         let mut last_commit = Instant::now();
         let mut failed_before = deliveries.failed();
         while !stop.load(Ordering::Relaxed) {
             if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
                 match msg {
                     Ok(m) => {
-                        self.record(&producer, &m, &mut results, &mut json)?;
-                        pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                        self.record(&producer, &m, &mut results, &mut json, &mut origin)?;
+                        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        match p.get_mut(m.topic()) {
+                            Some(parts) => {
+                                parts.insert(m.partition(), m.offset() + 1);
+                            }
+                            None => {
+                                p.insert(
+                                    m.topic().to_string(),
+                                    HashMap::from([(m.partition(), m.offset() + 1)]),
+                                );
+                            }
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
                 }
@@ -197,7 +207,9 @@ impl Ingest {
         m: &BorrowedMessage<'_>,
         results: &mut Vec<Decoded>,
         json: &mut Vec<u8>,
+        origin: &mut String,
     ) -> Result<(), Error> {
+        use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         self.counters.records.fetch_add(1, Relaxed);
         let payload = m.payload().unwrap_or_default();
@@ -218,9 +230,10 @@ impl Ingest {
             results.push(Err(reject));
         }
         for (i, r) in results.drain(..).enumerate() {
-            let origin = format!("{}/{}/{}/{i}", m.topic(), m.partition(), m.offset());
             match r {
                 Ok(event) => {
+                    origin.clear();
+                    let _ = write!(origin, "{}/{}/{}/{i}", m.topic(), m.partition(), m.offset());
                     json.clear();
                     event.write_json(json);
                     let partition =

@@ -307,21 +307,7 @@ impl Nhiwatch {
 
     /// Waits until the log contains `needle`, or panics after `timeout`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "nhiwatch exited ({st}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "nhiwatch did not log {needle:?} within {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_for_any(&[needle], timeout);
     }
 
     /// Waits until the log contains any of `needles`.
