@@ -185,6 +185,10 @@ pub struct ReplayArgs {
     /// Progress bar on stderr.
     #[arg(long, value_enum, default_value_t, env = "NHIWATCH_PROGRESS")]
     pub progress: Progress,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here while the replay runs, e.g.
+    /// `127.0.0.1:9464` (useful with a live stream on stdin).
+    #[arg(long, env = "NHIWATCH_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `nhiwatch baselines`.
@@ -388,6 +392,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if args.partitions == 0 || (args.state.is_some() && args.partitions > 1) {
                 anyhow::bail!("--partitions must be at least 1, and 1 with --state");
             }
+            let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if let Some(addr) = &args.metrics_addr {
+                crate::telemetry::server::serve(addr, ready.clone())
+                    .with_context(|| format!("--metrics-addr {addr}"))?;
+            }
             let mut engines = Vec::new();
             for _ in 1..args.partitions {
                 engines.push(Engine::from_config(&cfg, args.detectors.as_deref())?);
@@ -411,6 +420,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 hold: args.hold,
             };
             engines.insert(0, engine);
+            // State is restored: ready.
+            ready.store(true, std::sync::atomic::Ordering::Release);
             let summary = replay::run(&decoder, &mut engines, &opts)?;
             let engine = &engines[0];
             if let Some(dir) = &args.state {

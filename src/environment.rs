@@ -54,6 +54,9 @@ pub struct EnvResolver {
     vault_paths: Vec<(String, String)>,
     k8s_namespaces: HashMap<String, String>,
     k8s_default: Option<String>,
+    /// Environment names that may be metric label values: the canonical names of the
+    /// aliases and every environment the configuration maps to.
+    vocabulary: Vec<String>,
 }
 
 impl Default for EnvResolver {
@@ -87,13 +90,50 @@ impl EnvResolver {
             .into_iter()
             .collect::<HashMap<_, _>>();
         let k8s_default = k8s_namespaces.remove("*");
+        let mut vocabulary: Vec<String> = aliases
+            .iter()
+            .map(|(_, c)| c.clone())
+            .chain(cfg.aws_accounts.values().cloned())
+            .chain(cfg.vault_paths.values().cloned())
+            .chain(cfg.kubernetes_namespaces.values().cloned())
+            .collect();
+        vocabulary.sort_unstable();
+        vocabulary.dedup();
         EnvResolver {
+            vocabulary,
             aliases,
             aws_accounts: cfg.aws_accounts.clone().into_iter().collect(),
             vault_paths,
             k8s_namespaces,
             k8s_default,
         }
+    }
+
+    /// The `environment` label of a metric for an environment name. Names are open-ended
+    /// (an unmapped AWS account id is an environment), so only the vocabulary the
+    /// configuration knows appears as itself; any other name is reduced to its tier
+    /// (`production`, `staging`, `other`), and no environment is `none`.
+    pub fn metric_label<'a>(&'a self, env: Option<&str>) -> &'a str {
+        let Some(env) = env else {
+            return "none";
+        };
+        if let Some(v) = self.vocabulary.iter().find(|v| v.as_str() == env) {
+            return v;
+        }
+        match crate::baseline::Tier::of(env) {
+            crate::baseline::Tier::Production => "production",
+            crate::baseline::Tier::Staging => "staging",
+            crate::baseline::Tier::Other => "other",
+        }
+    }
+
+    /// Every value [`EnvResolver::metric_label`] can return.
+    pub fn metric_labels(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.vocabulary.iter().map(String::as_str).collect();
+        v.extend(["production", "staging", "other", "none"]);
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// The canonical name of an alias (case-insensitive), if it is one.
@@ -260,6 +300,34 @@ mod tests {
         assert_eq!(
             EnvResolver::new(&cfg).k8s_namespace("search").as_deref(),
             Some("development")
+        );
+    }
+
+    #[test]
+    fn metric_labels_stay_within_a_closed_vocabulary() {
+        let mut cfg = EnvironmentsConfig::default();
+        cfg.aws_accounts
+            .insert("111122223333".into(), "payments-prod".into());
+        let r = EnvResolver::new(&cfg);
+        assert_eq!(r.metric_label(Some("production")), "production");
+        assert_eq!(r.metric_label(Some("testing")), "testing");
+        // A configured target is its own label; an unmapped account id is not.
+        assert_eq!(r.metric_label(Some("payments-prod")), "payments-prod");
+        assert_eq!(r.metric_label(Some("444455556666")), "other");
+        assert_eq!(r.metric_label(Some("prod-eu")), "production");
+        assert_eq!(r.metric_label(Some("uat-2")), "staging");
+        assert_eq!(r.metric_label(None), "none");
+        assert_eq!(
+            r.metric_labels(),
+            [
+                "development",
+                "none",
+                "other",
+                "payments-prod",
+                "production",
+                "staging",
+                "testing"
+            ]
         );
     }
 }

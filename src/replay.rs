@@ -21,6 +21,7 @@ use crate::detect::{Engine, Severity, Stats};
 use crate::event::{Action, Event, Source};
 use crate::redact::redact;
 use crate::source::file::{self, Framed, Input, ReadCounter};
+use crate::telemetry::metrics::{self, stage};
 
 /// What `replay` writes to its output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -261,6 +262,38 @@ const BATCH: usize = 256;
 /// Batches in flight between the two threads.
 const IN_FLIGHT: usize = 32;
 
+/// Records of a batch by source (the last slot: not recognised) and their bytes.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    sources: [u64; Source::ALL.len() + 1],
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, source: Option<Source>, records: u64, bytes: usize) {
+        self.sources[source.map_or(Source::ALL.len(), |s| s as usize)] += records;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Metric handles and state of a replay.
+struct Meters {
+    /// Input records of files and of stdin.
+    file: metrics::RecordCounters,
+    stdin: metrics::RecordCounters,
+    events: metrics::EventCounters,
+    detected: prometheus::IntCounter,
+    /// The sink alerts are handed to (`stdout` or `file`), when they are written.
+    sink: Option<&'static str>,
+    env: crate::environment::EnvResolver,
+    /// Arrival stamps of alerts written to the buffer but not yet to the output.
+    unflushed: Vec<u64>,
+    last_census: Instant,
+}
+
+/// How often the detection-state gauges are recounted during a replay.
+const CENSUS_EVERY: Duration = Duration::from_secs(5);
+
 /// What the decoding thread hands over, in input order.
 enum Msg {
     /// The events and rejects of consecutive records of input number `input`.
@@ -268,6 +301,10 @@ enum Msg {
         input: usize,
         records: u64,
         items: Vec<Item>,
+        /// When the batch was handed over (Unix microseconds): its records' arrival.
+        arrival: u64,
+        /// Records by source, and bytes, for the metrics.
+        tally: Tally,
     },
     /// Input number `input` was read to its end (`bytes`, decompressed), or failed.
     Done {
@@ -302,6 +339,7 @@ struct Run<'a> {
     logged_rejects: u64,
     error: Option<Error>,
     output_name: String,
+    meters: Meters,
 }
 
 /// Runs a replay. With engines (and `--emit alerts` or `none`), every decoded event is
@@ -355,7 +393,30 @@ pub fn run(
         None => None,
     };
     let keep_text = rejects.is_some();
+    let m = metrics::get();
+    let sink = match (opts.emit, &opts.output) {
+        (Emit::Alerts, Some(_)) => Some("file"),
+        (Emit::Alerts, None) => Some("stdout"),
+        _ => None,
+    };
+    if let Some(sink) = sink {
+        m.declare_sink(sink);
+    }
+    if let Some(e) = engines.first() {
+        m.declare_alerts(&e.detector_names(), &decoder.environments().metric_labels());
+    }
+    let meters = Meters {
+        file: metrics::RecordCounters::new("file"),
+        stdin: metrics::RecordCounters::new("stdin"),
+        events: metrics::EventCounters::new(),
+        detected: m.detect_events.clone(),
+        sink,
+        env: decoder.environments().clone(),
+        unflushed: Vec::new(),
+        last_census: Instant::now(),
+    };
     let mut run = Run {
+        meters,
         engines,
         alerts: Vec::new(),
         emit: opts.emit,
@@ -376,13 +437,45 @@ pub fn run(
         let decode_bar = bar.clone();
         let inputs = &inputs;
         scope.spawn(move || decode_inputs(decoder, inputs, keep_text, &tx, decode_bar));
-        for msg in rx {
+        loop {
+            // Wake up now and then on a quiet stream to keep the state gauges current.
+            let msg = match rx.recv_timeout(CENSUS_EVERY) {
+                Ok(msg) => msg,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    run.census();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             match msg {
                 Msg::Batch {
                     input,
                     records,
                     items,
-                } => run.batch(&names[input], records, items),
+                    arrival,
+                    tally,
+                } => {
+                    let stdin = inputs[input] == Input::Stdin;
+                    run.batch(&names[input], records, items, arrival);
+                    let counters = if stdin {
+                        &run.meters.stdin
+                    } else {
+                        &run.meters.file
+                    };
+                    for (i, n) in tally.sources.iter().enumerate() {
+                        if *n > 0 {
+                            counters.add(Source::ALL.get(i).copied(), *n, 0);
+                        }
+                    }
+                    counters.add(None, 0, tally.bytes);
+                    // A live stream's alerts go out as they are found, not when a buffer fills.
+                    if stdin && !run.out_buf.is_empty() {
+                        run.flush_output(false);
+                    }
+                    if run.meters.last_census.elapsed() >= CENSUS_EVERY {
+                        run.census();
+                    }
+                }
                 Msg::Done { input, result } => match result {
                     Ok(n) => {
                         run.summary.bytes += n;
@@ -390,11 +483,13 @@ pub fn run(
                     }
                     Err(e) => {
                         tracing::error!(input = %names[input], error = %e, "cannot read input");
+                        m.error(stage::REPLAY, "input_unreadable");
                         run.summary.io_errors += 1;
                     }
                 },
                 Msg::Unopened { input, error } => {
                     tracing::error!(input = %names[input], error = %error, "cannot open input");
+                    m.error(stage::REPLAY, "input_unreadable");
                     run.summary.io_errors += 1;
                 }
             }
@@ -412,7 +507,8 @@ pub fn run(
             engine.flush(&mut run.alerts);
         }
     }
-    run.write_alerts();
+    run.write_alerts(0);
+    run.census();
     if !run.engines.is_empty() {
         let mut stats = crate::detect::Stats::default();
         for engine in run.engines.iter() {
@@ -469,6 +565,7 @@ fn decode_inputs(
         let mut max_time = decoder.max_event_time();
         let mut records = 0u64;
         let mut items = Vec::with_capacity(BATCH + 8);
+        let mut tally = Tally::default();
         let mut since_tick = 0u32;
         let mut gone = false;
         let res = file::frame(reader, decoder.max_record_bytes(), |framed| {
@@ -479,6 +576,7 @@ fn decode_inputs(
                 keep_text,
                 &mut results,
                 &mut items,
+                &mut tally,
             );
             since_tick += 1;
             if since_tick == 4096 {
@@ -496,6 +594,8 @@ fn decode_inputs(
                     input,
                     records: std::mem::take(&mut records),
                     items: std::mem::replace(&mut items, Vec::with_capacity(BATCH + 8)),
+                    arrival: metrics::now_micros(),
+                    tally: std::mem::take(&mut tally),
                 };
                 if tx.send(batch).is_err() {
                     gone = true;
@@ -514,6 +614,8 @@ fn decode_inputs(
                     input,
                     records,
                     items,
+                    arrival: metrics::now_micros(),
+                    tally,
                 })
                 .is_err()
         {
@@ -534,11 +636,17 @@ fn decode_framed(
     keep_text: bool,
     results: &mut Vec<Decoded>,
     items: &mut Vec<Item>,
+    tally: &mut Tally,
 ) -> u64 {
     match framed {
         Framed::Record { bytes, line, doc } => {
             results.clear();
             let n = decoder.decode_with_bound(bytes, max_time, results) as u64;
+            let source = results
+                .iter()
+                .find_map(|r| r.as_ref().ok().map(|e| e.source))
+                .or(decoder.format().source());
+            tally.add(source, n, bytes.len());
             for r in results.drain(..) {
                 match r {
                     Ok(event) => items.push(Item::Event(event)),
@@ -562,6 +670,7 @@ fn decode_framed(
                 index: None,
             };
             items.push(reject_item(line, reject, keep_text, b""));
+            tally.add(decoder.format().source(), 1, len as usize);
             1
         }
         Framed::Unparseable {
@@ -576,6 +685,7 @@ fn decode_framed(
                 len: bytes.len(),
                 index: None,
             };
+            tally.add(decoder.format().source(), 1, bytes.len());
             items.push(reject_item(line, reject, keep_text, bytes));
             1
         }
@@ -621,12 +731,17 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 impl Run<'_> {
-    fn batch(&mut self, file: &str, records: u64, items: Vec<Item>) {
+    fn batch(&mut self, file: &str, records: u64, items: Vec<Item>, arrival: u64) {
         self.summary.records += records;
+        let mut events = [[0u64; Action::ALL.len()]; Source::ALL.len()];
+        let mut newest = [i64::MIN; Source::ALL.len()];
         for item in items {
             match item {
                 Item::Event(event) => {
-                    self.summary.events[event.source as usize][event.action as usize] += 1;
+                    events[event.source as usize][event.action as usize] += 1;
+                    let secs = event.time.as_unix_seconds();
+                    let n = &mut newest[event.source as usize];
+                    *n = (*n).max(secs);
                     if self.emit == Emit::Events {
                         event.write_json(&mut self.out_buf);
                         self.out_buf.push(b'\n');
@@ -648,16 +763,52 @@ impl Run<'_> {
                 } => self.reject(file, line, &reject, &text, truncated),
             }
             if !self.alerts.is_empty() {
-                self.write_alerts();
+                self.write_alerts(arrival);
             }
             if self.out_buf.len() >= FLUSH_AT {
                 self.flush_output(false);
             }
         }
+        // Metrics per batch, not per record.
+        let m = metrics::get();
+        let mut total = 0;
+        for (si, source) in Source::ALL.iter().enumerate() {
+            for (ai, action) in Action::ALL.iter().enumerate() {
+                let n = events[si][ai];
+                if n > 0 {
+                    self.summary.events[si][ai] += n;
+                    self.meters.events.of(*source, *action).inc_by(n);
+                    total += n;
+                }
+            }
+            if newest[si] != i64::MIN && !self.engines.is_empty() {
+                m.saw_event_time(*source, newest[si]);
+            }
+        }
+        if !self.engines.is_empty() {
+            self.meters.detected.inc_by(total);
+        }
+    }
+
+    /// Recounts the detection-state gauges.
+    fn census(&mut self) {
+        self.meters.last_census = Instant::now();
+        if self.engines.is_empty() {
+            return;
+        }
+        let mut c = crate::detect::Census::default();
+        for e in self.engines.iter() {
+            c.add(&e.census());
+        }
+        metrics::get().set_census(&c);
     }
 
     fn reject(&mut self, file: &str, line: u64, reject: &Reject, text: &[u8], truncated: bool) {
         self.summary.rejects[reject.reason as usize] += 1;
+        metrics::get()
+            .rejects
+            .with_label_values(&[stage::REPLAY, reject.reason.as_str()])
+            .inc();
         self.logged_rejects += 1;
         if self.logged_rejects <= LOGGED_REJECTS {
             tracing::warn!(
@@ -708,12 +859,23 @@ impl Run<'_> {
         }
     }
 
-    fn write_alerts(&mut self) {
+    /// Writes the pending alerts to the output buffer; `arrival` is their records' arrival
+    /// (0: unknown, as for alerts released at the end of the input).
+    fn write_alerts(&mut self, arrival: u64) {
+        let m = metrics::get();
         for alert in self.alerts.drain(..) {
+            m.alerts
+                .with_label_values(&[
+                    alert.detector.as_str(),
+                    alert.severity.as_str(),
+                    self.meters.env.metric_label(alert.environment.as_deref()),
+                ])
+                .inc();
             if self.emit == Emit::Alerts {
                 // Serializing a plain struct into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut self.out_buf, &alert);
                 self.out_buf.push(b'\n');
+                self.meters.unflushed.push(arrival);
             }
         }
     }
@@ -724,14 +886,32 @@ impl Run<'_> {
             return;
         }
         let mut res = self.out.write_all(&self.out_buf);
-        if last && res.is_ok() {
+        if res.is_ok() && (last || !self.meters.unflushed.is_empty()) {
             res = self.out.flush();
         }
         self.out_buf.clear();
+        let m = metrics::get();
+        let handed = std::mem::take(&mut self.meters.unflushed);
+        if let Some(sink) = self.meters.sink {
+            let counter = if res.is_ok() {
+                &m.sink_deliveries
+            } else {
+                &m.sink_failures
+            };
+            counter
+                .with_label_values(&[sink])
+                .inc_by(handed.len() as u64);
+        }
+        if res.is_ok() {
+            for arrival in handed {
+                metrics::observe_alert_latency(arrival);
+            }
+        }
         match res {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.summary.output_closed = true,
             Err(source) => {
+                m.error(stage::SINK, "write");
                 self.error = Some(Error::Output {
                     what: "output",
                     path: self.output_name.clone(),

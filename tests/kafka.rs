@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::kafka::{Broker, Msg, Nhiwatch, free_port};
+use crate::util::prom;
 use crate::util::{self, KEY};
 
 /// The shipped simulated week (36 identities, 9 days, 5 attacks).
-fn week() -> Vec<Vec<u8>> {
+pub(crate) fn week() -> Vec<Vec<u8>> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(
         std::fs::File::open(util::fixture("simulated/week.jsonl.gz")).expect("sample week"),
@@ -26,17 +27,17 @@ fn week() -> Vec<Vec<u8>> {
 }
 
 /// One test's names and files.
-struct Setup {
+pub(crate) struct Setup {
     dir: tempfile::TempDir,
-    input: String,
-    alerts: String,
-    dlq: String,
-    group: String,
-    config: PathBuf,
+    pub(crate) input: String,
+    pub(crate) alerts: String,
+    pub(crate) dlq: String,
+    pub(crate) group: String,
+    pub(crate) config: PathBuf,
 }
 
 impl Setup {
-    fn new(broker: &Broker, partitions: u32, tag: &str) -> Setup {
+    pub(crate) fn new(broker: &Broker, partitions: u32, tag: &str) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let u = format!("{tag}-{}", free_port());
         let s = Setup {
@@ -81,11 +82,11 @@ checkpoint_interval = "1s"
         s
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn start(&self, name: &str, extra: &[&str]) -> Nhiwatch {
+    pub(crate) fn start(&self, name: &str, extra: &[&str]) -> Nhiwatch {
         let state = self.path(&format!("state-{name}"));
         let state = state.to_str().expect("utf-8 path");
         let mut args = vec!["--state-dir", state];
@@ -94,7 +95,7 @@ checkpoint_interval = "1s"
     }
 
     /// Alert ids `replay --partitions N --hold` writes for the same records.
-    fn replay_ids(&self, records: &[Vec<u8>], partitions: u32) -> BTreeSet<String> {
+    pub(crate) fn replay_ids(&self, records: &[Vec<u8>], partitions: u32) -> BTreeSet<String> {
         let file = self.path("input.jsonl");
         let mut text = Vec::new();
         for r in records {
@@ -124,22 +125,8 @@ checkpoint_interval = "1s"
 }
 
 /// A GET on loopback: status and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Write as _;
-    let mut c = std::net::TcpStream::connect(addr).expect("connect");
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
+    prom::http(addr, "GET", path, None)
 }
 
 fn ids(msgs: &[Msg]) -> BTreeSet<String> {
@@ -191,23 +178,36 @@ fn alerts_topic_holds_what_replay_prints() {
     let body = loop {
         let (status, body) = http_get(&addr, "/metrics");
         assert_eq!(status, 200);
-        let done = body.contains(&format!("nhiwatch_detect_events_total {}\n", records.len()));
+        let done = prom::sum(&body, "nhiwatch_detect_events_total", &[]) == records.len() as f64;
         if done || start.elapsed() > Duration::from_secs(20) {
             break body;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let value = |name: &str| -> u64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
-    };
-    assert_eq!(value("nhiwatch_ingest_records_total"), records.len() as u64);
-    assert_eq!(value("nhiwatch_detect_events_total"), records.len() as u64);
-    assert_eq!(value("nhiwatch_alerts_total"), expected.len() as u64);
-    assert_eq!(value("nhiwatch_ingest_rejects_total"), 0);
-    assert_eq!(value("nhiwatch_partitions_owned"), 6);
+    let value = |name: &str, labels: &[(&str, &str)]| prom::sum(&body, name, labels) as u64;
+    assert_eq!(
+        value("nhiwatch_input_records_total", &[("topic", &s.input)]),
+        records.len() as u64
+    );
+    assert_eq!(
+        value("nhiwatch_detect_events_total", &[]),
+        records.len() as u64
+    );
+    assert_eq!(value("nhiwatch_alerts_total", &[]), expected.len() as u64);
+    assert_eq!(value("nhiwatch_records_rejected_total", &[]), 0);
+    assert_eq!(
+        value("nhiwatch_kafka_partitions_assigned", &[("stage", "detect")]),
+        6
+    );
+    // Every alert's delivery to the topic was confirmed and timed.
+    assert_eq!(
+        value("nhiwatch_sink_deliveries_total", &[("sink", "kafka")]),
+        expected.len() as u64
+    );
+    assert_eq!(
+        value("nhiwatch_alert_latency_seconds_count", &[]),
+        expected.len() as u64
+    );
     let identity = msgs[0].json()["identity"]
         .as_str()
         .expect("identity")

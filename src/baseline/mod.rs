@@ -389,14 +389,14 @@ impl Baselines {
     pub fn identity_bytes(&self) -> usize {
         self.identities
             .iter()
-            .map(|e| {
-                e.key().len()
-                    + std::mem::size_of::<IdentityBaseline>()
-                    + e.value().heap_bytes()
-                    + 48
-            })
+            .map(|e| baseline_bytes(e.key(), e.value()))
             .sum()
     }
+}
+
+/// Approximate bytes of one identity's baseline: key, struct, heap and the map entry.
+pub fn baseline_bytes(key: &str, b: &IdentityBaseline) -> usize {
+    key.len() + std::mem::size_of::<IdentityBaseline>() + b.heap_bytes() + 48
 }
 
 /// Builds the [`View`] of an event. `rank` gives a scope's privilege rank; `local` is the

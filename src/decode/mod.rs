@@ -77,6 +77,20 @@ pub enum Format {
 }
 
 impl Format {
+    /// The source system a format's records come from; `None` when a record says (auto,
+    /// canonical).
+    pub const fn source(self) -> Option<crate::event::Source> {
+        use crate::event::Source;
+        match self {
+            Format::Github => Some(Source::GithubActions),
+            Format::Gitlab => Some(Source::GitlabCi),
+            Format::Vault => Some(Source::Vault),
+            Format::Cloudtrail => Some(Source::Cloudtrail),
+            Format::Kubernetes => Some(Source::Kubernetes),
+            Format::Auto | Format::Canonical => None,
+        }
+    }
+
     /// The name used on the command line and in messages.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -337,6 +351,11 @@ impl Decoder {
     /// The forced format, or `Auto`.
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// The environment resolver (also labels metrics).
+    pub fn environments(&self) -> &EnvResolver {
+        &self.env
     }
 
     /// The fingerprinter (for tests and tools that must fingerprint a known id).

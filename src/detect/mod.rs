@@ -254,6 +254,64 @@ impl Stats {
     }
 }
 
+/// What engines hold, summed over engines for the metrics ([`Engine::census`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Identities with a baseline.
+    pub identities: u64,
+    /// Identities past each detector's learning period.
+    pub armed: Vec<(&'static str, u64)>,
+    /// Estimated bytes of the baselines.
+    pub baseline_bytes: u64,
+    /// Live credential bindings.
+    pub credentials: u64,
+    /// Alerts held in their fleet grace period.
+    pub held: u64,
+}
+
+impl Census {
+    /// Adds another engine's census.
+    pub fn add(&mut self, o: &Census) {
+        self.identities += o.identities;
+        for (name, n) in &o.armed {
+            match self.armed.iter_mut().find(|(m, _)| m == name) {
+                Some((_, m)) => *m += n,
+                None => self.armed.push((name, *n)),
+            }
+        }
+        self.baseline_bytes += o.baseline_bytes;
+        self.credentials += o.credentials;
+        self.held += o.held;
+    }
+}
+
+/// Handles of `nhiwatch_detector_findings_total` and `nhiwatch_detector_held_total` for one
+/// detector, resolved once.
+struct FindingCounters {
+    alerted: prometheus::IntCounter,
+    held: prometheus::IntCounter,
+    suppressed: prometheus::IntCounter,
+    allowlisted: prometheus::IntCounter,
+    released: prometheus::IntCounter,
+    rollout: prometheus::IntCounter,
+}
+
+impl FindingCounters {
+    fn new(detector: &str) -> Self {
+        let m = crate::telemetry::metrics::get();
+        let f = |o: &str| m.findings.with_label_values(&[detector, o]);
+        let h = |o: &str| m.held_outcomes.with_label_values(&[detector, o]);
+        FindingCounters {
+            alerted: f("alerted"),
+            held: f("held"),
+            suppressed: f("suppressed"),
+            allowlisted: f("allowlisted"),
+            released: h("released"),
+            rollout: h("fleet_rollout"),
+        }
+    }
+}
+
 /// Runs the detectors over events, in event-time order, keeping all learned state.
 pub struct Engine {
     detectors: Vec<Box<dyn Detector>>,
@@ -273,6 +331,8 @@ pub struct Engine {
     next_prune: i64,
     /// Counters.
     pub stats: Stats,
+    /// Metric handles, by detector index.
+    counters: Vec<FindingCounters>,
 }
 
 impl Engine {
@@ -346,6 +406,10 @@ impl Engine {
                 detectors.push(build(name, s.clone())?);
             }
         }
+        let counters = detectors
+            .iter()
+            .map(|d| FindingCounters::new(d.name()))
+            .collect();
         Ok(Engine {
             detectors,
             allow,
@@ -362,6 +426,7 @@ impl Engine {
             news: Vec::new(),
             next_prune: i64::MIN,
             stats: Stats::default(),
+            counters,
         })
     }
 
@@ -519,6 +584,7 @@ impl Engine {
         let name = d.name();
         if self.allow[i].matches(&event.identity) {
             self.stats.allowlisted += 1;
+            self.counters[i].allowlisted.inc();
             return;
         }
         let key = SuppressKey {
@@ -532,12 +598,14 @@ impl Engine {
             && secs < last.saturating_add(window)
         {
             *self.stats.suppressed.entry(name.to_string()).or_default() += 1;
+            self.counters[i].suppressed.inc();
             return;
         }
         self.suppress.insert(key, secs);
         let alert = Alert::new(name, f.severity, event, f.reason, f.summary, f.evidence);
         match f.defer {
             Some(defer) => {
+                self.counters[i].held.inc();
                 if defer.family != 0 {
                     self.news.push(News {
                         secs,
@@ -551,6 +619,7 @@ impl Engine {
                 self.pending.insert(at, Pending { alert, defer });
             }
             None => {
+                self.counters[i].alerted.inc();
                 *self
                     .stats
                     .alerts
@@ -590,6 +659,9 @@ impl Engine {
                         .rollouts
                         .entry(p.alert.detector.clone())
                         .or_default() += 1;
+                    if let Some(c) = self.counters_of(&p.alert.detector) {
+                        c.rollout.inc();
+                    }
                     continue;
                 }
             }
@@ -598,6 +670,9 @@ impl Engine {
                 .alerts
                 .entry((p.alert.detector.clone(), p.alert.severity))
                 .or_default() += 1;
+            if let Some(c) = self.counters_of(&p.alert.detector) {
+                c.released.inc();
+            }
             out.push(p.alert);
         }
     }
@@ -633,6 +708,9 @@ impl Engine {
                     .rollouts
                     .entry(p.alert.detector.clone())
                     .or_default() += 1;
+                if let Some(c) = self.counters_of(&p.alert.detector) {
+                    c.rollout.inc();
+                }
             }
             if let Some(keys) = self.by_value.get_mut(&v) {
                 keys.retain(|x| *x != k);
@@ -641,6 +719,13 @@ impl Engine {
                 }
             }
         }
+    }
+
+    fn counters_of(&self, detector: &str) -> Option<&FindingCounters> {
+        self.detectors
+            .iter()
+            .position(|d| d.name() == detector)
+            .map(|i| &self.counters[i])
     }
 
     /// Forgets suppression records older than every window, once a day of event time.
@@ -709,6 +794,30 @@ impl Engine {
     /// Alerts held in their fleet grace period, not yet released.
     pub fn held(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Counts what the engine holds, for the metrics: one pass over the identities.
+    pub fn census(&self) -> Census {
+        let mut armed = vec![0u64; self.detectors.len()];
+        let mut bytes = 0usize;
+        for e in self.state.identities.iter() {
+            bytes += baseline::baseline_bytes(e.key(), e.value());
+            for (i, d) in self.detectors.iter().enumerate() {
+                armed[i] += u64::from(is_armed(d.as_ref(), e.value()));
+            }
+        }
+        Census {
+            identities: self.state.identities.len() as u64,
+            armed: self
+                .detectors
+                .iter()
+                .zip(armed)
+                .map(|(d, n)| (d.name(), n))
+                .collect(),
+            baseline_bytes: bytes as u64,
+            credentials: self.state.credentials.len() as u64,
+            held: self.pending.len() as u64,
+        }
     }
 
     /// Baselines and engine state as bytes (a checkpoint's body).

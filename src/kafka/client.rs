@@ -17,6 +17,11 @@ use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 
 use super::Error;
 use crate::config::KafkaConfig;
+use crate::telemetry::metrics;
+
+/// How often librdkafka reports statistics (consumer lag, producer queue, retries) unless
+/// `statistics.interval.ms` is set.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// Which client a configuration is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +54,18 @@ pub fn client_config(k: &KafkaConfig, role: Role, group: &str) -> ClientConfig {
     };
     for (name, value) in specific {
         c.set(name, value);
+    }
+    if matches!(role, Role::Consumer | Role::Producer)
+        && !k.options.contains_key("statistics.interval.ms")
+        && !specific.contains_key("statistics.interval.ms")
+    {
+        // Consumer lag, producer queue and retries come from librdkafka's statistics.
+        c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+    if matches!(role, Role::Admin | Role::Restore) {
+        // These clients have no statistics handler: librdkafka's default would log every
+        // report (a `statistics.interval.ms` in `kafka.options` applies to all clients).
+        c.set("statistics.interval.ms", "0");
     }
     match role {
         Role::Consumer => {
@@ -84,29 +101,62 @@ pub fn client_config(k: &KafkaConfig, role: Role, group: &str) -> ClientConfig {
     c
 }
 
-/// Counts failed deliveries; a checkpoint compares the count before and after flushing.
-#[derive(Clone, Default)]
+/// Counts failed deliveries (a checkpoint compares the count before and after flushing), and
+/// for the alert producer, alert deliveries and their latency: an alert is sent with its
+/// record's arrival time (Unix microseconds) as the delivery opaque; other messages with 0.
+#[derive(Clone)]
 pub struct Deliveries {
     failed: Arc<AtomicU64>,
+    stage: &'static str,
+    alerts: bool,
 }
 
 impl Deliveries {
+    /// A context for the producer of `stage`; `alerts`: it writes the alerts topic, so its
+    /// statistics are the Kafka sink's.
+    pub fn new(stage: &'static str, alerts: bool) -> Self {
+        Deliveries {
+            failed: Arc::default(),
+            stage,
+            alerts,
+        }
+    }
+
     /// Failed deliveries so far.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Acquire)
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if self.alerts {
+            metrics::get().producer_stats(&statistics);
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, msg)) = result {
-            use rdkafka::Message as _;
-            self.failed.fetch_add(1, Ordering::AcqRel);
-            tracing::error!(topic = msg.topic(), partition = msg.partition(), error = %e, "kafka delivery failed");
+    fn delivery(&self, result: &DeliveryResult<'_>, arrival: usize) {
+        let m = metrics::get();
+        match result {
+            Ok(_) => {
+                if arrival != 0 {
+                    m.sink_deliveries.with_label_values(&["kafka"]).inc();
+                    metrics::observe_alert_latency(arrival as u64);
+                }
+            }
+            Err((e, msg)) => {
+                use rdkafka::Message as _;
+                self.failed.fetch_add(1, Ordering::AcqRel);
+                if arrival != 0 {
+                    m.sink_failures.with_label_values(&["kafka"]).inc();
+                }
+                m.error(self.stage, "delivery");
+                tracing::error!(topic = msg.topic(), partition = msg.partition(), error = %e, "kafka delivery failed");
+            }
         }
     }
 }
@@ -114,9 +164,14 @@ impl ProducerContext for Deliveries {
 /// The shared producer.
 pub type Producer = ThreadedProducer<Deliveries>;
 
-/// Creates the producer.
-pub fn producer(k: &KafkaConfig, group: &str) -> Result<(Producer, Deliveries), Error> {
-    let ctx = Deliveries::default();
+/// Creates the producer of `stage` (`alerts`: it writes the alerts topic).
+pub fn producer(
+    k: &KafkaConfig,
+    group: &str,
+    stage: &'static str,
+    alerts: bool,
+) -> Result<(Producer, Deliveries), Error> {
+    let ctx = Deliveries::new(stage, alerts);
     let p = client_config(k, Role::Producer, group)
         .create_with_context(ctx.clone())
         .map_err(|e| Error::Client {

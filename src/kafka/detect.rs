@@ -24,36 +24,15 @@ use crate::alert::Alert;
 use crate::config::{Config, KafkaConfig};
 use crate::decode::{Decoded, Decoder};
 use crate::detect::Engine;
+use crate::telemetry::metrics::{self, stage};
 
 /// The least time between two checkpoints taken because the stream went quiet.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How long a checkpoint may wait for the cluster.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Counters of the detect stage.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Events processed by the detectors.
-    pub events: AtomicU64,
-    /// Events skipped because the restored checkpoint already includes them.
-    pub in_checkpoint: AtomicU64,
-    /// Events dropped as repeats of an origin already processed (ingest produced them twice).
-    pub duplicates: AtomicU64,
-    /// Alerts emitted.
-    pub alerts: AtomicU64,
-    /// Checkpoints written (partitions).
-    pub checkpoints: AtomicU64,
-    /// Partitions restored.
-    pub restores: AtomicU64,
-    /// Records that could not be decoded (direct mode, or a damaged events record).
-    pub rejects: AtomicU64,
-    /// Of those, written to the dead-letter topic.
-    pub dead_letters: AtomicU64,
-    /// Partitions currently assigned to detection here.
-    pub owned: AtomicU64,
-    /// Set once partitions are assigned (ready for traffic).
-    pub ready: Arc<AtomicBool>,
-}
+/// How often the detection-state gauges (identities, memory, held alerts) are recounted.
+const CENSUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Settings of the stage.
 pub struct Detect {
@@ -81,8 +60,8 @@ pub struct Detect {
     pub interval: Duration,
     /// Alerts to stdout too.
     pub stdout: bool,
-    /// Counters.
-    pub counters: Arc<Counters>,
+    /// Set once partitions are assigned (`/readyz`).
+    pub ready: Arc<AtomicBool>,
 }
 
 struct Part {
@@ -107,13 +86,14 @@ struct Saver {
     deliveries: Deliveries,
     failed_before: AtomicU64,
     stdout: Option<std::io::Stdout>,
-    counters: Arc<Counters>,
     watermarks: BaseConsumer,
 }
 
 struct Ctx {
     parts: Arc<Mutex<HashMap<Key, Part>>>,
     saver: Arc<Saver>,
+    /// Partitions just assigned, for the poll loop to restore.
+    assigned: Arc<Mutex<Option<Vec<Key>>>>,
 }
 
 /// A partition detection reads: topic and partition.
@@ -126,14 +106,23 @@ fn keys_of(tpl: &TopicPartitionList) -> Vec<Key> {
         .collect()
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        metrics::get().consumer_stats(stage::DETECT, &statistics);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            metrics::get()
+                .rebalances
+                .with_label_values(&[stage::DETECT, "revoke"])
+                .inc();
             let revoked = keys_of(tpl);
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
+                metrics::get().error(stage::STATE, "checkpoint");
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
             }
             for p in &revoked {
@@ -146,12 +135,15 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = keys_of(tpl);
-            self.saver
-                .counters
-                .owned
-                .store(assigned.len() as u64, Ordering::Relaxed);
-            self.saver.counters.ready.store(true, Ordering::Release);
+            let m = metrics::get();
+            m.rebalances
+                .with_label_values(&[stage::DETECT, "assign"])
+                .inc();
+            m.partitions
+                .with_label_values(&[stage::DETECT])
+                .set(assigned.len() as i64);
             tracing::info!(partitions = ?assigned, "event partitions assigned");
+            *self.assigned.lock().unwrap_or_else(|e| e.into_inner()) = Some(assigned);
         }
     }
 }
@@ -174,6 +166,8 @@ impl Saver {
         if chosen.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
+        let m = metrics::get();
         if let Some(out) = &self.stdout {
             let _ = out.lock().flush();
         }
@@ -188,6 +182,7 @@ impl Saver {
                 partition: p.1,
                 message: format!("cannot encode state of {}: {e}", part.src),
             })?;
+            m.checkpoint_bytes.inc_by(engine.len() as u64);
             let cp = Checkpoint {
                 topic: p.0.clone(),
                 partition: p.1,
@@ -221,13 +216,15 @@ impl Saver {
                 part.epoch = cp.epoch;
                 part.dirty = false;
             }
-            self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            m.checkpoints.inc();
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| Error::Unavailable {
-                message: format!("commit after checkpoint: {e}"),
-            })?;
+        let committed = consumer.commit(&tpl, CommitMode::Sync);
+        super::ingest::count_commit(stage::DETECT, &committed);
+        committed.map_err(|e| Error::Unavailable {
+            message: format!("commit after checkpoint: {e}"),
+        })?;
+        m.checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(partitions = ?chosen, "checkpoint written and committed");
         Ok(())
     }
@@ -249,6 +246,7 @@ impl Saver {
             Some(dir) => match checkpoint::read_local(dir, topic, partition) {
                 Ok(c) => c,
                 Err(e) => {
+                    metrics::get().error(stage::STATE, "local_checkpoint_unusable");
                     tracing::warn!(error = %e, "local checkpoint unusable; restoring from the changelog");
                     None
                 }
@@ -307,6 +305,12 @@ impl Saver {
                 (0, 0, HashMap::new())
             }
         };
+        let from = if next_offset == 0 && epoch == 0 {
+            "empty"
+        } else {
+            from
+        };
+        metrics::get().restores.with_label_values(&[from]).inc();
         let part = Part {
             src,
             engine,
@@ -316,7 +320,6 @@ impl Saver {
             dirty: false,
             warned_gap: false,
         };
-        self.counters.restores.fetch_add(1, Ordering::Relaxed);
         Ok(part)
     }
 }
@@ -325,7 +328,40 @@ impl Detect {
     /// Runs until `stop` is set; checkpoints and commits before returning.
     pub fn run(self, stop: &AtomicBool) -> Result<(), Error> {
         let k = self.cfg.kafka.clone();
-        let (producer, deliveries) = client::producer(&k, &self.group)?;
+        let (producer, deliveries) =
+            client::producer(&k, &self.group, stage::DETECT, self.alerts_topic.is_some())?;
+        let m = metrics::get();
+        m.declare_kafka_stage(stage::DETECT);
+        if self.alerts_topic.is_some() {
+            m.declare_sink("kafka");
+        }
+        if self.stdout {
+            m.declare_sink("stdout");
+        }
+        if self.dlq_topic.is_some() && !self.repartitioned {
+            m.declare_dlq(stage::DETECT);
+        }
+        let env = crate::environment::EnvResolver::new(&self.cfg.environments);
+        let names = Engine::from_config(&self.cfg, None)
+            .map_err(|e| Error::Setup(e.to_string()))?
+            .detector_names();
+        m.declare_alerts(&names, &env.metric_labels());
+        let direct: HashMap<String, metrics::RecordCounters> = if self.repartitioned {
+            HashMap::new()
+        } else {
+            self.topics
+                .keys()
+                .map(|t| (t.clone(), metrics::RecordCounters::new(t)))
+                .collect()
+        };
+        let hot = Hot {
+            env,
+            direct,
+            events: metrics::EventCounters::new(),
+            detected: m.detect_events.clone(),
+            in_checkpoint: m.detect_skipped.with_label_values(&["in_checkpoint"]),
+            duplicates: m.detect_skipped.with_label_values(&["duplicate"]),
+        };
         let saver = Arc::new(Saver {
             k: k.clone(),
             group: self.group.clone(),
@@ -337,14 +373,15 @@ impl Detect {
             failed_before: AtomicU64::new(deliveries.failed()),
             deliveries,
             stdout: self.stdout.then(std::io::stdout),
-            counters: self.counters.clone(),
             watermarks: checkpoint::restore_client(&k, &self.group)?,
         });
         let parts: Arc<Mutex<HashMap<Key, Part>>> = Arc::default();
+        let assigned: Arc<Mutex<Option<Vec<Key>>>> = Arc::default();
         let consumer: BaseConsumer<Ctx> = client::client_config(&k, Role::Consumer, &self.group)
             .create_with_context(Ctx {
                 parts: parts.clone(),
                 saver: saver.clone(),
+                assigned: assigned.clone(),
             })
             .map_err(|e| Error::Client {
                 what: "detect consumer",
@@ -359,10 +396,15 @@ impl Detect {
         let mut results: Vec<Decoded> = Vec::with_capacity(2);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
+        let mut last_census = Instant::now();
         let mut idle_dirty = false;
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
+            }
+            if last_census.elapsed() >= CENSUS_EVERY {
+                last_census = Instant::now();
+                census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
             }
             match consumer.poll(Duration::from_millis(100)) {
                 None => {
@@ -377,14 +419,29 @@ impl Detect {
                         }
                     }
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
-                Some(Ok(m)) => {
+                Some(Err(e)) => {
+                    m.error(stage::DETECT, "kafka_consumer");
+                    tracing::warn!(error = %e, "kafka consumer error (retrying)")
+                }
+                Some(Ok(msg)) => {
                     idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = self.message(&saver, &mut g, &m, &mut results, &mut alerts) {
+                    if let Err(e) =
+                        self.message(&saver, &hot, &mut g, &msg, &mut results, &mut alerts)
+                    {
                         break Err(e);
                     }
                 }
+            }
+            // Restore newly assigned partitions now rather than at their first record, so
+            // `/readyz` means the state is in memory.
+            let fresh = assigned.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(keys) = fresh {
+                let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = self.restore_all(&saver, &mut g, &keys) {
+                    break Err(e);
+                }
+                self.ready.store(true, Ordering::Release);
             }
             if last.elapsed() >= self.interval {
                 last = Instant::now();
@@ -394,8 +451,12 @@ impl Detect {
                 }
             }
         };
+        if result.is_err() {
+            m.error(stage::STATE, "checkpoint");
+        }
         if result.is_ok() {
             let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+            census(&g);
             saver.checkpoint(&consumer, &mut g, None)?;
             tracing::info!(partitions = g.len(), "final checkpoint written");
         }
@@ -403,9 +464,29 @@ impl Detect {
         result
     }
 
+    /// Restores the state of every partition in `keys` not held yet.
+    fn restore_all(
+        &self,
+        saver: &Saver,
+        parts: &mut HashMap<Key, Part>,
+        keys: &[Key],
+    ) -> Result<(), Error> {
+        for key in keys {
+            if !parts.contains_key(key) {
+                let part = saver.restore(&self.cfg, &key.0, key.1).inspect_err(|_| {
+                    metrics::get().error(stage::STATE, "restore");
+                })?;
+                parts.insert(key.clone(), part);
+            }
+        }
+        census(parts);
+        Ok(())
+    }
+
     fn message(
         &self,
         saver: &Saver,
+        hot: &Hot,
         parts: &mut HashMap<Key, Part>,
         m: &BorrowedMessage<'_>,
         results: &mut Vec<Decoded>,
@@ -417,8 +498,7 @@ impl Detect {
         };
         // Looked up without building a key: this runs for every record.
         if !parts.keys().any(|(t, q)| *q == p && t == m.topic()) {
-            let part = saver.restore(&self.cfg, m.topic(), p)?;
-            parts.insert((m.topic().to_string(), p), part);
+            self.restore_all(saver, parts, &[(m.topic().to_string(), p)])?;
         }
         let Some(part) = parts
             .iter_mut()
@@ -429,7 +509,7 @@ impl Detect {
         };
         let offset = m.offset();
         if offset < part.next_offset {
-            self.counters.in_checkpoint.fetch_add(1, Ordering::Relaxed);
+            hot.in_checkpoint.inc();
             return Ok(());
         }
         if offset > part.next_offset && part.next_offset > 0 && !part.warned_gap {
@@ -443,37 +523,53 @@ impl Detect {
         }
         part.next_offset = offset + 1;
         part.dirty = true;
-        if self.repartitioned
-            && let Some(origin) = origin_of(m)
-        {
-            let key = (origin.0.to_string(), origin.1);
-            let at = (origin.2, origin.3);
-            match part.marks.get(&key) {
-                Some(seen) if at <= *seen => {
-                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                _ => {
-                    part.marks.insert(key, at);
+        // When the record reached nhiwatch: stamped by ingest, or now (direct mode).
+        let mut arrival = 0u64;
+        if self.repartitioned {
+            let (origin, stamped) = origin_of(m);
+            arrival = stamped;
+            if let Some(origin) = origin {
+                let key = (origin.0.to_string(), origin.1);
+                let at = (origin.2, origin.3);
+                match part.marks.get(&key) {
+                    Some(seen) if at <= *seen => {
+                        hot.duplicates.inc();
+                        return Ok(());
+                    }
+                    _ => {
+                        part.marks.insert(key, at);
+                    }
                 }
             }
+        }
+        if arrival == 0 {
+            arrival = metrics::now_micros();
         }
         results.clear();
         let payload = m.payload().unwrap_or_default();
         decoder.decode(payload, results);
+        if let Some(records) = hot.direct.get(m.topic()) {
+            let source = results
+                .iter()
+                .find_map(|r| r.as_ref().ok().map(|e| e.source))
+                .or(decoder.format().source());
+            records.record(source, payload.len());
+        }
+        let m_ = metrics::get();
         for r in results.drain(..) {
             match r {
                 Ok(event) => {
-                    self.counters.events.fetch_add(1, Ordering::Relaxed);
+                    if !self.repartitioned {
+                        hot.events.of(event.source, event.action).inc();
+                    }
+                    hot.detected.inc();
+                    m_.saw_event_time(event.source, event.time.as_unix_seconds());
                     part.engine.process(&event, alerts);
                 }
                 Err(reject) => {
-                    self.counters.rejects.fetch_add(1, Ordering::Relaxed);
-                    if self.dlq_topic.is_some() {
-                        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    }
                     super::ingest::dead_letter(
                         &saver.producer,
+                        stage::DETECT,
                         self.dlq_topic.as_deref(),
                         m.topic(),
                         p,
@@ -486,13 +582,27 @@ impl Detect {
         }
         let input_time = m.timestamp().to_millis();
         for alert in alerts.drain(..) {
-            self.emit(saver, &alert, input_time)?;
+            self.emit(saver, hot, &alert, input_time, arrival)?;
         }
         Ok(())
     }
 
-    fn emit(&self, saver: &Saver, alert: &Alert, input_time: Option<i64>) -> Result<(), Error> {
-        self.counters.alerts.fetch_add(1, Ordering::Relaxed);
+    fn emit(
+        &self,
+        saver: &Saver,
+        hot: &Hot,
+        alert: &Alert,
+        input_time: Option<i64>,
+        arrival: u64,
+    ) -> Result<(), Error> {
+        let m = metrics::get();
+        m.alerts
+            .with_label_values(&[
+                alert.detector.as_str(),
+                alert.severity.as_str(),
+                hot.env.metric_label(alert.environment.as_deref()),
+            ])
+            .inc();
         let json = serde_json::to_vec(alert).map_err(|e| Error::Setup(e.to_string()))?;
         if let Some(topic) = &self.alerts_topic {
             let h = OwnedHeaders::new()
@@ -512,31 +622,83 @@ impl Detect {
                 }),
                 None => h,
             };
-            super::send(
+            // The delivery report counts the delivery and observes the latency.
+            super::send_tagged(
                 &saver.producer,
                 BaseRecord::to(topic)
                     .key(alert.identity.as_bytes())
                     .payload(&json[..])
                     .headers(h),
+                arrival as usize,
             )?;
         }
         if let Some(out) = &saver.stdout {
             let mut w = out.lock();
             // A closed stdout must not stop detection; alerts still reach the topic.
-            let _ = w.write_all(&json).and_then(|()| w.write_all(b"\n"));
-            let _ = w.flush();
+            match w
+                .write_all(&json)
+                .and_then(|()| w.write_all(b"\n"))
+                .and_then(|()| w.flush())
+            {
+                Ok(()) => {
+                    m.sink_deliveries.with_label_values(&["stdout"]).inc();
+                    if self.alerts_topic.is_none() {
+                        metrics::observe_alert_latency(arrival);
+                    }
+                }
+                Err(_) => m.sink_failures.with_label_values(&["stdout"]).inc(),
+            }
         }
         Ok(())
     }
 }
 
-/// `(topic, partition, offset, index)` from the origin header of a repartitioned event.
-fn origin_of<'a>(m: &'a BorrowedMessage<'_>) -> Option<(&'a str, i32, i64, u32)> {
-    let h = m.headers()?;
-    let v = h
-        .iter()
-        .find(|h| h.key == headers::ORIGIN)
-        .and_then(|h| h.value)?;
+/// Per-record metric handles and the environment labeller of the detect stage.
+struct Hot {
+    env: crate::environment::EnvResolver,
+    /// Input record counters by topic (direct mode, where this stage reads the inputs).
+    direct: HashMap<String, metrics::RecordCounters>,
+    events: metrics::EventCounters,
+    detected: prometheus::IntCounter,
+    in_checkpoint: prometheus::IntCounter,
+    duplicates: prometheus::IntCounter,
+}
+
+/// Recounts the detection-state gauges over every partition held here.
+fn census(parts: &HashMap<Key, Part>) {
+    let mut c = crate::detect::Census::default();
+    for part in parts.values() {
+        c.add(&part.engine.census());
+    }
+    metrics::get().set_census(&c);
+}
+
+/// `(topic, partition, offset, index)` from the origin header of a repartitioned event, and
+/// the arrival stamp ingest gave it (0 when absent).
+type Origin<'a> = (&'a str, i32, i64, u32);
+
+fn origin_of<'a>(m: &'a BorrowedMessage<'_>) -> (Option<Origin<'a>>, u64) {
+    let Some(h) = m.headers() else {
+        return (None, 0);
+    };
+    let (mut origin, mut arrival) = (None, 0);
+    for h in h.iter() {
+        match h.key {
+            headers::ORIGIN => origin = h.value.and_then(parse_origin),
+            headers::ARRIVAL => {
+                arrival = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    (origin, arrival)
+}
+
+fn parse_origin(v: &[u8]) -> Option<Origin<'_>> {
     let s = std::str::from_utf8(v).ok()?;
     let mut it = s.rsplitn(4, '/');
     let index = it.next()?.parse().ok()?;

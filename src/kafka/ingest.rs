@@ -13,26 +13,16 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
+use rdkafka::error::KafkaResult;
+
 use super::client::{self, Deliveries, Producer, Role};
 use super::{Error, headers};
 use crate::decode::{Decoded, Decoder, Reject};
 use crate::redact::redact;
+use crate::telemetry::metrics::{self, stage};
 
 /// How often delivered input offsets are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
-
-/// Counters of the ingest stage.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Input records consumed.
-    pub records: std::sync::atomic::AtomicU64,
-    /// Events produced to the events topic.
-    pub events: std::sync::atomic::AtomicU64,
-    /// Records (or batch elements) rejected.
-    pub rejects: std::sync::atomic::AtomicU64,
-    /// Rejects written to the dead-letter topic.
-    pub dead_letters: std::sync::atomic::AtomicU64,
-}
 
 /// Settings of the stage.
 pub struct Ingest {
@@ -44,8 +34,13 @@ pub struct Ingest {
     pub partitions: u32,
     /// The dead-letter topic.
     pub dlq_topic: Option<String>,
-    /// Counters.
-    pub counters: Arc<Counters>,
+}
+
+/// Metric handles of one input topic.
+struct TopicCounters {
+    records: metrics::RecordCounters,
+    /// The source of a record no event was decoded from: the topic's format's, if fixed.
+    source: Option<crate::event::Source>,
 }
 
 /// The next offset to commit, by topic and partition (nested so the per-record update needs
@@ -58,11 +53,19 @@ struct Ctx {
     pending: Pending,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        metrics::get().consumer_stats(stage::INGEST, &statistics);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            let m = metrics::get();
+            m.rebalances
+                .with_label_values(&[stage::INGEST, "revoke"])
+                .inc();
             // Hand over cleanly: everything produced is delivered, then committed.
             let revoked: Vec<(String, i32)> = tpl
                 .elements()
@@ -77,9 +80,7 @@ impl ConsumerContext for Ctx {
                 Duration::from_secs(30),
             ) {
                 Ok(()) => {
-                    if let Err(e) =
-                        commit(consumer, &self.pending, Some(&revoked), CommitMode::Sync)
-                    {
+                    if let Err(e) = commit(consumer, &self.pending, Some(&revoked)) {
                         tracing::warn!(error = %e, "commit on revoke failed; the new owner re-reads (duplicates are dropped downstream)");
                     }
                 }
@@ -91,35 +92,60 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let m = metrics::get();
+            m.rebalances
+                .with_label_values(&[stage::INGEST, "assign"])
+                .inc();
+            m.partitions
+                .with_label_values(&[stage::INGEST])
+                .set(tpl.count() as i64);
             tracing::info!(partitions = tpl.count(), "input partitions assigned");
         }
     }
 }
 
-/// Commits the pending offsets (of `only` the given partitions, or all) and forgets them.
+/// Counts a commit's outcome. (Commits are synchronous: rust-rdkafka 0.39 never reports the
+/// result of an asynchronous one to `commit_callback`, fede1024/rust-rdkafka#856, so a failed
+/// async commit went unseen.)
+pub(crate) fn count_commit(stage: &'static str, result: &KafkaResult<()>) {
+    let m = metrics::get();
+    match result {
+        Ok(()) => m.commits.with_label_values(&[stage]).inc(),
+        Err(_) => m.error(stage, "commit"),
+    }
+}
+
+/// Commits the pending offsets (of `only` the given partitions, or all), synchronously, and
+/// forgets them once committed; after a failure they stay pending for the next attempt.
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     pending: &Pending,
     only: Option<&[(String, i32)]>,
-    mode: CommitMode,
 ) -> Result<(), Error> {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    let chosen = |topic: &str, partition: i32| {
+        only.is_none_or(|o| o.iter().any(|(t, q)| t == topic && *q == partition))
+    };
     let mut tpl = TopicPartitionList::new();
-    for (topic, parts) in p.iter_mut() {
-        parts.retain(|partition, next| {
-            let chosen = only.is_none_or(|o| o.iter().any(|(t, q)| t == topic && q == partition));
-            if chosen {
+    for (topic, parts) in p.iter() {
+        for (partition, next) in parts {
+            if chosen(topic, *partition) {
                 let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
             }
-            !chosen
-        });
+        }
     }
     if tpl.count() == 0 {
         return Ok(());
     }
-    consumer.commit(&tpl, mode).map_err(|e| Error::Unavailable {
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    count_commit(stage::INGEST, &result);
+    result.map_err(|e| Error::Unavailable {
         message: format!("commit: {e}"),
-    })
+    })?;
+    for (topic, parts) in p.iter_mut() {
+        parts.retain(|partition, _| !chosen(topic, *partition));
+    }
+    Ok(())
 }
 
 impl Ingest {
@@ -130,7 +156,26 @@ impl Ingest {
         group: &str,
         stop: &AtomicBool,
     ) -> Result<(), Error> {
-        let (producer, deliveries) = client::producer(k, group)?;
+        let (producer, deliveries) = client::producer(k, group, stage::INGEST, false)?;
+        let m = metrics::get();
+        m.declare_kafka_stage(stage::INGEST);
+        if self.dlq_topic.is_some() {
+            m.declare_dlq(stage::INGEST);
+        }
+        let per_topic: HashMap<&str, TopicCounters> = self
+            .decoders
+            .iter()
+            .map(|(t, d)| {
+                (
+                    t.as_str(),
+                    TopicCounters {
+                        records: metrics::RecordCounters::new(t),
+                        source: d.format().source(),
+                    },
+                )
+            })
+            .collect();
+        let events = metrics::EventCounters::new();
         let producer = Arc::new(producer);
         let pending: Pending = Arc::default();
         let ctx = Ctx {
@@ -158,7 +203,15 @@ impl Ingest {
             if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
                 match msg {
                     Ok(m) => {
-                        self.record(&producer, &m, &mut results, &mut json, &mut origin)?;
+                        self.record(
+                            &producer,
+                            &m,
+                            &per_topic,
+                            &events,
+                            &mut results,
+                            &mut json,
+                            &mut origin,
+                        )?;
                         let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
                         match p.get_mut(m.topic()) {
                             Some(parts) => {
@@ -172,7 +225,10 @@ impl Ingest {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "kafka consumer error (retrying)"),
+                    Err(e) => {
+                        m.error(stage::INGEST, "kafka_consumer");
+                        tracing::warn!(error = %e, "kafka consumer error (retrying)")
+                    }
                 }
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
@@ -184,7 +240,7 @@ impl Ingest {
                     Duration::from_secs(60),
                 )?;
                 failed_before = deliveries.failed();
-                if let Err(e) = commit(&consumer, &pending, None, CommitMode::Async) {
+                if let Err(e) = commit(&consumer, &pending, None) {
                     tracing::warn!(error = %e, "commit failed (retried at the next interval)");
                 }
             }
@@ -195,28 +251,31 @@ impl Ingest {
             failed_before,
             Duration::from_secs(60),
         )?;
-        if let Err(e) = commit(&consumer, &pending, None, CommitMode::Sync) {
+        if let Err(e) = commit(&consumer, &pending, None) {
             tracing::warn!(error = %e, "final commit failed; the next start re-reads (duplicates are dropped downstream)");
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         producer: &Producer,
         m: &BorrowedMessage<'_>,
+        topics: &HashMap<&str, TopicCounters>,
+        events: &metrics::EventCounters,
         results: &mut Vec<Decoded>,
         json: &mut Vec<u8>,
         origin: &mut String,
     ) -> Result<(), Error> {
         use std::fmt::Write as _;
-        use std::sync::atomic::Ordering::Relaxed;
-        self.counters.records.fetch_add(1, Relaxed);
         let payload = m.payload().unwrap_or_default();
         results.clear();
-        let Some(decoder) = self.decoders.get(m.topic()) else {
+        let (Some(decoder), Some(counters)) = (self.decoders.get(m.topic()), topics.get(m.topic()))
+        else {
             return Ok(());
         };
+        let arrival = metrics::now_micros().to_string();
         decoder.decode(payload, results);
         if results.is_empty() {
             // A blank message holds no record; say so rather than drop it unseen.
@@ -229,6 +288,11 @@ impl Ingest {
             };
             results.push(Err(reject));
         }
+        let source = results
+            .iter()
+            .find_map(|r| r.as_ref().ok().map(|e| e.source))
+            .or(counters.source);
+        counters.records.record(source, payload.len());
         for (i, r) in results.drain(..).enumerate() {
             match r {
                 Ok(event) => {
@@ -238,10 +302,15 @@ impl Ingest {
                     event.write_json(json);
                     let partition =
                         (crate::baseline::hash_identity(&event.identity) % self.partitions) as i32;
-                    let h = OwnedHeaders::new().insert(Header {
-                        key: headers::ORIGIN,
-                        value: Some(origin.as_bytes()),
-                    });
+                    let h = OwnedHeaders::new_with_capacity(2)
+                        .insert(Header {
+                            key: headers::ORIGIN,
+                            value: Some(origin.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: headers::ARRIVAL,
+                            value: Some(arrival.as_bytes()),
+                        });
                     let mut rec = BaseRecord::to(&self.events_topic)
                         .partition(partition)
                         .key(event.identity.as_bytes())
@@ -253,12 +322,12 @@ impl Ingest {
                         rec = rec.timestamp(ts);
                     }
                     super::send(producer, rec)?;
-                    self.counters.events.fetch_add(1, Relaxed);
+                    events.of(event.source, event.action).inc();
                 }
                 Err(reject) => {
-                    self.counters.rejects.fetch_add(1, Relaxed);
                     dead_letter(
                         producer,
+                        stage::INGEST,
                         self.dlq_topic.as_deref(),
                         m.topic(),
                         m.partition(),
@@ -266,9 +335,6 @@ impl Ingest {
                         payload,
                         &reject,
                     )?;
-                    if self.dlq_topic.is_some() {
-                        self.counters.dead_letters.fetch_add(1, Relaxed);
-                    }
                 }
             }
         }
@@ -278,8 +344,10 @@ impl Ingest {
 
 /// Sends a rejected record (secrets masked) to the dead-letter topic with the reason and
 /// origin in headers; without a dead-letter topic, logs it with its location.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dead_letter(
     producer: &Producer,
+    stage: &'static str,
     dlq: Option<&str>,
     topic: &str,
     partition: i32,
@@ -288,6 +356,8 @@ pub(crate) fn dead_letter(
     reject: &Reject,
 ) -> Result<(), Error> {
     let reason = reject.reason.as_str();
+    let m = metrics::get();
+    m.rejects.with_label_values(&[stage, reason]).inc();
     let Some(dlq) = dlq else {
         tracing::warn!(topic, partition, offset, index = reject.index, reason, message = %reject.message, "record rejected (no kafka.dlq_topic)");
         return Ok(());
@@ -336,5 +406,7 @@ pub(crate) fn dead_letter(
             .key(key.as_bytes())
             .payload(&body[..])
             .headers(h),
-    )
+    )?;
+    m.dlq.with_label_values(&[stage, reason]).inc();
+    Ok(())
 }

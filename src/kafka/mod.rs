@@ -38,6 +38,9 @@ pub mod headers {
     /// Alerts: the Kafka timestamp (ms) of the input record that triggered it, to measure
     /// arrival-to-alert latency.
     pub const INPUT_TIME: &str = "nhiwatch-input-time";
+    /// Events: when ingest consumed the input record (Unix microseconds), so the detect
+    /// stage can measure an alert's processing latency from the record's arrival.
+    pub const ARRIVAL: &str = "nhiwatch-arrival";
     /// Events and dead letters: `topic/partition/offset[/index]` of the input record.
     pub const ORIGIN: &str = "nhiwatch-origin";
     /// Dead letters: the reject reason code (`malformed_json`, …).
@@ -104,12 +107,35 @@ pub enum Error {
 /// dropping it.
 pub(crate) fn send<K, P>(
     producer: &client::Producer,
-    mut record: BaseRecord<'_, K, P, ()>,
+    record: BaseRecord<'_, K, P, ()>,
 ) -> Result<(), Error>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
+    send_tagged(producer, record, 0)
+}
+
+/// [`send`] with a delivery tag: an alert's arrival time (Unix microseconds), so its delivery
+/// is counted and its latency observed; 0 for other messages.
+pub(crate) fn send_tagged<K, P>(
+    producer: &client::Producer,
+    record: BaseRecord<'_, K, P, ()>,
+    tag: usize,
+) -> Result<(), Error>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    let mut record = BaseRecord {
+        topic: record.topic,
+        partition: record.partition,
+        payload: record.payload,
+        key: record.key,
+        timestamp: record.timestamp,
+        headers: record.headers,
+        delivery_opaque: tag,
+    };
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

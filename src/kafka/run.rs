@@ -9,101 +9,11 @@ use std::time::Duration;
 
 use super::Error;
 use super::client::{self, Wanted};
-use super::detect::{self, Detect};
-use super::ingest::{self, Ingest};
+use super::detect::Detect;
+use super::ingest::Ingest;
 use crate::config::Config;
 use crate::decode::Decoder;
-
-/// Counts of a run, for the final log line.
-#[derive(Debug, Default)]
-pub struct Summary {
-    /// Ingest counters.
-    pub ingest: Arc<ingest::Counters>,
-    /// Detect counters.
-    pub detect: Arc<detect::Counters>,
-}
-
-/// The exposition of the run's counters (Prometheus text format).
-fn render(i: &ingest::Counters, d: &detect::Counters) -> String {
-    use crate::telemetry::server::metric;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(2048);
-    for (name, kind, help, v) in [
-        (
-            "nhiwatch_ingest_records_total",
-            "counter",
-            "Input records consumed.",
-            n(&i.records),
-        ),
-        (
-            "nhiwatch_ingest_events_total",
-            "counter",
-            "Events written to the events topic.",
-            n(&i.events),
-        ),
-        (
-            "nhiwatch_ingest_rejects_total",
-            "counter",
-            "Input records (or batch elements) rejected.",
-            n(&i.rejects) + n(&d.rejects),
-        ),
-        (
-            "nhiwatch_dlq_records_total",
-            "counter",
-            "Rejected records written to the dead-letter topic.",
-            n(&i.dead_letters) + n(&d.dead_letters),
-        ),
-        (
-            "nhiwatch_detect_events_total",
-            "counter",
-            "Events inspected and learned by the detectors.",
-            n(&d.events),
-        ),
-        (
-            "nhiwatch_detect_duplicates_total",
-            "counter",
-            "Repartitioned events dropped as repeats of an origin already processed.",
-            n(&d.duplicates),
-        ),
-        (
-            "nhiwatch_detect_in_checkpoint_total",
-            "counter",
-            "Events skipped because the restored checkpoint includes them.",
-            n(&d.in_checkpoint),
-        ),
-        (
-            "nhiwatch_alerts_total",
-            "counter",
-            "Alerts emitted.",
-            n(&d.alerts),
-        ),
-        (
-            "nhiwatch_checkpoints_total",
-            "counter",
-            "Partition checkpoints written and committed.",
-            n(&d.checkpoints),
-        ),
-        (
-            "nhiwatch_restores_total",
-            "counter",
-            "Partition states restored (local file or changelog).",
-            n(&d.restores),
-        ),
-        (
-            "nhiwatch_partitions_owned",
-            "gauge",
-            "Partitions this instance detects on.",
-            n(&d.owned),
-        ),
-    ] {
-        metric(&mut out, name, kind, help, v);
-    }
-    out.push_str(&format!(
-        "# HELP nhiwatch_build_info Version of the running binary.\n# TYPE nhiwatch_build_info gauge\nnhiwatch_build_info{{version=\"{}\"}} 1\n",
-        env!("CARGO_PKG_VERSION")
-    ));
-    out
-}
+use crate::telemetry::metrics;
 
 /// The internal topics of a group.
 pub fn internal_topics(group: &str) -> (String, String) {
@@ -112,11 +22,18 @@ pub fn internal_topics(group: &str) -> (String, String) {
 
 /// Runs until SIGTERM/SIGINT (or `stop` is set). `cfg` must have passed
 /// [`Config::validate_run`].
-pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
             .map_err(|e| Error::Setup(format!("cannot install signal handlers: {e}")))?;
+    }
+    // Serve health and metrics from the start: `/healthz` answers while the cluster is
+    // unreachable, `/readyz` once partitions are assigned and their state restored.
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = &cfg.run.metrics_addr {
+        crate::telemetry::server::serve(addr, ready.clone())
+            .map_err(|e| Error::Setup(format!("run.metrics_addr {addr}: {e}")))?;
     }
     let k = &cfg.kafka;
     let group = k.group_id.clone();
@@ -148,7 +65,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
     let mut backoff = Duration::from_secs(1);
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Ok(Summary::default());
+            return Ok(());
         }
         match client::ensure_topics(k, &wanted, Duration::from_secs(10)) {
             Ok(()) => break,
@@ -173,13 +90,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         let d = Decoder::from_config(cfg, t.format).map_err(|e| Error::Setup(e.to_string()))?;
         decoders.insert(t.name.clone(), d);
     }
-    let summary = Summary::default();
-    if let Some(addr) = &cfg.run.metrics_addr {
-        let (i, d) = (summary.ingest.clone(), summary.detect.clone());
-        let render: crate::telemetry::server::Render = Arc::new(move || render(&i, &d));
-        crate::telemetry::server::serve(addr, render, summary.detect.ready.clone())
-            .map_err(|e| Error::Setup(format!("run.metrics_addr {addr}: {e}")))?;
-    }
     let (ingest, topics) = if k.repartition {
         let canonical = Decoder::from_config(cfg, crate::decode::Format::Canonical)
             .map_err(|e| Error::Setup(e.to_string()))?;
@@ -188,7 +98,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
             events_topic: events_topic.clone(),
             partitions: k.partitions,
             dlq_topic: k.dlq_topic.clone(),
-            counters: summary.ingest.clone(),
         };
         (
             Some(ingest),
@@ -215,7 +124,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         state_dir: cfg.run.state_dir.clone(),
         interval: Duration::from_secs(cfg.run.checkpoint_interval.as_secs()),
         stdout: cfg.run.alerts_stdout,
-        counters: summary.detect.clone(),
+        ready,
     };
     tracing::info!(
         bootstrap = %bootstrap,
@@ -246,19 +155,17 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary, Error> {
         };
         d.and(i)
     });
-    let (i, d) = (&summary.ingest, &summary.detect);
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let m = metrics::get();
     tracing::info!(
-        records = n(&i.records),
-        events = n(&i.events),
-        rejects = n(&i.rejects),
-        dead_letters = n(&i.dead_letters),
-        detected = n(&d.events),
-        duplicates = n(&d.duplicates),
-        in_checkpoint = n(&d.in_checkpoint),
-        alerts = n(&d.alerts),
-        checkpoints = n(&d.checkpoints),
+        records = metrics::total(&m.input_records),
+        events = metrics::total(&m.events),
+        rejects = metrics::total(&m.rejects),
+        dead_letters = metrics::total(&m.dlq),
+        detected = m.detect_events.get(),
+        skipped = metrics::total(&m.detect_skipped),
+        alerts = metrics::total(&m.alerts),
+        checkpoints = m.checkpoints.get(),
         "nhiwatch run stopped"
     );
-    result.map(|()| summary)
+    result
 }

@@ -1,4 +1,6 @@
-//! Telemetry: logs (and, with the metrics issue, Prometheus metrics and health endpoints).
+//! Telemetry: logs, Prometheus metrics (every name in [`metrics`]) and the HTTP endpoint that
+//! serves them with the health checks.
 
 pub mod logs;
+pub mod metrics;
 pub mod server;

@@ -1,5 +1,6 @@
-//! A small HTTP endpoint for `run --metrics-addr`: `/metrics` (Prometheus text format),
-//! `/healthz` (the process serves) and `/readyz` (state restored and partitions assigned).
+//! A small HTTP endpoint for `--metrics-addr` (`run` and `replay`): `/metrics` (Prometheus text
+//! format, [`super::metrics`]), `/healthz` (the process serves) and `/readyz` (state restored
+//! and, for `run`, partitions assigned).
 //! Plain `std::net`: one request per connection, answered on its own short-lived thread, so a
 //! slow scraper never stalls detection.
 
@@ -9,28 +10,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Renders the exposition on each scrape.
-pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
-
 /// Binds `addr` and serves until the process exits. Fails only if the address cannot be bound.
-pub fn serve(addr: &str, render: Render, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
+pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (render, ready) = (render.clone(), ready.clone());
+                let ready = ready.clone();
                 let _ = std::thread::Builder::new()
                     .name("metrics-conn".into())
-                    .spawn(move || answer(conn, &render, &ready));
+                    .spawn(move || answer(conn, &ready));
             }
         })?;
     tracing::info!(addr = %local, "metrics endpoint listening");
     Ok(local)
 }
 
-fn answer(mut conn: TcpStream, render: &Render, ready: &AtomicBool) {
+fn answer(mut conn: TcpStream, ready: &AtomicBool) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     let mut reader = BufReader::new(match conn.try_clone() {
@@ -45,12 +43,13 @@ fn answer(mut conn: TcpStream, render: &Render, ready: &AtomicBool) {
     while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
         h.clear();
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let target = line.split_whitespace().nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
     let (status, ctype, body) = match path {
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            render(),
+            super::metrics::get().encode(),
         ),
         "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
         "/readyz" if ready.load(Ordering::Acquire) => ("200 OK", "text/plain", "ready\n".into()),
@@ -65,14 +64,5 @@ fn answer(mut conn: TcpStream, render: &Render, ready: &AtomicBool) {
         conn,
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-}
-
-/// Appends one counter or gauge, with HELP and TYPE lines.
-pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
 }
