@@ -1,0 +1,429 @@
+//! Metrics and dashboards against real parts: a `nhiwatch run` on a real broker fed the sample
+//! week (and a few poison records), scraped by a real Prometheus; every PromQL expression in
+//! `dashboards/*.json` must return data through Prometheus's HTTP API, the exposition must
+//! pass `promtool check metrics`, and the README's metric table must list exactly the
+//! families `/metrics` exports. Also `replay --metrics-addr` on a live stdin stream.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kafka::{Setup, http_get, week};
+use crate::util::kafka::{Broker, free_port};
+use crate::util::prom::{self, Prometheus};
+use crate::util::{self, KEY};
+
+/// What Grafana substitutes in the dashboards' expressions, as the test evaluates them.
+const SUBSTITUTIONS: &[(&str, &str)] = &[
+    ("$__rate_interval", "2m"),
+    ("$__interval", "15s"),
+    ("$__range", "10m"),
+    ("$detector", ".*"),
+    ("$environment", ".*"),
+];
+
+/// Families the process collector exports only on some machines.
+const OPTIONAL: &[&str] = &["nhiwatch_process_virtual_memory_max_bytes"];
+
+/// A query of a dashboard: where it is and what it says.
+#[derive(Debug)]
+struct Query {
+    at: String,
+    expr: String,
+}
+
+/// Every panel target and templating query of the dashboards, with the structure Grafana
+/// needs checked on the way: a `datasource` variable, every panel and target on
+/// `${datasource}`, unique panel ids.
+fn dashboard_queries() -> (Vec<Query>, Vec<Query>) {
+    let dir = util::root().join("dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dashboards/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "an overview and a detection dashboard");
+    let (mut exprs, mut vars) = (Vec::new(), Vec::new());
+    for f in &files {
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("JSON");
+        assert!(
+            d["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{name}: uid"
+        );
+        let templating = d["templating"]["list"].as_array().expect("templating");
+        assert!(
+            templating.iter().any(|v| v["name"] == "datasource"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "{name}: a Prometheus `datasource` variable"
+        );
+        for v in templating.iter().filter(|v| v["type"] == "query") {
+            assert_eq!(
+                v["datasource"]["uid"], "${datasource}",
+                "{name}: variable {}",
+                v["name"]
+            );
+            vars.push(Query {
+                at: format!("{name} variable {}", v["name"]),
+                expr: v["definition"].as_str().expect("definition").to_string(),
+            });
+        }
+        let mut ids = BTreeSet::new();
+        for p in d["panels"].as_array().expect("panels") {
+            assert!(
+                ids.insert(p["id"].as_u64().expect("panel id")),
+                "{name}: duplicate panel id"
+            );
+            if p["type"] == "row" {
+                continue;
+            }
+            let title = p["title"].as_str().unwrap_or_default();
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}: {title}");
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}: {title} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}: {title}");
+                exprs.push(Query {
+                    at: format!("{name} panel {title:?} {}", t["refId"]),
+                    expr: t["expr"].as_str().expect("expr").to_string(),
+                });
+            }
+        }
+    }
+    (exprs, vars)
+}
+
+fn substitute(expr: &str) -> String {
+    let mut e = expr.to_string();
+    for (from, to) in SUBSTITUTIONS {
+        e = e.replace(from, to);
+    }
+    assert!(!e.contains('$'), "an unknown Grafana variable in {expr}");
+    e
+}
+
+/// The metric families the README's metric table lists.
+fn readme_metrics() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(util::root().join("README.md")).expect("README");
+    let table = text
+        .split("<!-- metrics-table:start -->")
+        .nth(1)
+        .and_then(|t| t.split("<!-- metrics-table:end -->").next())
+        .expect("README has a metric table between metrics-table markers");
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn promtool_check(exposition: &str) {
+    let bin = prom::which("promtool").expect(
+        "promtool is not installed: run ./scripts/test, which installs the Debian package `prometheus`",
+    );
+    let mut child = Command::new(bin)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+}
+
+fn wait_metrics(addr: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "waited for {what}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_run() {
+    let (exprs, vars) = dashboard_queries();
+    assert!(exprs.len() >= 30, "{} queries", exprs.len());
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 2, "prom");
+    let mut records = week();
+    let poison = ["{\"truncated\": ", "42", "{\"kind\":\"Unknown\"}"];
+    for (i, p) in poison.iter().enumerate() {
+        records.insert(1000 * (i + 1), p.as_bytes().to_vec());
+    }
+    let expected = s.replay_ids(&records, 2);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut nw = s.start(
+        "a",
+        &[
+            "--metrics-addr",
+            &addr,
+            "--alerts-stdout",
+            "-X",
+            "statistics.interval.ms=1000",
+        ],
+    );
+    nw.wait_for("nhiwatch run started", Duration::from_secs(60));
+    let start = Instant::now();
+    while http_get(&addr, "/readyz").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never ready:\n{}",
+            nw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let prometheus = Prometheus::start(&addr);
+    // A few scrapes before any record: counters have a zero to rise from.
+    prometheus.wait_scrapes(3);
+    broker.produce(&s.input, &records);
+    let events = (records.len() - poison.len()) as f64;
+    let body = wait_metrics(
+        &addr,
+        "every event detected and every alert delivered",
+        |b| {
+            prom::sum(b, "nhiwatch_detect_events_total", &[]) == events
+                && prom::sum(b, "nhiwatch_sink_deliveries_total", &[("sink", "kafka")])
+                    == expected.len() as f64
+                && prom::sum(b, "nhiwatch_checkpoints_total", &[]) > 0.0
+                && prom::sum(
+                    b,
+                    "nhiwatch_kafka_consumer_lag_records",
+                    &[("stage", "detect")],
+                ) == 0.0
+                && b.contains("nhiwatch_kafka_consumer_lag_records{")
+        },
+    );
+    prometheus.wait_scrapes(3);
+
+    // What Prometheus stored agrees with what happened.
+    let scalar = |expr: &str| -> f64 {
+        let d = prometheus.query(expr);
+        d["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{expr}: {d}"))
+    };
+    assert_eq!(scalar("sum(nhiwatch_alerts_total)"), expected.len() as f64);
+    assert_eq!(scalar("sum(nhiwatch_detect_events_total)"), events);
+    assert_eq!(
+        scalar("sum(nhiwatch_records_rejected_total{stage=\"ingest\"})"),
+        poison.len() as f64
+    );
+    assert_eq!(
+        scalar("sum(nhiwatch_dlq_records_total)"),
+        poison.len() as f64
+    );
+    assert_eq!(
+        scalar("sum(nhiwatch_input_records_total)"),
+        records.len() as f64
+    );
+    assert_eq!(
+        scalar("sum(nhiwatch_alert_latency_seconds_count)"),
+        expected.len() as f64
+    );
+
+    // Every dashboard query returns data, and at least one number in it.
+    let mut failures = Vec::new();
+    for q in &exprs {
+        let expr = substitute(&q.expr);
+        let d = prometheus.query(&expr);
+        let result = d["result"].as_array().cloned().unwrap_or_default();
+        let numbers = result
+            .iter()
+            .filter_map(|r| r["value"][1].as_str())
+            .filter(|v| !v.eq_ignore_ascii_case("nan"))
+            .count();
+        if result.is_empty() || numbers == 0 {
+            failures.push(format!("{}: {expr} → {d}", q.at));
+        }
+    }
+    for v in &vars {
+        let inner = v
+            .expr
+            .strip_prefix("label_values(")
+            .and_then(|e| e.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{}: only label_values(metric, label) is used", v.at));
+        let (metric, label) = inner.split_once(',').expect("label_values(metric, label)");
+        if prometheus
+            .label_values(label.trim(), metric.trim())
+            .is_empty()
+        {
+            failures.push(format!("{}: {} → no values", v.at, v.expr));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} dashboard queries returned no data:\n{}",
+        failures.len(),
+        exprs.len() + vars.len(),
+        failures.join("\n")
+    );
+
+    // The exposition is lint-clean, and the README documents exactly what it exports.
+    promtool_check(&body);
+    let exported: BTreeSet<String> = prom::families(&body).into_iter().collect();
+    let mut documented = readme_metrics();
+    // Exported only when the process has an address-space limit (not on this machine).
+    for optional in OPTIONAL {
+        if !exported.contains(*optional) {
+            assert!(documented.remove(*optional), "{optional} is documented");
+        }
+    }
+    assert_eq!(
+        documented,
+        exported,
+        "README metric table vs /metrics: only in README {:?}, only exported {:?}",
+        documented.difference(&exported).collect::<Vec<_>>(),
+        exported.difference(&documented).collect::<Vec<_>>()
+    );
+    assert_eq!(nw.terminate(), Some(0));
+}
+
+#[test]
+fn replay_serves_metrics_while_a_live_stdin_stream_runs() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = util::bin()
+        .args([
+            "--config",
+            util::fixture("simulated/nhiwatch.toml")
+                .to_str()
+                .expect("utf-8"),
+            "replay",
+            "--metrics-addr",
+            &addr,
+            "-",
+        ])
+        .env("NHIWATCH_FINGERPRINT_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("replay");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let records = week();
+    for r in &records {
+        stdin.write_all(r).expect("write");
+        stdin.write_all(b"\n").expect("write");
+    }
+    stdin.write_all(b"{\"truncated\": \n").expect("write");
+    stdin.flush().expect("flush");
+    // Alerts reach stdout while the stream is still open.
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let body = wait_metrics(&addr, "the stream detected", |b| {
+        prom::sum(b, "nhiwatch_detect_events_total", &[]) == records.len() as f64
+            && prom::sum(b, "nhiwatch_identities", &[]) > 0.0
+    });
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let delivered = prom::sum(
+        &body,
+        "nhiwatch_sink_deliveries_total",
+        &[("sink", "stdout")],
+    );
+    assert!(delivered >= 5.0, "alerts handed to stdout: {delivered}");
+    let mut lines = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while (lines.len() as f64) < delivered && Instant::now() < until {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    assert_eq!(
+        lines.len() as f64,
+        delivered,
+        "alerts counted as delivered are on stdout before the input ends"
+    );
+    assert_eq!(
+        prom::sum(&body, "nhiwatch_input_records_total", &[("topic", "stdin")]),
+        (records.len() + 1) as f64
+    );
+    assert_eq!(
+        prom::sum(
+            &body,
+            "nhiwatch_records_rejected_total",
+            &[("stage", "replay"), ("reason", "malformed_json")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        prom::sum(&body, "nhiwatch_alert_latency_seconds_count", &[]),
+        delivered
+    );
+    promtool_check(&body);
+    drop(stdin);
+    let status = child.wait().expect("replay exits");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn metric_names_are_defined_in_one_file() {
+    let src = util::root().join("src");
+    let mut offenders = Vec::new();
+    visit(&src, &mut |path, text| {
+        if path.ends_with("telemetry/metrics.rs") {
+            return;
+        }
+        for (i, line) in text.lines().enumerate() {
+            if line.contains("\"nhiwatch_") {
+                offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+            }
+        }
+    });
+    assert!(
+        offenders.is_empty(),
+        "metric names outside src/telemetry/metrics.rs:\n{}",
+        offenders.join("\n")
+    );
+}
+
+fn visit(dir: &Path, f: &mut dyn FnMut(&Path, &str)) {
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            visit(&p, f);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            f(&p, &std::fs::read_to_string(&p).expect("read"));
+        }
+    }
+}
