@@ -427,3 +427,56 @@ fn visit(dir: &Path, f: &mut dyn FnMut(&Path, &str)) {
         }
     }
 }
+
+#[test]
+fn logs_are_json_lines_with_log_format_json_and_levels_follow_rust_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    let good = week().into_iter().next().expect("a record");
+    let mut text = good.clone();
+    text.extend_from_slice(b"\n{\"truncated\": \n");
+    std::fs::write(&input, text).expect("input");
+    let input = input.to_str().expect("utf-8");
+
+    let json = util::run(&["--log-format", "json", "replay", input], None);
+    assert!(json.status.success());
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let reject = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("record rejected"))
+        })
+        .unwrap_or_else(|| panic!("no reject log line in:\n{stderr}"));
+    assert_eq!(reject["level"], "WARN");
+    assert_eq!(reject["reason"], "malformed_json");
+    assert_eq!(reject["line"], 2);
+    assert_eq!(reject["file"], input);
+    assert!(reject["timestamp"].is_string(), "{reject}");
+
+    // The default is human-readable (no JSON lines), and RUST_LOG=error silences warnings.
+    let human = util::run(&["replay", input], None);
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert!(stderr.lines().all(|l| !l.starts_with('{')), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("record rejected"),
+        "{stderr}"
+    );
+    let quiet = util::bin()
+        .args(["replay", input])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!stderr.contains("record rejected"), "{stderr}");
+    assert!(
+        stderr.contains("rejects: 1"),
+        "the summary still counts it: {stderr}"
+    );
+}
