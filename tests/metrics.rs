@@ -102,6 +102,14 @@ fn dashboard_queries() -> (Vec<Query>, Vec<Query>) {
     (exprs, vars)
 }
 
+/// The identifiers of an expression (metric names among them).
+fn identifiers(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        .map(str::to_string)
+        .collect()
+}
+
 fn substitute(expr: &str) -> String {
     let mut e = expr.to_string();
     for (from, to) in SUBSTITUTIONS {
@@ -256,9 +264,20 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_run() {
         expected.len() as f64
     );
 
-    // Every dashboard query returns data, and at least one number in it.
+    // Every dashboard query reads only nhiwatch's metrics (not `up` or Prometheus's
+    // own scrape series), returns data, and at least one number in it.
+    let scraped = prometheus.label_values("__name__", "{job=\"nhiwatch\"}");
+    assert!(scraped.iter().any(|n| n == "up"), "{scraped:?}");
     let mut failures = Vec::new();
     for q in &exprs {
+        for ident in identifiers(&q.expr) {
+            if scraped.contains(&ident) && !ident.starts_with("nhiwatch_") {
+                failures.push(format!(
+                    "{}: reads {ident}, not a metric nhiwatch exports",
+                    q.at
+                ));
+            }
+        }
         let expr = substitute(&q.expr);
         let d = prometheus.query(&expr);
         let result = d["result"].as_array().cloned().unwrap_or_default();
@@ -287,7 +306,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_run() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} dashboard queries returned no data:\n{}",
+        "{} problems in {} dashboard queries (no data, or a metric nhiwatch does not export):\n{}",
         failures.len(),
         exprs.len() + vars.len(),
         failures.join("\n")

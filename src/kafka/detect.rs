@@ -555,7 +555,7 @@ impl Detect {
                 .or(decoder.format().source());
             records.record(source, payload.len());
         }
-        let m_ = metrics::get();
+        let meters = metrics::get();
         for r in results.drain(..) {
             match r {
                 Ok(event) => {
@@ -563,7 +563,7 @@ impl Detect {
                         hot.events.of(event.source, event.action).inc();
                     }
                     hot.detected.inc();
-                    m_.saw_event_time(event.source, event.time.as_unix_seconds());
+                    meters.saw_event_time(event.source, event.time.as_unix_seconds());
                     part.engine.process(&event, alerts);
                 }
                 Err(reject) => {

@@ -275,7 +275,8 @@ impl Ingest {
         else {
             return Ok(());
         };
-        let arrival = metrics::now_micros().to_string();
+        let mut stamp = itoa::Buffer::new();
+        let arrival = stamp.format(metrics::now_micros());
         decoder.decode(payload, results);
         if results.is_empty() {
             // A blank message holds no record; say so rather than drop it unseen.
