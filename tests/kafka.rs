@@ -534,7 +534,12 @@ fn broker_unavailable_at_start_is_retried_with_a_clear_error() {
         ),
     )
     .expect("config");
-    let mut nw = Nhiwatch::start(&config, &[], dir.path().join("run.log"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut nw = Nhiwatch::start(
+        &config,
+        &["--metrics-addr", &addr],
+        dir.path().join("run.log"),
+    );
     nw.wait_for("cannot reach kafka; retrying", Duration::from_secs(60));
     assert!(
         nw.log().contains(&format!("127.0.0.1:{port}")),
@@ -543,9 +548,30 @@ fn broker_unavailable_at_start_is_retried_with_a_clear_error() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert!(nw.running(), "exited instead of retrying:\n{}", nw.log());
+    // Alive, not ready, and the failed attempts are counted.
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 503);
+    let (_, body) = http_get(&addr, "/metrics");
+    assert!(
+        prom::sum(
+            &body,
+            "nhiwatch_errors_total",
+            &[("stage", "kafka"), ("reason", "unreachable")]
+        ) >= 1.0,
+        "{body}"
+    );
     let broker = Broker::tansu_on(port);
     broker.create_topic("in", 1);
     nw.wait_for("nhiwatch run started", Duration::from_secs(90));
+    let start = std::time::Instant::now();
+    while http_get(&addr, "/readyz").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never ready:\n{}",
+            nw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(nw.terminate(), Some(0));
 }
 

@@ -122,7 +122,6 @@ impl ConsumerContext for Ctx {
             let revoked = keys_of(tpl);
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
-                metrics::get().error(stage::STATE, "checkpoint");
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
             }
             for p in &revoked {
@@ -153,6 +152,16 @@ impl Saver {
     /// commits their offsets — in that order, so a committed offset is always covered by a
     /// durable checkpoint and every alert before it was delivered.
     fn checkpoint(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &mut HashMap<Key, Part>,
+        only: Option<&[Key]>,
+    ) -> Result<(), Error> {
+        self.write_checkpoint(consumer, parts, only)
+            .inspect_err(|_| metrics::get().error(stage::STATE, "checkpoint"))
+    }
+
+    fn write_checkpoint(
         &self,
         consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Key, Part>,
@@ -451,9 +460,6 @@ impl Detect {
                 }
             }
         };
-        if result.is_err() {
-            m.error(stage::STATE, "checkpoint");
-        }
         if result.is_ok() {
             let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
             census(&g);

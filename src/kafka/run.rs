@@ -70,6 +70,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         match client::ensure_topics(k, &wanted, Duration::from_secs(10)) {
             Ok(()) => break,
             Err(Error::Unavailable { message }) => {
+                metrics::get().error(metrics::stage::KAFKA, "unreachable");
                 tracing::error!(
                     bootstrap = %bootstrap,
                     error = %message,

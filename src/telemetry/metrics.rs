@@ -44,12 +44,15 @@ pub mod stage {
     pub const STATE: &str = "state";
     /// Alert delivery.
     pub const SINK: &str = "sink";
+    /// The cluster as a whole (`run` cannot reach it).
+    pub const KAFKA: &str = "kafka";
 }
 
 /// Operational error reasons, for `nhiwatch_errors_total{stage,reason}` (bad *records* are
 /// rejects, not errors). Every (stage, reason) pair is exported from the start at 0.
 pub const ERRORS: &[(&str, &str)] = &[
     (stage::REPLAY, "input_unreadable"),
+    (stage::KAFKA, "unreachable"),
     (stage::INGEST, "kafka_consumer"),
     (stage::INGEST, "commit"),
     (stage::INGEST, "delivery"),
