@@ -11,27 +11,15 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
-use nhiwatch::config::{Config, DecodeConfig};
-use nhiwatch::decode::{Decoder, Format};
+use nhiwatch::config::Config;
 use nhiwatch::detect::Engine;
-use nhiwatch::environment::EnvResolver;
 use nhiwatch::event::Event;
-use nhiwatch::fingerprint::Fingerprinter;
 use nhiwatch::simulate::{Settings, Simulation};
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn config() -> Config {
-    Config::parse(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/samples/simulated/nhiwatch.toml"
-        ))
-        .expect("config"),
-    )
-    .expect("valid config")
-}
 
 /// Events of a 2,000-identity organisation over 8 days, split into history (7 days) and the
 /// day measured.
@@ -43,12 +31,7 @@ fn events(cfg: &Config) -> (Vec<Event>, Vec<Event>) {
         ..Settings::default()
     })
     .expect("settings");
-    let decoder = Decoder::new(
-        &DecodeConfig::default(),
-        Fingerprinter::new(b"bench-key-0123456789").expect("key"),
-        EnvResolver::new(&cfg.environments),
-        Format::Auto,
-    );
+    let decoder = common::decoder(cfg);
     let mut out = Vec::new();
     let mut all = Vec::new();
     for r in sim.records(usize::MAX) {
@@ -63,7 +46,7 @@ fn events(cfg: &Config) -> (Vec<Event>, Vec<Event>) {
 }
 
 fn bench(c: &mut Criterion) {
-    let cfg = config();
+    let cfg = common::config();
     let (history, day) = events(&cfg);
     let mut g = c.benchmark_group("detect");
     g.sample_size(10);

@@ -9,28 +9,15 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use nhiwatch::config::{Config, DecodeConfig};
-use nhiwatch::decode::{Decoder, Format};
 use nhiwatch::detect::Engine;
-use nhiwatch::environment::EnvResolver;
 use nhiwatch::event::{Action, Source};
-use nhiwatch::fingerprint::Fingerprinter;
 use nhiwatch::simulate::{Settings, Simulation};
 use nhiwatch::telemetry::metrics::{self, EventCounters, RecordCounters};
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn config() -> Config {
-    Config::parse(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/samples/simulated/nhiwatch.toml"
-        ))
-        .expect("config"),
-    )
-    .expect("valid config")
-}
 
 fn bench(c: &mut Criterion) {
     let m = metrics::get();
@@ -50,14 +37,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let cfg = config();
+    let cfg = common::config();
     let mut engine = Engine::from_config(&cfg, None).expect("engine");
-    let decoder = Decoder::new(
-        &DecodeConfig::default(),
-        Fingerprinter::new(b"bench-key-0123456789").expect("key"),
-        EnvResolver::new(&cfg.environments),
-        Format::Auto,
-    );
+    let decoder = common::decoder(&cfg);
     let sim = Simulation::new(Settings {
         seed: 7,
         identities: 2000,

@@ -462,12 +462,7 @@ pub fn run(
                     } else {
                         &run.meters.file
                     };
-                    for (i, n) in tally.sources.iter().enumerate() {
-                        if *n > 0 {
-                            counters.add(Source::ALL.get(i).copied(), *n, 0);
-                        }
-                    }
-                    counters.add(None, 0, tally.bytes);
+                    counters.add(&tally.sources, tally.bytes);
                     // A live stream's alerts go out as they are found, not when a buffer fills.
                     if stdin && !run.out_buf.is_empty() {
                         run.flush_output(false);
@@ -642,11 +637,7 @@ fn decode_framed(
         Framed::Record { bytes, line, doc } => {
             results.clear();
             let n = decoder.decode_with_bound(bytes, max_time, results) as u64;
-            let source = results
-                .iter()
-                .find_map(|r| r.as_ref().ok().map(|e| e.source))
-                .or(decoder.format().source());
-            tally.add(source, n, bytes.len());
+            tally.add(decoder.source_of(results), n, bytes.len());
             for r in results.drain(..) {
                 match r {
                     Ok(event) => items.push(Item::Event(event)),

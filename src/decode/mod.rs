@@ -353,6 +353,15 @@ impl Decoder {
         self.format
     }
 
+    /// The source system of a decoded record, for the metrics: its first event's, else this
+    /// decoder's fixed format's, else `None` (not recognised).
+    pub fn source_of(&self, results: &[Decoded]) -> Option<crate::event::Source> {
+        results
+            .iter()
+            .find_map(|r| r.as_ref().ok().map(|e| e.source))
+            .or(self.format.source())
+    }
+
     /// The environment resolver (also labels metrics).
     pub fn environments(&self) -> &EnvResolver {
         &self.env

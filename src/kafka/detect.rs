@@ -99,13 +99,6 @@ struct Ctx {
 /// A partition detection reads: topic and partition.
 type Key = (String, i32);
 
-fn keys_of(tpl: &TopicPartitionList) -> Vec<Key> {
-    tpl.elements()
-        .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-        .collect()
-}
-
 impl ClientContext for Ctx {
     fn stats(&self, statistics: rdkafka::Statistics) {
         metrics::get().consumer_stats(stage::DETECT, &statistics);
@@ -115,11 +108,8 @@ impl ClientContext for Ctx {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            metrics::get()
-                .rebalances
-                .with_label_values(&[stage::DETECT, "revoke"])
-                .inc();
-            let revoked = keys_of(tpl);
+            metrics::get().revoked(stage::DETECT);
+            let revoked = super::partitions_of(tpl);
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
@@ -133,14 +123,8 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let assigned = keys_of(tpl);
-            let m = metrics::get();
-            m.rebalances
-                .with_label_values(&[stage::DETECT, "assign"])
-                .inc();
-            m.partitions
-                .with_label_values(&[stage::DETECT])
-                .set(assigned.len() as i64);
+            let assigned = super::partitions_of(tpl);
+            metrics::get().assigned(stage::DETECT, assigned.len());
             tracing::info!(partitions = ?assigned, "event partitions assigned");
             *self.assigned.lock().unwrap_or_else(|e| e.into_inner()) = Some(assigned);
         }
@@ -228,7 +212,7 @@ impl Saver {
             m.checkpoints.inc();
         }
         let committed = consumer.commit(&tpl, CommitMode::Sync);
-        super::ingest::count_commit(stage::DETECT, &committed);
+        metrics::get().committed(stage::DETECT, committed.is_ok());
         committed.map_err(|e| Error::Unavailable {
             message: format!("commit after checkpoint: {e}"),
         })?;
@@ -555,11 +539,7 @@ impl Detect {
         let payload = m.payload().unwrap_or_default();
         decoder.decode(payload, results);
         if let Some(records) = hot.direct.get(m.topic()) {
-            let source = results
-                .iter()
-                .find_map(|r| r.as_ref().ok().map(|e| e.source))
-                .or(decoder.format().source());
-            records.record(source, payload.len());
+            records.record(decoder.source_of(results), payload.len());
         }
         let meters = metrics::get();
         for r in results.drain(..) {

@@ -13,8 +13,6 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
-use rdkafka::error::KafkaResult;
-
 use super::client::{self, Deliveries, Producer, Role};
 use super::{Error, headers};
 use crate::decode::{Decoded, Decoder, Reject};
@@ -36,13 +34,6 @@ pub struct Ingest {
     pub dlq_topic: Option<String>,
 }
 
-/// Metric handles of one input topic.
-struct TopicCounters {
-    records: metrics::RecordCounters,
-    /// The source of a record no event was decoded from: the topic's format's, if fixed.
-    source: Option<crate::event::Source>,
-}
-
 /// The next offset to commit, by topic and partition (nested so the per-record update needs
 /// no key allocation).
 type Pending = Arc<Mutex<HashMap<String, HashMap<i32, i64>>>>;
@@ -62,16 +53,9 @@ impl ClientContext for Ctx {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let m = metrics::get();
-            m.rebalances
-                .with_label_values(&[stage::INGEST, "revoke"])
-                .inc();
+            metrics::get().revoked(stage::INGEST);
             // Hand over cleanly: everything produced is delivered, then committed.
-            let revoked: Vec<(String, i32)> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
+            let revoked = super::partitions_of(tpl);
             let before = self.deliveries.failed();
             match super::flush(
                 &self.producer,
@@ -92,26 +76,9 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let m = metrics::get();
-            m.rebalances
-                .with_label_values(&[stage::INGEST, "assign"])
-                .inc();
-            m.partitions
-                .with_label_values(&[stage::INGEST])
-                .set(tpl.count() as i64);
+            metrics::get().assigned(stage::INGEST, tpl.count());
             tracing::info!(partitions = tpl.count(), "input partitions assigned");
         }
-    }
-}
-
-/// Counts a commit's outcome. (Commits are synchronous: rust-rdkafka 0.39 never reports the
-/// result of an asynchronous one to `commit_callback`, fede1024/rust-rdkafka#856, so a failed
-/// async commit went unseen.)
-pub(crate) fn count_commit(stage: &'static str, result: &KafkaResult<()>) {
-    let m = metrics::get();
-    match result {
-        Ok(()) => m.commits.with_label_values(&[stage]).inc(),
-        Err(_) => m.error(stage, "commit"),
     }
 }
 
@@ -138,7 +105,7 @@ fn commit<C: ConsumerContext>(
         return Ok(());
     }
     let result = consumer.commit(&tpl, CommitMode::Sync);
-    count_commit(stage::INGEST, &result);
+    metrics::get().committed(stage::INGEST, result.is_ok());
     result.map_err(|e| Error::Unavailable {
         message: format!("commit: {e}"),
     })?;
@@ -162,18 +129,11 @@ impl Ingest {
         if self.dlq_topic.is_some() {
             m.declare_dlq(stage::INGEST);
         }
-        let per_topic: HashMap<&str, TopicCounters> = self
+        // One lookup per record finds the topic's decoder and its counters.
+        let per_topic: HashMap<&str, (&Decoder, metrics::RecordCounters)> = self
             .decoders
             .iter()
-            .map(|(t, d)| {
-                (
-                    t.as_str(),
-                    TopicCounters {
-                        records: metrics::RecordCounters::new(t),
-                        source: d.format().source(),
-                    },
-                )
-            })
+            .map(|(t, d)| (t.as_str(), (d, metrics::RecordCounters::new(t))))
             .collect();
         let events = metrics::EventCounters::new();
         let producer = Arc::new(producer);
@@ -262,7 +222,7 @@ impl Ingest {
         &self,
         producer: &Producer,
         m: &BorrowedMessage<'_>,
-        topics: &HashMap<&str, TopicCounters>,
+        topics: &HashMap<&str, (&Decoder, metrics::RecordCounters)>,
         events: &metrics::EventCounters,
         results: &mut Vec<Decoded>,
         json: &mut Vec<u8>,
@@ -271,8 +231,7 @@ impl Ingest {
         use std::fmt::Write as _;
         let payload = m.payload().unwrap_or_default();
         results.clear();
-        let (Some(decoder), Some(counters)) = (self.decoders.get(m.topic()), topics.get(m.topic()))
-        else {
+        let Some((decoder, counters)) = topics.get(m.topic()) else {
             return Ok(());
         };
         let mut stamp = itoa::Buffer::new();
@@ -289,11 +248,7 @@ impl Ingest {
             };
             results.push(Err(reject));
         }
-        let source = results
-            .iter()
-            .find_map(|r| r.as_ref().ok().map(|e| e.source))
-            .or(counters.source);
-        counters.records.record(source, payload.len());
+        counters.record(decoder.source_of(results), payload.len());
         for (i, r) in results.drain(..).enumerate() {
             match r {
                 Ok(event) => {

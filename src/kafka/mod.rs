@@ -103,6 +103,14 @@ pub enum Error {
     Setup(String),
 }
 
+/// The (topic, partition) pairs of a partition list.
+pub(crate) fn partitions_of(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
 /// Sends one record, waiting while the producer's queue is full (back-pressure) rather than
 /// dropping it.
 pub(crate) fn send<K, P>(

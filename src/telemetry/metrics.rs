@@ -10,6 +10,7 @@
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder as _, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -162,40 +163,36 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+/// Registers a collector built from a valid definition (names are constants of this file:
+/// a bad one is a programming error, caught by the unit test below).
+fn register<C: Collector + Clone + 'static>(r: &Registry, c: prometheus::Result<C>) -> C {
+    let c = c.expect("valid metric definition");
     r.register(Box::new(c.clone()))
         .expect("metric registered once");
     c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric definition");
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
+    register(r, IntCounter::new(name, help))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric registered once");
-    g
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric registered once");
-    g
+    register(r, IntGauge::new(name, help))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .expect("valid metric definition");
-    r.register(Box::new(h.clone()))
-        .expect("metric registered once");
-    h
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())),
+    )
 }
 
 impl Metrics {
@@ -301,19 +298,16 @@ impl Metrics {
                 "Processing latency of alerts: from the arrival of the record that made the detectors emit the alert to the alert's handoff (delivery confirmed by the alerts topic, or written to stdout or the output file).",
                 LATENCY_BUCKETS,
             ),
-            event_time_lag: {
-                let g = GaugeVec::new(
+            event_time_lag: register(
+                &r,
+                GaugeVec::new(
                     Opts::new(
                         "nhiwatch_event_time_lag_seconds",
                         "Wall-clock time minus the event time of the newest event the detectors processed, by source system.",
                     ),
                     &["source"],
-                )
-                .expect("valid metric definition");
-                r.register(Box::new(g.clone()))
-                    .expect("metric registered once");
-                g
-            },
+                ),
+            ),
             newest_event: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
             consumer_lag: gauge_vec(
                 &r,
@@ -460,6 +454,30 @@ impl Metrics {
         self.partitions.with_label_values(&[stage]);
     }
 
+    /// Counts a partition revocation of `stage`.
+    pub fn revoked(&self, stage: &str) {
+        self.rebalances.with_label_values(&[stage, "revoke"]).inc();
+    }
+
+    /// Counts an assignment of `partitions` partitions to `stage`.
+    pub fn assigned(&self, stage: &str, partitions: usize) {
+        self.rebalances.with_label_values(&[stage, "assign"]).inc();
+        self.partitions
+            .with_label_values(&[stage])
+            .set(partitions as i64);
+    }
+
+    /// Counts a commit of `stage`: a success, or an error. (Commits are synchronous:
+    /// rust-rdkafka 0.39 never reports the result of an asynchronous one to
+    /// `commit_callback`, fede1024/rust-rdkafka#856, so a failed async commit went unseen.)
+    pub fn committed(&self, stage: &str, ok: bool) {
+        if ok {
+            self.commits.with_label_values(&[stage]).inc();
+        } else {
+            self.error(stage, "commit");
+        }
+    }
+
     /// Counts an operational error.
     pub fn error(&self, stage: &str, reason: &str) {
         self.errors.with_label_values(&[stage, reason]).inc();
@@ -575,22 +593,11 @@ impl Metrics {
 
 /// The sum of every series of a counter family (for log lines and summaries).
 pub fn total(v: &IntCounterVec) -> u64 {
-    use prometheus::core::Collector as _;
     v.collect()
         .iter()
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
-}
-
-/// The `source` label of events of `s`.
-pub fn source_label(s: Source) -> &'static str {
-    s.as_str()
-}
-
-/// The `action` label of events of `a`.
-pub fn action_label(a: Action) -> &'static str {
-    a.as_str()
 }
 
 /// Handles for `nhiwatch_events_total`, indexed by source and action, resolved once so the
@@ -646,9 +653,14 @@ impl RecordCounters {
         self.1.inc_by(bytes as u64);
     }
 
-    /// Counts `n` records of `source` and `bytes` bytes in all (per batch).
-    pub fn add(&self, source: Option<Source>, n: u64, bytes: u64) {
-        self.0[source.map_or(Source::ALL.len(), |s| s as usize)].inc_by(n);
+    /// Counts a batch: records by source, indexed as [`Source::ALL`] then `unknown`, and
+    /// their bytes.
+    pub fn add(&self, records: &[u64; Source::ALL.len() + 1], bytes: u64) {
+        for (counter, n) in self.0.iter().zip(records) {
+            if *n > 0 {
+                counter.inc_by(*n);
+            }
+        }
         self.1.inc_by(bytes);
     }
 }
