@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod encode;
 pub mod environment;
 pub mod event;
 pub mod fingerprint;
