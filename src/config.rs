@@ -39,6 +39,12 @@ pub struct Config {
     /// `nhiwatch run`: state, checkpoints and local outputs.
     #[serde(default)]
     pub run: RunConfig,
+    /// Settings shared by the `[[sinks]]`: spool directory, host name, drain timeout.
+    #[serde(default)]
+    pub delivery: crate::sink::DeliveryConfig,
+    /// Where alerts go besides the alerts topic: stdout, files, HTTP and syslog receivers.
+    #[serde(default)]
+    pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
 /// `[kafka]`: the cluster, the topics, and librdkafka options.
@@ -438,7 +444,16 @@ impl Config {
                 ));
             }
         }
+        crate::sink::validate(&self.sinks)?;
         Ok(())
+    }
+
+    /// Where network sinks spool: `delivery.spool_dir`, else `<run.state_dir>/spool`.
+    pub fn spool_dir(&self) -> Option<PathBuf> {
+        self.delivery
+            .spool_dir
+            .clone()
+            .or_else(|| self.run.state_dir.as_ref().map(|d| d.join("spool")))
     }
 
     /// Checks what `nhiwatch run` needs on top of [`Config::validate`]: brokers, topics, and

@@ -21,6 +21,7 @@ pub mod redact;
 pub mod replay;
 pub mod score;
 pub mod simulate;
+pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod time;

@@ -148,6 +148,10 @@ pub struct Metrics {
     pub sink_retries: IntCounterVec,
     /// `nhiwatch_sink_queued_records{sink}`.
     pub sink_queued: IntGaugeVec,
+    /// `nhiwatch_sink_dropped_total{sink,reason}`.
+    pub sink_dropped: IntCounterVec,
+    /// `nhiwatch_sink_spool_bytes{sink}`.
+    pub sink_spool_bytes: IntGaugeVec,
     /// `nhiwatch_build_info{version}`.
     pub build_info: IntGaugeVec,
     /// Series of `consumer_lag` set so far: (stage, topic, partition).
@@ -379,6 +383,18 @@ impl Metrics {
                 "Records accepted by a sink and not yet confirmed delivered, by sink (kafka: librdkafka's producer queue).",
                 &["sink"],
             ),
+            sink_dropped: counter_vec(
+                &r,
+                "nhiwatch_sink_dropped_total",
+                "Alerts a sink gave up on, by sink and reason (spool_full: dropped oldest by the drop_oldest policy; refused: the receiver refused the record, kept in the spool's rejected file).",
+                &["sink", "reason"],
+            ),
+            sink_spool_bytes: gauge_vec(
+                &r,
+                "nhiwatch_sink_spool_bytes",
+                "Bytes of undelivered alerts in a sink's disk spool.",
+                &["sink"],
+            ),
             build_info: gauge_vec(
                 &r,
                 "nhiwatch_build_info",
@@ -423,6 +439,15 @@ impl Metrics {
         self.sink_failures.with_label_values(&[sink]);
         self.sink_retries.with_label_values(&[sink]);
         self.sink_queued.with_label_values(&[sink]);
+    }
+
+    /// Declares a sink with a disk spool: its drop counters and spool size export zeros too.
+    pub fn declare_spooled_sink(&self, sink: &str) {
+        self.declare_sink(sink);
+        for reason in ["spool_full", "refused"] {
+            self.sink_dropped.with_label_values(&[sink, reason]);
+        }
+        self.sink_spool_bytes.with_label_values(&[sink]);
     }
 
     /// Declares the alert series of the detectors that run, for every severity and
