@@ -93,9 +93,12 @@ pub struct RunArgs {
     /// (`run.metrics_addr`).
     #[arg(long, env = "NHIWATCH_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Also write alerts to stdout as JSON lines (`run.alerts_stdout`).
+    /// Also write alerts to stdout, one per line (`run.alerts_stdout`).
     #[arg(long, env = "NHIWATCH_ALERTS_STDOUT")]
     pub alerts_stdout: bool,
+    /// Encoding of the alerts written to stdout (`run.alerts_encoding`).
+    #[arg(long, value_enum, env = "NHIWATCH_ENCODING")]
+    pub encoding: Option<crate::encode::Encoding>,
     /// A librdkafka property `NAME=VALUE` for every client (repeatable; adds to
     /// `kafka.options`).
     #[arg(long = "kafka-option", short = 'X', value_name = "NAME=VALUE")]
@@ -139,6 +142,9 @@ impl RunArgs {
         if self.alerts_stdout {
             cfg.run.alerts_stdout = true;
         }
+        if let Some(e) = self.encoding {
+            cfg.run.alerts_encoding = e;
+        }
         if self.metrics_addr.is_some() {
             cfg.run.metrics_addr = self.metrics_addr;
         }
@@ -178,6 +184,15 @@ pub struct ReplayArgs {
     /// Output file (default: stdout).
     #[arg(long, short = 'o', env = "NHIWATCH_OUTPUT")]
     pub output: Option<PathBuf>,
+    /// How alerts are written to the output: the nhiwatch JSON, an OCSF Detection Finding,
+    /// an ECS document, a CEF line or a Splunk HEC event.
+    #[arg(long, value_enum, default_value_t, env = "NHIWATCH_ENCODING")]
+    pub encoding: crate::encode::Encoding,
+    /// Also deliver alerts to the config's `[[sinks]]` (SIEMs, files). Network sinks spool
+    /// under `delivery.spool_dir`; what is not delivered within `delivery.drain_timeout` of
+    /// the end stays spooled for the next run or replay with the same sinks.
+    #[arg(long, env = "NHIWATCH_REPLAY_SINKS")]
+    pub sinks: bool,
     /// Write every rejected record here (JSON lines: location, reason, record with secrets
     /// masked).
     #[arg(long, env = "NHIWATCH_REJECTS")]
@@ -418,11 +433,39 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 rejects: args.rejects,
                 progress: args.progress,
                 hold: args.hold,
+                encoding: args.encoding,
+            };
+            let sinks = if args.sinks {
+                let spool_dir = cfg.spool_dir();
+                crate::sink::require_spool(&cfg.sinks, spool_dir.as_deref())?;
+                Some(crate::sink::Sinks::build(
+                    &cfg.sinks,
+                    &crate::sink::BuildOptions {
+                        spool_dir: spool_dir.as_deref(),
+                        hostname: cfg
+                            .delivery
+                            .hostname
+                            .clone()
+                            .unwrap_or_else(crate::encode::hostname),
+                        latency_sink: None,
+                    },
+                )?)
+            } else {
+                None
             };
             engines.insert(0, engine);
             // State is restored: ready.
             ready.store(true, std::sync::atomic::Ordering::Release);
-            let summary = replay::run(&decoder, &mut engines, &opts)?;
+            let result = replay::run(&decoder, &mut engines, &opts, sinks.as_ref());
+            if let Some(sinks) = sinks {
+                for r in sinks.shutdown(cfg.delivery.drain())? {
+                    eprintln!(
+                        "sink {}: {} alerts routed, {} left spooled",
+                        r.name, r.routed, r.spooled
+                    );
+                }
+            }
+            let summary = result?;
             let engine = &engines[0];
             if let Some(dir) = &args.state {
                 let path = engine.save(dir)?;

@@ -70,6 +70,10 @@ pub struct KafkaConfig {
     /// dropped.
     #[serde(default)]
     pub dlq_topic: Option<String>,
+    /// Encoding of the records on the alerts topic: `json` (default, the alert schema),
+    /// `ocsf`, `ecs`, `cef` or `hec`.
+    #[serde(default)]
+    pub alerts_encoding: crate::encode::Encoding,
     /// Partitions of the internal topics (`<group_id>-events`, keyed by identity, and the
     /// compacted `<group_id>-changelog`). The unit of scale-out: at most this many instances
     /// share the work. Fixed once the topics exist. Each partition judges fleet rollouts among
@@ -107,6 +111,7 @@ impl Default for KafkaConfig {
             topics: Vec::new(),
             alerts_topic: None,
             dlq_topic: None,
+            alerts_encoding: crate::encode::Encoding::Json,
             partitions: default_partitions(),
             repartition: true,
             replication_factor: default_replication(),
@@ -183,9 +188,12 @@ pub struct RunConfig {
     /// checkpoint are processed again after a crash (their alerts keep their ids).
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: Duration,
-    /// Also write alerts to stdout as JSON lines.
+    /// Also write alerts to stdout, one per line.
     #[serde(default)]
     pub alerts_stdout: bool,
+    /// Encoding of the alerts written to stdout: `json` (default), `ocsf`, `ecs`, `cef`, `hec`.
+    #[serde(default)]
+    pub alerts_encoding: crate::encode::Encoding,
     /// `host:port` for `/metrics`, `/healthz` and `/readyz` (off when unset).
     #[serde(default)]
     pub metrics_addr: Option<String>,
@@ -197,6 +205,7 @@ impl Default for RunConfig {
             state_dir: None,
             checkpoint_interval: default_checkpoint_interval(),
             alerts_stdout: false,
+            alerts_encoding: crate::encode::Encoding::Json,
             metrics_addr: None,
         }
     }
@@ -463,6 +472,7 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        crate::sink::require_spool(&self.sinks, self.spool_dir().as_deref())?;
         let k = &self.kafka;
         match &k.bootstrap_servers {
             None => {

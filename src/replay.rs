@@ -63,6 +63,8 @@ pub struct Options {
     /// Leave alerts still held in their fleet grace period unreleased at the end, as a live
     /// `run` does (they stay in the saved state).
     pub hold: bool,
+    /// How alerts are written to the output.
+    pub encoding: crate::encode::Encoding,
 }
 
 /// A replay failure that stops it (bad records never do).
@@ -78,6 +80,9 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// A sink could not take an alert (spool or file write failed).
+    #[error(transparent)]
+    Sink(#[from] crate::sink::Error),
     /// An input argument could not be expanded (unreadable directory).
     #[error("cannot list {path}: {source}")]
     Input {
@@ -330,6 +335,8 @@ enum Item {
 
 struct Run<'a> {
     engines: &'a mut [Engine],
+    encoder: crate::encode::Encoder,
+    sinks: Option<&'a crate::sink::Sinks>,
     alerts: Vec<Alert>,
     emit: Emit,
     out: Box<dyn Write>,
@@ -353,6 +360,7 @@ pub fn run(
     decoder: &Decoder,
     mut engines: &mut [Engine],
     opts: &Options,
+    sinks: Option<&crate::sink::Sinks>,
 ) -> Result<Summary, Error> {
     if opts.emit == Emit::Events {
         engines = &mut [];
@@ -418,6 +426,8 @@ pub fn run(
     let mut run = Run {
         meters,
         engines,
+        encoder: crate::encode::Encoder::new(opts.encoding, crate::encode::hostname()),
+        sinks,
         alerts: Vec::new(),
         emit: opts.emit,
         out,
@@ -863,10 +873,15 @@ impl Run<'_> {
                 ])
                 .inc();
             if self.emit == Emit::Alerts {
-                // Serializing a plain struct into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut self.out_buf, &alert);
+                self.encoder.encode(&alert, &mut self.out_buf);
                 self.out_buf.push(b'\n');
                 self.meters.unflushed.push(arrival);
+            }
+            if let Some(sinks) = self.sinks
+                && self.error.is_none()
+                && let Err(e) = sinks.send(&alert, arrival)
+            {
+                self.error = Some(e.into());
             }
         }
     }

@@ -371,8 +371,9 @@ fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>>
         rejects: None,
         progress: nhiwatch::replay::Progress::Never,
         hold: true,
+        encoding: nhiwatch::encode::Encoding::Json,
     };
-    nhiwatch::replay::run(&decoder, &mut engines, &opts).expect("replay");
+    nhiwatch::replay::run(&decoder, &mut engines, &opts, None).expect("replay");
     engines
         .iter()
         .map(|e| e.snapshot_bytes().expect("encode"))

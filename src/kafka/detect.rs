@@ -87,6 +87,12 @@ struct Saver {
     failed_before: AtomicU64,
     stdout: Option<std::io::Stdout>,
     watermarks: BaseConsumer,
+    /// The `[[sinks]]`: synced before offsets are committed.
+    sinks: crate::sink::Sinks,
+    /// Encodes alerts for the alerts topic.
+    topic_encoder: crate::encode::Encoder,
+    /// Encodes alerts for stdout.
+    stdout_encoder: crate::encode::Encoder,
 }
 
 struct Ctx {
@@ -164,6 +170,8 @@ impl Saver {
         if let Some(out) = &self.stdout {
             let _ = out.lock().flush();
         }
+        // Alerts handed to sinks are durable (spooled and synced) before any offset moves.
+        self.sinks.sync().map_err(|e| Error::Sink(e.to_string()))?;
         let before = self.failed_before.load(Ordering::Acquire);
         super::flush(&self.producer, &self.deliveries, before, TIMEOUT)?;
         let mut written = Vec::new();
@@ -355,7 +363,36 @@ impl Detect {
             in_checkpoint: m.detect_skipped.with_label_values(&["in_checkpoint"]),
             duplicates: m.detect_skipped.with_label_values(&["duplicate"]),
         };
+        // Latency is observed once per alert, on the first delivery path there is.
+        let latency_sink = if self.alerts_topic.is_some() || self.stdout {
+            None
+        } else {
+            self.cfg
+                .sinks
+                .iter()
+                .find(|s| s.is_network())
+                .map(|s| s.name())
+        };
+        let spool_dir = self.cfg.spool_dir();
+        let hostname = self
+            .cfg
+            .delivery
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::encode::hostname);
+        let sinks = crate::sink::Sinks::build(
+            &self.cfg.sinks,
+            &crate::sink::BuildOptions {
+                spool_dir: spool_dir.as_deref(),
+                hostname: hostname.clone(),
+                latency_sink,
+            },
+        )
+        .map_err(|e| Error::Sink(e.to_string()))?;
         let saver = Arc::new(Saver {
+            sinks,
+            topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
+            stdout_encoder: crate::encode::Encoder::new(self.cfg.run.alerts_encoding, hostname),
             k: k.clone(),
             group: self.group.clone(),
             changelog_topic: self.changelog_topic.clone(),
@@ -451,6 +488,9 @@ impl Detect {
             tracing::info!(partitions = g.len(), "final checkpoint written");
         }
         consumer.unsubscribe();
+        if let Err(e) = saver.sinks.shutdown(self.cfg.delivery.drain()) {
+            tracing::error!(error = %e, "sinks did not shut down cleanly");
+        }
         result
     }
 
@@ -589,7 +629,7 @@ impl Detect {
                 hot.env.metric_label(alert.environment.as_deref()),
             ])
             .inc();
-        let json = serde_json::to_vec(alert).map_err(|e| Error::Setup(e.to_string()))?;
+        let json = saver.topic_encoder.to_vec(alert);
         if let Some(topic) = &self.alerts_topic {
             let h = OwnedHeaders::new()
                 .insert(Header {
@@ -618,11 +658,16 @@ impl Detect {
                 arrival as usize,
             )?;
         }
+        saver
+            .sinks
+            .send(alert, arrival)
+            .map_err(|e| Error::Sink(e.to_string()))?;
         if let Some(out) = &saver.stdout {
+            let line = saver.stdout_encoder.to_vec(alert);
             let mut w = out.lock();
             // A closed stdout must not stop detection; alerts still reach the topic.
             match w
-                .write_all(&json)
+                .write_all(&line)
                 .and_then(|()| w.write_all(b"\n"))
                 .and_then(|()| w.flush())
             {

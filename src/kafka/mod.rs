@@ -101,6 +101,9 @@ pub enum Error {
     /// Something else in setup (the decoder, the detectors, signals).
     #[error("{0}")]
     Setup(String),
+    /// A sink could not take or persist alerts (spool or file write failed).
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// The (topic, partition) pairs of a partition list.

@@ -542,7 +542,7 @@ enum Target {
         spool: Arc<Spool>,
         /// Wraps each encoded alert before it is spooled (the syslog header).
         frame: Option<syslog::Header>,
-        worker: Option<JoinHandle<()>>,
+        worker: Mutex<Option<JoinHandle<()>>>,
     },
 }
 
@@ -687,7 +687,7 @@ impl Sinks {
                     Target::Spooled {
                         spool,
                         frame,
-                        worker: Some(handle),
+                        worker: Mutex::new(Some(handle)),
                     }
                 }
             };
@@ -800,15 +800,16 @@ impl Sinks {
 
     /// Stops the delivery threads after giving them up to `drain` to deliver what they
     /// hold; what is left stays spooled (and is logged).
-    pub fn shutdown(mut self, drain: Duration) -> Result<Vec<Report>, Error> {
+    pub fn shutdown(&self, drain: Duration) -> Result<Vec<Report>, Error> {
         let synced = self.sync();
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + drain);
         self.stop.store(true, Ordering::Release);
         let mut reports = Vec::new();
-        for (i, out) in self.outs.iter_mut().enumerate() {
+        for (i, out) in self.outs.iter().enumerate() {
             let mut spooled = 0;
-            if let Target::Spooled { spool, worker, .. } = &mut out.target {
-                if let Some(w) = worker.take() {
+            if let Target::Spooled { spool, worker, .. } = &out.target {
+                let w = worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(w) = w {
                     let _ = w.join();
                 }
                 spooled = spool.len() as u64;
