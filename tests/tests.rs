@@ -10,3 +10,4 @@ mod quality;
 mod samples;
 mod schema;
 mod secrets;
+mod sinks;

@@ -43,15 +43,10 @@ pub fn escape_header(s: &str) -> String {
 /// An extension value, escaped.
 pub fn escape_extension(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '=' => out.push_str("\\="),
-            '\r' if chars.peek() == Some(&'\n') => {
-                chars.next();
-                out.push_str("\\n");
-            }
             '\r' => out.push_str("\\r"),
             '\n' => out.push_str("\\n"),
             c => out.push(c),
@@ -155,7 +150,7 @@ mod tests {
             "pipes are literal in extensions"
         );
         assert_eq!(escape_extension("one\ntwo"), r"one\ntwo");
-        assert_eq!(escape_extension("one\r\ntwo"), r"one\ntwo");
+        assert_eq!(escape_extension("one\r\ntwo"), r"one\r\ntwo");
         assert_eq!(escape_extension("one\rtwo"), r"one\rtwo");
         assert_eq!(escape_extension(r"\="), r"\\\=");
         assert_eq!(escape_extension("ünïcode ok"), "ünïcode ok");

@@ -380,7 +380,7 @@ impl Metrics {
             sink_queued: gauge_vec(
                 &r,
                 "nhiwatch_sink_queued_records",
-                "Records accepted by a sink and not yet confirmed delivered, by sink (kafka: librdkafka's producer queue).",
+                "Records accepted by a sink and not yet confirmed delivered, by sink (kafka: librdkafka's producer queue; http, syslog: records in the disk spool).",
                 &["sink"],
             ),
             sink_dropped: counter_vec(

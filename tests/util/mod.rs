@@ -146,7 +146,9 @@ pub fn parse_events(stdout: &[u8]) -> Vec<Event> {
         .collect()
 }
 pub mod kafka;
+pub mod ocsf;
 pub mod prom;
+pub mod receiver;
 
 /// The `id` of every alert in JSON-lines output.
 pub fn parse_alert_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {
