@@ -133,7 +133,8 @@ fn ocsf_findings_validate_against_the_published_detection_finding_class() {
 
     // The validator itself catches what it must: each mutation yields an error.
     let good: Value = serde_json::from_str(&lines[0]).unwrap();
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "required attribute missing",
             Box::new(|v| {
