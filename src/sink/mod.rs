@@ -928,11 +928,12 @@ impl Worker {
     /// Delivers a batch (retrying until accepted or refused) and acknowledges it. False when
     /// shutdown interrupted the retries.
     fn deliver(&mut self, batch: &[Record]) -> bool {
-        match self.attempt(batch) {
+        let set_aside = match self.attempt(batch) {
             Some(Ok(refused)) => {
-                for (i, why) in refused {
-                    self.refuse(&batch[i], &why);
+                for (i, why) in &refused {
+                    self.refuse(&batch[*i], why);
                 }
+                refused.len()
             }
             Some(Err(why)) if batch.len() > 1 => {
                 // One record spoils the batch: send them one by one to find it, in order.
@@ -944,9 +945,12 @@ impl Worker {
                 }
                 return true;
             }
-            Some(Err(why)) => self.refuse(&batch[0], &why),
+            Some(Err(why)) => {
+                self.refuse(&batch[0], &why);
+                1
+            }
             None => return false,
-        }
+        };
         let m = metrics::get();
         let Some(last) = batch.last() else {
             return true;
@@ -957,7 +961,7 @@ impl Worker {
         }
         m.sink_deliveries
             .with_label_values(&[&self.name])
-            .inc_by(batch.len() as u64);
+            .inc_by((batch.len() - set_aside) as u64);
         if self.latency {
             for r in batch {
                 metrics::observe_alert_latency(r.arrival);
