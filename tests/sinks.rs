@@ -797,3 +797,107 @@ retry_max_ms = 500
     );
     assert_eq!(second.terminate(), Some(0));
 }
+
+/// Reads octet-counted syslog frames (`LEN SP MSG`) from a stream until `n` arrived.
+fn read_frames(mut s: impl std::io::Read, n: usize) -> Vec<String> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut frames = Vec::new();
+    while frames.len() < n {
+        let got = s.read(&mut buf).expect("read frames");
+        assert!(got > 0, "stream closed after {} frames", frames.len());
+        data.extend_from_slice(&buf[..got]);
+        while let Some(sp) = data.iter().position(|&b| b == b' ') {
+            let len: usize = std::str::from_utf8(&data[..sp])
+                .expect("ascii length")
+                .parse()
+                .expect("octet count");
+            if data.len() < sp + 1 + len {
+                break;
+            }
+            frames.push(String::from_utf8(data[sp + 1..sp + 1 + len].to_vec()).expect("utf-8"));
+            data.drain(..sp + 1 + len);
+        }
+    }
+    assert!(data.is_empty(), "bytes after the last frame");
+    frames
+}
+
+/// Checks an RFC 5424 message (`<PRI>1 TS HOST APP PROCID MSGID - MSG`) against its alert
+/// and returns MSG.
+fn rfc5424_msg<'a>(m: &'a str, a: &Value, facility: u32) -> &'a str {
+    let parts: Vec<&str> = m.splitn(8, ' ').collect();
+    let sev = match a["severity"].as_str().unwrap() {
+        "critical" => 2,
+        "high" => 3,
+        "medium" => 4,
+        "low" => 5,
+        _ => 6,
+    };
+    assert_eq!(parts[0], format!("<{}>1", facility * 8 + sev), "{m}");
+    nhiwatch::time::Timestamp::parse(parts[1]).expect("TIMESTAMP");
+    assert_eq!(parts[2], "nhiwatch-test");
+    assert_eq!(parts[5], a["detector"].as_str().unwrap());
+    assert_eq!(parts[6], "-");
+    parts[7]
+}
+
+#[test]
+fn syslog_over_tls_with_a_custom_ca_and_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(dir.path());
+    let alerts = alerts();
+    let tls = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_addr = tls.local_addr().unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let n = alerts.len();
+    // UDP gets the high and critical ones only: a burst of a few keeps well inside the
+    // socket's receive buffer (UDP drops what does not fit; that is not under test).
+    let high: Vec<Value> = alerts
+        .iter()
+        .filter(|a| matches!(a["severity"].as_str(), Some("high" | "critical")))
+        .cloned()
+        .collect();
+    let n_udp = high.len();
+    let acceptor = certs.acceptor();
+    let tls_frames = std::thread::spawn(move || {
+        let (conn, _) = tls.accept().expect("accept");
+        let s = acceptor.accept(conn).expect("TLS handshake");
+        read_frames(s, n)
+    });
+    let udp_frames = std::thread::spawn(move || {
+        udp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        (0..n_udp)
+            .map(|_| {
+                let got = udp.recv(&mut buf).expect("datagram");
+                String::from_utf8(buf[..got].to_vec()).expect("utf-8")
+            })
+            .collect::<Vec<_>>()
+    });
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "[[sinks]]\nname = \"qradar\"\ntype = \"syslog\"\naddress = \"localhost:{}\"\nprotocol = \"tls\"\nca_file = \"{}\"\nfacility = \"auth\"\n\n[[sinks]]\nname = \"udp\"\ntype = \"syslog\"\naddress = \"{udp_addr}\"\nprotocol = \"udp\"\nencoding = \"json\"\nmin_severity = \"high\"\n",
+            tls_addr.port(),
+            certs.ca.display()
+        ),
+    );
+    let (_, stderr) = replay_lines(&config, "json", &["--sinks", "--emit", "none"]);
+    assert!(
+        stderr.contains(&format!("sink qradar: {n} alerts routed, 0 left spooled")),
+        "{stderr}"
+    );
+    let frames = tls_frames.join().expect("TLS receiver");
+    for (m, a) in frames.iter().zip(&alerts) {
+        check_cef(rfc5424_msg(m, a, 4), a);
+    }
+    // One message per datagram, the alert JSON as MSG (UDP on loopback does not drop here).
+    let datagrams = udp_frames.join().expect("UDP receiver");
+    assert_eq!(datagrams.len(), high.len());
+    for (m, a) in datagrams.iter().zip(&high) {
+        let msg: Value = serde_json::from_str(rfc5424_msg(m, a, 20)).expect("JSON MSG");
+        assert_eq!(&msg, a);
+    }
+}
