@@ -185,6 +185,16 @@ pub enum RunnerKind {
     SelfHosted,
 }
 
+impl RunnerKind {
+    /// The snake_case name, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Hosted => "hosted",
+            RunnerKind::SelfHosted => "self_hosted",
+        }
+    }
+}
+
 /// A credential, identified by a keyed fingerprint of its id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

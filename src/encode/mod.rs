@@ -171,11 +171,9 @@ fn runner_host(alert: &Alert) -> Option<&str> {
 /// The most specific stable description of the runner: id, else group, else kind.
 fn runner_label(alert: &Alert) -> Option<String> {
     let r = &alert.runner;
-    r.id.clone().or_else(|| r.group.clone()).or_else(|| {
-        r.kind
-            .map(|k| serde_json::to_value(k).ok())
-            .and_then(|v| v.and_then(|v| v.as_str().map(str::to_string)))
-    })
+    r.id.clone()
+        .or_else(|| r.group.clone())
+        .or_else(|| r.kind.map(|k| k.as_str().to_string()))
 }
 
 /// Numeric severities of the encodings that want one.
