@@ -436,6 +436,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 encoding: args.encoding,
             };
             let sinks = if args.sinks {
+                if cfg.sinks.is_empty() {
+                    anyhow::bail!("--sinks: the config has no [[sinks]] to deliver to");
+                }
                 let spool_dir = cfg.spool_dir();
                 crate::sink::require_spool(&cfg.sinks, spool_dir.as_deref())?;
                 Some(crate::sink::Sinks::build(

@@ -901,3 +901,40 @@ fn syslog_over_tls_with_a_custom_ca_and_over_udp() {
         assert_eq!(&msg, a);
     }
 }
+
+#[test]
+fn replay_sinks_without_sinks_or_spool_directory_is_a_clear_error() {
+    let week = util::fixture("simulated/week.jsonl.gz");
+    let week = week.to_str().unwrap();
+    let out = util::run(&["replay", "--sinks", week], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sinks: the config has no [[sinks]]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A network sink with nowhere to spool is named by its key.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\ntype = \"syslog\"\naddress = \"127.0.0.1:514\"\n",
+    )
+    .unwrap();
+    let out = util::run(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "replay",
+            "--sinks",
+            week,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sinks[0].type") && err.contains("delivery.spool_dir"),
+        "{err}"
+    );
+}

@@ -86,6 +86,17 @@ impl DeliveryConfig {
     }
 }
 
+/// A secret from the config: deserialized as a string, never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// The kind of a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -184,7 +195,7 @@ pub struct SinkConfig {
     pub url: Option<String>,
     /// http: token sent as `Authorization: <token_scheme> <token>`. Prefer `token_env`.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// http: environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
@@ -282,7 +293,7 @@ impl SinkConfig {
 
     /// The token, from `token` or `token_env` (read now).
     fn token(&self) -> Option<String> {
-        self.token.clone().or_else(|| {
+        self.token.as_ref().map(|t| t.0.clone()).or_else(|| {
             self.token_env
                 .as_ref()
                 .and_then(|v| std::env::var(v).ok())
@@ -1140,6 +1151,14 @@ mod tests {
             ),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_token_in_the_config_is_not_shown_by_debug() {
+        let s = parse("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\ntoken = \"t0p-s3cret\"\n");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("t0p-s3cret"), "{shown}");
+        assert_eq!(s[0].token().as_deref(), Some("t0p-s3cret"));
     }
 
     #[test]
