@@ -445,11 +445,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     &cfg.sinks,
                     &crate::sink::BuildOptions {
                         spool_dir: spool_dir.as_deref(),
-                        hostname: cfg
-                            .delivery
-                            .hostname
-                            .clone()
-                            .unwrap_or_else(crate::encode::hostname),
+                        hostname: cfg.delivery.hostname(),
                         latency_sink: None,
                     },
                 )?)

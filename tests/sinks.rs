@@ -67,6 +67,30 @@ fn ms(rfc3339: &str) -> i64 {
         / 1000
 }
 
+/// The syslog severity an alert's severity maps to (RFC 5424: 2 crit … 6 info).
+fn syslog_severity(a: &Value) -> u32 {
+    match a["severity"].as_str().unwrap() {
+        "critical" => 2,
+        "high" => 3,
+        "medium" => 4,
+        "low" => 5,
+        _ => 6,
+    }
+}
+
+/// The `id` of each alert line, in order.
+fn line_ids<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn ocsf_findings_validate_against_the_published_detection_finding_class() {
     let Some(schema) = Ocsf::load() else { return };
@@ -478,16 +502,9 @@ fn cef_over_rfc5424_tcp_reaches_rsyslog_field_for_field() {
     for (line, a) in lines.iter().zip(&alerts) {
         let f: Vec<&str> = line.splitn(9, '|').collect();
         assert_eq!(f.len(), 9, "{line}");
-        let sev = match a["severity"].as_str().unwrap() {
-            "critical" => 2,
-            "high" => 3,
-            "medium" => 4,
-            "low" => 5,
-            _ => 6,
-        };
         assert_eq!(
             f[0],
-            (20 * 8 + sev).to_string(),
+            (20 * 8 + syslog_severity(a)).to_string(),
             "PRI = local4 * 8 + severity"
         );
         assert_eq!(f[1], "1", "RFC 5424 version");
@@ -721,15 +738,7 @@ retry_max_ms = 500
         None,
     );
     assert!(out.status.success());
-    let want: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let want = line_ids(String::from_utf8_lossy(&out.stdout).lines());
     assert!(want.len() > 100, "{}", want.len());
 
     broker.produce(&s.input, &records);
@@ -782,15 +791,7 @@ retry_max_ms = 500
     } else {
         lines
     };
-    let got: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let got = line_ids(lines.iter().map(String::as_str));
     assert_eq!(
         got, want,
         "every alert exactly once, in order, after the outage and restart"
@@ -827,14 +828,11 @@ fn read_frames(mut s: impl std::io::Read, n: usize) -> Vec<String> {
 /// and returns MSG.
 fn rfc5424_msg<'a>(m: &'a str, a: &Value, facility: u32) -> &'a str {
     let parts: Vec<&str> = m.splitn(8, ' ').collect();
-    let sev = match a["severity"].as_str().unwrap() {
-        "critical" => 2,
-        "high" => 3,
-        "medium" => 4,
-        "low" => 5,
-        _ => 6,
-    };
-    assert_eq!(parts[0], format!("<{}>1", facility * 8 + sev), "{m}");
+    assert_eq!(
+        parts[0],
+        format!("<{}>1", facility * 8 + syslog_severity(a)),
+        "{m}"
+    );
     nhiwatch::time::Timestamp::parse(parts[1]).expect("TIMESTAMP");
     assert_eq!(parts[2], "nhiwatch-test");
     assert_eq!(parts[5], a["detector"].as_str().unwrap());

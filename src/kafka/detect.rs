@@ -374,12 +374,7 @@ impl Detect {
                 .map(|s| s.name())
         };
         let spool_dir = self.cfg.spool_dir();
-        let hostname = self
-            .cfg
-            .delivery
-            .hostname
-            .clone()
-            .unwrap_or_else(crate::encode::hostname);
+        let hostname = self.cfg.delivery.hostname();
         let sinks = crate::sink::Sinks::build(
             &self.cfg.sinks,
             &crate::sink::BuildOptions {

@@ -80,6 +80,13 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// The host name for encodings: `hostname`, else this machine's.
+    pub fn hostname(&self) -> String {
+        self.hostname
+            .clone()
+            .unwrap_or_else(crate::encode::hostname)
+    }
+
     /// The drain timeout.
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_timeout.map_or(10, |d| d.as_secs()))
@@ -353,68 +360,37 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), ConfigError> {
             ));
         }
         let kind = s.kind.as_str();
-        let mut set: Vec<&str> = Vec::new();
-        let mut flag = |f: &'static str, present: bool| {
-            if present {
-                set.push(f)
-            }
-        };
-        flag("path", s.path.is_some());
-        flag("url", s.url.is_some());
-        flag("token", s.token.is_some());
-        flag("token_env", s.token_env.is_some());
-        flag("token_scheme", s.token_scheme.is_some());
-        flag("headers", !s.headers.is_empty());
-        flag("framing", s.framing.is_some());
-        flag("gzip", s.gzip);
-        flag("batch_max_records", s.batch_max_records.is_some());
-        flag("batch_max_bytes", s.batch_max_bytes.is_some());
-        flag("address", s.address.is_some());
-        flag("protocol", s.protocol.is_some());
-        flag("server_name", s.server_name.is_some());
-        flag("facility", s.facility.is_some());
-        flag("app_name", s.app_name.is_some());
-        flag("ca_file", s.ca_file.is_some());
-        flag("spool_max_bytes", s.spool_max_bytes.is_some());
-        flag("when_full", s.when_full.is_some());
-        flag("timeout_ms", s.timeout_ms.is_some());
-        flag("retry_initial_ms", s.retry_initial_ms.is_some());
-        flag("retry_max_ms", s.retry_max_ms.is_some());
-        let allowed: &[&str] = match s.kind {
-            SinkKind::Stdout => &[],
-            SinkKind::File => &["path"],
-            SinkKind::Http => &[
-                "url",
-                "token",
-                "token_env",
-                "token_scheme",
-                "headers",
-                "framing",
-                "gzip",
-                "batch_max_records",
-                "batch_max_bytes",
-                "ca_file",
-                "spool_max_bytes",
-                "when_full",
-                "timeout_ms",
-                "retry_initial_ms",
-                "retry_max_ms",
-            ],
-            SinkKind::Syslog => &[
-                "address",
-                "protocol",
-                "server_name",
-                "facility",
-                "app_name",
-                "ca_file",
-                "spool_max_bytes",
-                "when_full",
-                "timeout_ms",
-                "retry_initial_ms",
-                "retry_max_ms",
-            ],
-        };
-        if let Some(f) = set.iter().find(|f| !allowed.contains(f)) {
+        // Each kind-specific field, whether it is set, and the kinds it applies to.
+        const HTTP: &[SinkKind] = &[SinkKind::Http];
+        const SYSLOG: &[SinkKind] = &[SinkKind::Syslog];
+        const NETWORK: &[SinkKind] = &[SinkKind::Http, SinkKind::Syslog];
+        let fields: [(&str, bool, &[SinkKind]); 21] = [
+            ("path", s.path.is_some(), &[SinkKind::File]),
+            ("url", s.url.is_some(), HTTP),
+            ("token", s.token.is_some(), HTTP),
+            ("token_env", s.token_env.is_some(), HTTP),
+            ("token_scheme", s.token_scheme.is_some(), HTTP),
+            ("headers", !s.headers.is_empty(), HTTP),
+            ("framing", s.framing.is_some(), HTTP),
+            ("gzip", s.gzip, HTTP),
+            ("batch_max_records", s.batch_max_records.is_some(), HTTP),
+            ("batch_max_bytes", s.batch_max_bytes.is_some(), HTTP),
+            ("address", s.address.is_some(), SYSLOG),
+            ("protocol", s.protocol.is_some(), SYSLOG),
+            ("server_name", s.server_name.is_some(), SYSLOG),
+            ("facility", s.facility.is_some(), SYSLOG),
+            ("app_name", s.app_name.is_some(), SYSLOG),
+            ("ca_file", s.ca_file.is_some(), NETWORK),
+            ("spool_max_bytes", s.spool_max_bytes.is_some(), NETWORK),
+            ("when_full", s.when_full.is_some(), NETWORK),
+            ("timeout_ms", s.timeout_ms.is_some(), NETWORK),
+            ("retry_initial_ms", s.retry_initial_ms.is_some(), NETWORK),
+            ("retry_max_ms", s.retry_max_ms.is_some(), NETWORK),
+        ];
+        if let Some((f, _, _)) = fields
+            .iter()
+            .find(|(_, set, kinds)| *set && !kinds.contains(&s.kind))
+        {
             return Err(invalid(f, format!("does not apply to a {kind} sink")));
         }
         let hec_set = s.hec_source.is_some() || s.hec_sourcetype.is_some() || s.hec_index.is_some();
@@ -552,6 +528,7 @@ enum Target {
     Spooled {
         spool: Arc<Spool>,
         /// Wraps each encoded alert before it is spooled (the syslog header).
+        meters: SpoolMeters,
         frame: Option<syslog::Header>,
         worker: Mutex<Option<JoinHandle<()>>>,
     },
@@ -562,8 +539,54 @@ struct Out {
     route: Route,
     encoder: Encoder,
     target: Target,
+    meters: Meters,
+}
+
+/// A sink's metric handles, resolved once.
+#[derive(Clone)]
+struct Meters {
     deliveries: prometheus::IntCounter,
     failures: prometheus::IntCounter,
+}
+
+impl Meters {
+    fn new(name: &str) -> Meters {
+        let m = metrics::get();
+        Meters {
+            deliveries: m.sink_deliveries.with_label_values(&[name]),
+            failures: m.sink_failures.with_label_values(&[name]),
+        }
+    }
+}
+
+/// The further handles of a spooled sink (shared by the sink and its delivery thread).
+#[derive(Clone)]
+struct SpoolMeters {
+    retries: prometheus::IntCounter,
+    queued: prometheus::IntGauge,
+    spool_bytes: prometheus::IntGauge,
+    dropped_full: prometheus::IntCounter,
+    refused: prometheus::IntCounter,
+}
+
+impl SpoolMeters {
+    fn new(name: &str) -> SpoolMeters {
+        let m = metrics::get();
+        m.declare_spooled_sink(name);
+        SpoolMeters {
+            retries: m.sink_retries.with_label_values(&[name]),
+            queued: m.sink_queued.with_label_values(&[name]),
+            spool_bytes: m.sink_spool_bytes.with_label_values(&[name]),
+            dropped_full: m.sink_dropped.with_label_values(&[name, "spool_full"]),
+            refused: m.sink_dropped.with_label_values(&[name, "refused"]),
+        }
+    }
+
+    /// Sets the spool gauges from the spool.
+    fn spool(&self, spool: &Spool) {
+        self.queued.set(spool.len() as i64);
+        self.spool_bytes.set(spool.bytes() as i64);
+    }
 }
 
 /// What became of a sink by the end of a run.
@@ -606,6 +629,8 @@ impl Sinks {
         let mut outs = Vec::new();
         for c in cfgs {
             let name = c.name();
+            m.declare_sink(&name);
+            let meters = Meters::new(&name);
             let mut encoder = Encoder::new(c.encoding(), opts.hostname.clone());
             if c.encoding() == Encoding::Hec {
                 let d = HecFields::default();
@@ -616,15 +641,11 @@ impl Sinks {
                 });
             }
             let target = match c.kind {
-                SinkKind::Stdout => {
-                    m.declare_sink(&name);
-                    Target::Stream {
-                        out: Mutex::new(Box::new(std::io::stdout())),
-                        path: "<stdout>".into(),
-                    }
-                }
+                SinkKind::Stdout => Target::Stream {
+                    out: Mutex::new(Box::new(std::io::stdout())),
+                    path: "<stdout>".into(),
+                },
                 SinkKind::File => {
-                    m.declare_sink(&name);
                     let path = c.path.clone().unwrap_or_default();
                     let f = std::fs::OpenOptions::new()
                         .create(true)
@@ -641,7 +662,6 @@ impl Sinks {
                     }
                 }
                 SinkKind::Http | SinkKind::Syslog => {
-                    m.declare_spooled_sink(&name);
                     let root = opts.spool_dir.ok_or_else(|| Error::Setup {
                         sink: name.clone(),
                         message: "no spool directory (delivery.spool_dir)".into(),
@@ -657,12 +677,8 @@ impl Sinks {
                         tracing::info!(sink = %name, records = opened.records, spool = %dir.display(), "undelivered alerts from a previous run; delivering them first");
                     }
                     let spool = Arc::new(spool);
-                    m.sink_queued
-                        .with_label_values(&[&name])
-                        .set(spool.len() as i64);
-                    m.sink_spool_bytes
-                        .with_label_values(&[&name])
-                        .set(spool.bytes() as i64);
+                    let spool_meters = SpoolMeters::new(&name);
+                    spool_meters.spool(&spool);
                     let transport: Box<dyn Transport> = match c.kind {
                         SinkKind::Http => {
                             Box::new(http::Http::new(c).map_err(|message| Error::Setup {
@@ -687,6 +703,8 @@ impl Sinks {
                         stop: stop.clone(),
                         deadline: deadline.clone(),
                         latency: opts.latency_sink.as_deref() == Some(name.as_str()),
+                        meters: meters.clone(),
+                        spool_meters: spool_meters.clone(),
                     };
                     let handle = std::thread::Builder::new()
                         .name(format!("sink-{name}"))
@@ -697,14 +715,14 @@ impl Sinks {
                         })?;
                     Target::Spooled {
                         spool,
+                        meters: spool_meters,
                         frame,
                         worker: Mutex::new(Some(handle)),
                     }
                 }
             };
             outs.push(Out {
-                deliveries: m.sink_deliveries.with_label_values(&[&name]),
-                failures: m.sink_failures.with_label_values(&[&name]),
+                meters,
                 name,
                 route: Route {
                     min_severity: c.min_severity,
@@ -746,9 +764,9 @@ impl Sinks {
                     buf.push(b'\n');
                     let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
                     match w.write_all(&buf).and_then(|()| w.flush()) {
-                        Ok(()) => out.deliveries.inc(),
+                        Ok(()) => out.meters.deliveries.inc(),
                         Err(source) => {
-                            out.failures.inc();
+                            out.meters.failures.inc();
                             return Err(Error::Write {
                                 sink: out.name.clone(),
                                 path: path.clone(),
@@ -757,7 +775,12 @@ impl Sinks {
                         }
                     }
                 }
-                Target::Spooled { spool, frame, .. } => {
+                Target::Spooled {
+                    spool,
+                    meters,
+                    frame,
+                    ..
+                } => {
                     if let Some(h) = frame {
                         h.write(alert, &mut buf);
                     }
@@ -766,19 +789,11 @@ impl Sinks {
                         sink: out.name.clone(),
                         source,
                     })?;
-                    let m = metrics::get();
                     if dropped > 0 {
-                        m.sink_dropped
-                            .with_label_values(&[&out.name, "spool_full"])
-                            .inc_by(dropped);
+                        meters.dropped_full.inc_by(dropped);
                         tracing::error!(sink = %out.name, dropped, total_dropped = spool.dropped(), spool = %spool.dir().display(), "spool full: oldest undelivered alerts dropped (when_full = drop_oldest)");
                     }
-                    m.sink_queued
-                        .with_label_values(&[&out.name])
-                        .set(spool.len() as i64);
-                    m.sink_spool_bytes
-                        .with_label_values(&[&out.name])
-                        .set(spool.bytes() as i64);
+                    meters.spool(spool);
                 }
             }
         }
@@ -877,6 +892,8 @@ struct Worker {
     stop: Arc<AtomicBool>,
     deadline: Arc<Mutex<Option<Instant>>>,
     latency: bool,
+    meters: Meters,
+    spool_meters: SpoolMeters,
 }
 
 impl Worker {
@@ -904,8 +921,6 @@ impl Worker {
 
     fn run(mut self) {
         let m = metrics::get();
-        let queued = m.sink_queued.with_label_values(&[&self.name]);
-        let bytes = m.sink_spool_bytes.with_label_values(&[&self.name]);
         loop {
             if self.stop.load(Ordering::Acquire) && (self.spool.is_empty() || self.expired()) {
                 return;
@@ -931,8 +946,7 @@ impl Worker {
             if !self.deliver(&batch) {
                 return;
             }
-            queued.set(self.spool.len() as i64);
-            bytes.set(self.spool.bytes() as i64);
+            self.spool_meters.spool(&self.spool);
         }
     }
 
@@ -970,8 +984,8 @@ impl Worker {
             m.error(metrics::stage::SINK, "spool");
             tracing::error!(sink = %self.name, error = %e, "cannot record delivery in the spool; records may be sent again after a restart");
         }
-        m.sink_deliveries
-            .with_label_values(&[&self.name])
+        self.meters
+            .deliveries
             .inc_by((batch.len() - set_aside) as u64);
         if self.latency {
             for r in batch {
@@ -984,9 +998,6 @@ impl Worker {
     /// Sends until the receiver answers: `Ok(refused items)`, `Err(why)` when it refused the
     /// whole batch, `None` when shutdown ended the retries.
     fn attempt(&mut self, batch: &[Record]) -> Option<Result<Vec<(usize, String)>, String>> {
-        let m = metrics::get();
-        let failures = m.sink_failures.with_label_values(&[&self.name]);
-        let retries = m.sink_retries.with_label_values(&[&self.name]);
         let (initial, max) = self.retry;
         let mut delay = initial;
         let mut attempts: u64 = 0;
@@ -1004,7 +1015,7 @@ impl Worker {
                 Err(Failure::Transient(why)) => (why, false),
                 Err(Failure::Misconfigured(why)) => (why, true),
             };
-            failures.inc();
+            self.meters.failures.inc();
             let wait = jitter(delay);
             if level_error {
                 tracing::error!(sink = %self.name, attempt = attempts, records = batch.len(), retry_in_ms = wait.as_millis() as u64, error = %why, "receiver rejects nhiwatch (check the sink's url and token); alerts wait in the spool");
@@ -1014,7 +1025,7 @@ impl Worker {
             if !self.pause(wait) {
                 return None;
             }
-            retries.inc();
+            self.spool_meters.retries.inc();
             delay = (delay * 2).min(max);
         }
     }
@@ -1022,10 +1033,7 @@ impl Worker {
     /// Sets a refused record aside in `<spool>/rejected.jsonl`, counted and logged: the
     /// receiver will never take it, and it must not block the alerts behind it.
     fn refuse(&self, r: &Record, why: &str) {
-        let m = metrics::get();
-        m.sink_dropped
-            .with_label_values(&[&self.name, "refused"])
-            .inc();
+        self.spool_meters.refused.inc();
         let path = self.spool.dir().join("rejected.jsonl");
         let line = serde_json::json!({
             "time": crate::time::Timestamp::now().to_rfc3339(),
@@ -1044,7 +1052,7 @@ impl Worker {
             });
         tracing::error!(sink = %self.name, reason = %why, kept_in = %path.display(), "receiver refused an alert; set aside");
         if let Err(e) = written {
-            m.error(metrics::stage::SINK, "spool");
+            metrics::get().error(metrics::stage::SINK, "spool");
             tracing::error!(sink = %self.name, error = %e, "cannot write the rejected file");
         }
     }

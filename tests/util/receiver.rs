@@ -112,19 +112,7 @@ impl HttpReceiver {
 
     /// Waits until `n` lines were accepted (panics after `timeout`).
     pub fn wait_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let lines = self.accepted_lines();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "receiver accepted {} of {n} lines within {timeout:?}",
-                lines.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_lines("the HTTP receiver", n, timeout, || self.accepted_lines())
     }
 }
 
@@ -403,19 +391,7 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="received")
 
     /// Waits until `n` lines were written.
     pub fn wait_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let l = self.lines();
-            if l.len() >= n {
-                return l;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "rsyslog wrote {} of {n} lines within {timeout:?}",
-                l.len()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_lines("rsyslog", n, timeout, || self.lines())
     }
 }
 
@@ -423,5 +399,27 @@ impl Drop for Rsyslog {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `lines` until it holds `n` lines; panics naming `who` after `timeout`.
+fn wait_lines(
+    who: &str,
+    n: usize,
+    timeout: Duration,
+    lines: impl Fn() -> Vec<String>,
+) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let l = lines();
+        if l.len() >= n {
+            return l;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{who} got {} of {n} lines within {timeout:?}",
+            l.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
