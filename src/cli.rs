@@ -53,8 +53,37 @@ pub enum Command {
     /// Score alerts against a simulation's answer key: recall per attack kind, precision,
     /// false alerts per 1,000 identity-days.
     Score(ScoreArgs),
+    /// Run SQL over the lake (tables `events`, `alerts`, `baselines`), or serve it to
+    /// `psql`, Grafana and HTTP clients with `--serve`.
+    Query(QueryArgs),
     /// Validate the configuration file and exit.
     CheckConfig,
+}
+
+/// `nhiwatch query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL: a query (the lake is read-only); `-` reads it from stdin.
+    #[arg(required_unless_present = "serve", value_name = "SQL")]
+    pub sql: Option<String>,
+    /// The lake directory (`lake.dir`).
+    #[arg(long, env = "NHIWATCH_LAKE")]
+    pub lake: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t, env = "NHIWATCH_QUERY_FORMAT")]
+    pub format: crate::query::Format,
+    /// Write the result here instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Serve the lake on the SQL endpoints until interrupted, instead of running one query.
+    #[arg(long, conflicts_with = "sql")]
+    pub serve: bool,
+    /// PostgreSQL wire-protocol listener for `--serve` (`sql.pg_listen`).
+    #[arg(long, env = "NHIWATCH_SQL_PG_LISTEN")]
+    pub pg_listen: Option<String>,
+    /// HTTP listener for `--serve` (`sql.http_listen`).
+    #[arg(long, env = "NHIWATCH_SQL_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
 }
 
 /// `nhiwatch run`. Flags override the `[kafka]` and `[run]` sections of the config.
@@ -99,6 +128,9 @@ pub struct RunArgs {
     /// Encoding of the alerts written to stdout (`run.alerts_encoding`).
     #[arg(long, value_enum, env = "NHIWATCH_ENCODING")]
     pub encoding: Option<crate::encode::Encoding>,
+    /// Write events and alerts to this lake directory (`lake.dir`).
+    #[arg(long, env = "NHIWATCH_LAKE")]
+    pub lake: Option<PathBuf>,
     /// A librdkafka property `NAME=VALUE` for every client (repeatable; adds to
     /// `kafka.options`).
     #[arg(long = "kafka-option", short = 'X', value_name = "NAME=VALUE")]
@@ -135,6 +167,9 @@ impl RunArgs {
         }
         if self.state_dir.is_some() {
             cfg.run.state_dir = self.state_dir;
+        }
+        if self.lake.is_some() {
+            cfg.lake.dir = self.lake;
         }
         if let Some(i) = self.checkpoint_interval {
             cfg.run.checkpoint_interval = i;
@@ -204,6 +239,10 @@ pub struct ReplayArgs {
     /// `127.0.0.1:9464` (useful with a live stream on stdin).
     #[arg(long, env = "NHIWATCH_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Write the events, the alerts and the final baselines to this lake directory, for
+    /// `nhiwatch query` (`lake.dir`).
+    #[arg(long, env = "NHIWATCH_LAKE")]
+    pub lake: Option<PathBuf>,
 }
 
 /// `nhiwatch baselines`.
@@ -398,7 +437,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Replay(args) => {
-            let decoder = Decoder::from_config(&cfg, args.format)?;
+            let lake = args.lake.clone().or_else(|| cfg.lake.dir.clone());
+            let decoder = Decoder::from_config(&cfg, args.format)?.keep_records(lake.is_some());
             if args.state.is_some() && args.emit == Emit::Events {
                 anyhow::bail!(
                     "--state keeps the detectors' baselines, but --emit events runs no detector"
@@ -434,6 +474,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 progress: args.progress,
                 hold: args.hold,
                 encoding: args.encoding,
+                lake,
+                lake_config: cfg.lake.clone(),
             };
             let sinks = if args.sinks {
                 if cfg.sinks.is_empty() {
@@ -477,6 +519,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 Outcome::Ok
             })
         }
+        Command::Query(args) => query(&cfg, args),
         Command::Baselines(BaselinesCommand::Show(args)) => {
             let engines = load_state(&cfg, &args.state)?;
             let report = engines
@@ -634,4 +677,81 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// `nhiwatch query`: one query, or `--serve`.
+fn query(cfg: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
+    let lake = args
+        .lake
+        .or_else(|| cfg.lake.dir.clone())
+        .ok_or_else(|| anyhow::anyhow!("no lake: give --lake DIR (or set lake.dir)"))?;
+    if !lake.is_dir() {
+        anyhow::bail!("--lake {}: not a directory", lake.display());
+    }
+    if args.serve {
+        let mut sql = cfg.sql.clone();
+        if args.pg_listen.is_some() {
+            sql.pg_listen = args.pg_listen;
+        }
+        if args.http_listen.is_some() {
+            sql.http_listen = args.http_listen;
+        }
+        if !sql.enabled() {
+            anyhow::bail!("--serve: no listener; set --pg-listen or --http-listen (or [sql])");
+        }
+        sql.validate()?;
+        let endpoints = crate::query::serve(&lake, &sql)?;
+        if let Some(a) = endpoints.pg {
+            eprintln!("postgresql endpoint on {a} (user {})", sql.user);
+        }
+        if let Some(a) = endpoints.http {
+            eprintln!("http endpoint on http://{a}/query");
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone())?;
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        drop(endpoints);
+        return Ok(Outcome::Ok);
+    }
+    let sql = match args.sql.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        }
+        Some(s) => s.to_string(),
+        None => anyhow::bail!("no SQL given"),
+    };
+    if args.format == crate::query::Format::Parquet
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        anyhow::bail!("--format parquet writes binary: give --output FILE or redirect stdout");
+    }
+    let rt = crate::query::runtime()?;
+    let (schema, batches) = rt.block_on(async {
+        let ctx = crate::query::session(&lake).await?;
+        crate::query::execute_limited(&ctx, &sql, None).await
+    })?;
+    match &args.output {
+        Some(p) => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            );
+            crate::query::write(args.format, &schema, &batches, &mut f)?;
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            match crate::query::write(args.format, &schema, &batches, &mut out) {
+                Err(crate::query::Error::Output(m)) if m.contains("Broken pipe") => {}
+                r => r?,
+            }
+        }
+    }
+    Ok(Outcome::Ok)
 }

@@ -45,6 +45,12 @@ pub struct Config {
     /// Where alerts go besides the alerts topic: stdout, files, HTTP and syslog receivers.
     #[serde(default)]
     pub sinks: Vec<crate::sink::SinkConfig>,
+    /// The Parquet lake of events and alerts (`--lake`).
+    #[serde(default)]
+    pub lake: crate::lake::LakeConfig,
+    /// The SQL endpoints over the lake (PostgreSQL wire, HTTP); off by default.
+    #[serde(default)]
+    pub sql: crate::query::SqlConfig,
 }
 
 /// `[kafka]`: the cluster, the topics, and librdkafka options.
@@ -454,6 +460,14 @@ impl Config {
             }
         }
         crate::sink::validate(&self.sinks)?;
+        self.lake.validate()?;
+        self.sql.validate()?;
+        if self.sql.enabled() && self.lake.dir.is_none() {
+            return Err(invalid(
+                "sql",
+                "the SQL endpoints serve the lake: set lake.dir (or --lake)".into(),
+            ));
+        }
         Ok(())
     }
 

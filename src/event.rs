@@ -52,6 +52,11 @@ pub struct Event {
     /// Where the event came from in the delivery pipeline and what it touched.
     #[serde(default, skip_serializing_if = "Context::is_empty")]
     pub context: Context,
+    /// The text of the native record this event came from, kept only when a decoder is asked
+    /// to (the lake stores it, with secrets masked, for pivoting). Never serialized: secrets
+    /// are masked where it is written, and the canonical form does not carry it.
+    #[serde(skip)]
+    pub record: Option<Box<str>>,
 }
 
 /// The system that wrote the original record.
@@ -317,6 +322,7 @@ impl Event {
             ttl: None,
             credential: None,
             context: Context::default(),
+            record: None,
         }
     }
 

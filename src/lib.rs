@@ -17,6 +17,8 @@ pub mod environment;
 pub mod event;
 pub mod fingerprint;
 pub mod kafka;
+pub mod lake;
+pub mod query;
 pub mod redact;
 pub mod replay;
 pub mod score;

@@ -65,6 +65,10 @@ pub struct Options {
     pub hold: bool,
     /// How alerts are written to the output.
     pub encoding: crate::encode::Encoding,
+    /// Write events, alerts and the final baselines to this lake directory.
+    pub lake: Option<PathBuf>,
+    /// How the lake's files are rolled.
+    pub lake_config: crate::lake::LakeConfig,
 }
 
 /// A replay failure that stops it (bad records never do).
@@ -83,6 +87,9 @@ pub enum Error {
     /// A sink could not take an alert (spool or file write failed).
     #[error(transparent)]
     Sink(#[from] crate::sink::Error),
+    /// The lake could not be written.
+    #[error(transparent)]
+    Lake(#[from] crate::lake::Error),
     /// An input argument could not be expanded (unreadable directory).
     #[error("cannot list {path}: {source}")]
     Input {
@@ -122,6 +129,8 @@ pub struct Summary {
     pub baseline_bytes: usize,
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss: Option<u64>,
+    /// What was written to the lake, when one was given.
+    pub lake: Option<crate::lake::Written>,
 }
 
 impl Summary {
@@ -234,6 +243,15 @@ impl Summary {
                 ));
             }
         }
+        if let Some(w) = &self.lake {
+            s.push_str(&format!(
+                "  lake: {} events and {} alerts in {} Parquet files ({})\n",
+                thousands(w.events),
+                thousands(w.alerts),
+                thousands(w.files),
+                human_bytes(w.bytes)
+            ));
+        }
         if let Some(rss) = self.peak_rss {
             s.push_str(&format!("  peak memory: {}\n", human_bytes(rss)));
         }
@@ -335,6 +353,7 @@ enum Item {
 
 struct Run<'a> {
     engines: &'a mut [Engine],
+    lake: Option<crate::lake::Background>,
     encoder: crate::encode::Encoder,
     sinks: Option<&'a crate::sink::Sinks>,
     alerts: Vec<Alert>,
@@ -423,9 +442,21 @@ pub fn run(
         unflushed: Vec::new(),
         last_census: Instant::now(),
     };
+    let lake = match &opts.lake {
+        Some(dir) => {
+            metrics::get().declare_lake();
+            Some(crate::lake::Background::start(
+                dir,
+                &opts.lake_config,
+                "replay",
+            )?)
+        }
+        None => None,
+    };
     let mut run = Run {
         meters,
         engines,
+        lake,
         encoder: crate::encode::Encoder::new(opts.encoding, crate::encode::hostname()),
         sinks,
         alerts: Vec::new(),
@@ -514,6 +545,27 @@ pub fn run(
     }
     run.write_alerts(0);
     run.census();
+    if let Some(mut lake) = run.lake.take()
+        && run.error.is_none()
+    {
+        let mut names = Vec::new();
+        for (i, engine) in run.engines.iter().enumerate() {
+            let name = format!("replay-{i}");
+            let batch =
+                crate::lake::schema::baselines_batch(&[engine], crate::time::Timestamp::now())
+                    .map_err(|e| crate::lake::Error::Format {
+                        path: "baselines".into(),
+                        message: e.to_string(),
+                    })?;
+            lake.baselines(name.clone(), batch)?;
+            names.push(name);
+        }
+        let written = lake.stop()?;
+        if !run.engines.is_empty() {
+            crate::lake::writer::prune_baselines(lake.root(), "replay-", &names)?;
+        }
+        run.summary.lake = Some(written);
+    }
     if !run.engines.is_empty() {
         let mut stats = crate::detect::Stats::default();
         for engine in run.engines.iter() {
@@ -734,6 +786,7 @@ pub fn peak_rss() -> Option<u64> {
 impl Run<'_> {
     fn batch(&mut self, file: &str, records: u64, items: Vec<Item>, arrival: u64) {
         self.summary.records += records;
+        let mut kept: Vec<Event> = Vec::new();
         let mut events = [[0u64; Action::ALL.len()]; Source::ALL.len()];
         let mut newest = [i64::MIN; Source::ALL.len()];
         for item in items {
@@ -755,6 +808,9 @@ impl Run<'_> {
                             self.engines[i].process(&event, &mut self.alerts);
                         }
                     }
+                    if self.lake.is_some() {
+                        kept.push(event);
+                    }
                 }
                 Item::Reject {
                     line,
@@ -769,6 +825,13 @@ impl Run<'_> {
             if self.out_buf.len() >= FLUSH_AT {
                 self.flush_output(false);
             }
+        }
+        if let Some(lake) = &mut self.lake
+            && self.error.is_none()
+            && let Err(e) = lake.events(kept)
+        {
+            metrics::get().error(stage::LAKE, "write");
+            self.error = Some(e.into());
         }
         // Metrics per batch, not per record.
         let m = metrics::get();
@@ -864,6 +927,13 @@ impl Run<'_> {
     /// (0: unknown, as for alerts released at the end of the input).
     fn write_alerts(&mut self, arrival: u64) {
         let m = metrics::get();
+        if let Some(lake) = &mut self.lake
+            && self.error.is_none()
+            && let Err(e) = lake.alerts(self.alerts.clone())
+        {
+            m.error(stage::LAKE, "write");
+            self.error = Some(e.into());
+        }
         for alert in self.alerts.drain(..) {
             m.alerts
                 .with_label_values(&[

@@ -372,6 +372,8 @@ fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>>
         progress: nhiwatch::replay::Progress::Never,
         hold: true,
         encoding: nhiwatch::encode::Encoding::Json,
+        lake: None,
+        lake_config: Default::default(),
     };
     nhiwatch::replay::run(&decoder, &mut engines, &opts, None).expect("replay");
     engines

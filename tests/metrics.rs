@@ -30,6 +30,12 @@ const OPTIONAL: &[&str] = &[
     "nhiwatch_process_virtual_memory_max_bytes",
     "nhiwatch_sink_spool_bytes",
     "nhiwatch_sink_dropped_total",
+    "nhiwatch_lake_rows_total",
+    "nhiwatch_lake_files_total",
+    "nhiwatch_lake_bytes_total",
+    "nhiwatch_lake_partitions_expired_total",
+    "nhiwatch_query_requests_total",
+    "nhiwatch_query_duration_seconds",
 ];
 
 /// A query of a dashboard: where it is and what it says.

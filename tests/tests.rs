@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod decode;
 mod kafka;
+mod lake;
 mod metrics;
 mod quality;
 mod samples;

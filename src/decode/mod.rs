@@ -290,6 +290,7 @@ pub struct Decoder {
     min_time: Timestamp,
     max_future_skew_secs: i64,
     max_record_bytes: usize,
+    keep_records: bool,
 }
 
 /// The decoder's best guess at a record's format.
@@ -311,7 +312,15 @@ impl Decoder {
             min_time: cfg.min_time,
             max_future_skew_secs: i64::try_from(cfg.max_future_skew.as_secs()).unwrap_or(i64::MAX),
             max_record_bytes: cfg.max_record_bytes,
+            keep_records: false,
         }
+    }
+
+    /// The same decoder, keeping (or not) each event's native record text in
+    /// [`Event::record`](crate::event::Event::record) for the lake.
+    pub fn keep_records(mut self, keep: bool) -> Self {
+        self.keep_records = keep;
+        self
     }
 
     /// A decoder from the whole configuration. Without a fingerprint key, a random one is drawn
@@ -615,7 +624,7 @@ impl Decoder {
                     }
                     let mark = out.len();
                     match cloudtrail::decode(text, &ctx, out) {
-                        Ok(()) => self.finish(mark, rat, max_time, out),
+                        Ok(()) => self.finish(input, mark, rat, max_time, out),
                         Err(e) => {
                             out.truncate(mark);
                             out.push(Err(e.into_reject(Format::Cloudtrail, rat)));
@@ -659,17 +668,32 @@ impl Decoder {
                 ));
             }
         }
-        self.finish(before, at, max_time, out);
+        self.finish(input, before, at, max_time, out);
         Ok(1)
     }
 
     /// Final checks on the events of one record (since `from`): a record with an absurd time
     /// is rejected whole; scope lists are sorted and unique; a kind is never empty.
-    fn finish(&self, from: usize, at: Span, max_time: Timestamp, out: &mut Vec<Decoded>) {
+    fn finish(
+        &self,
+        input: &str,
+        from: usize,
+        at: Span,
+        max_time: Timestamp,
+        out: &mut Vec<Decoded>,
+    ) {
+        let record = if self.keep_records {
+            input.get(at.off..at.off + at.len)
+        } else {
+            None
+        };
         for e in out[from..].iter_mut().flatten() {
             e.normalize_scopes();
             if e.kind.is_empty() {
                 e.kind.push_str("unknown");
+            }
+            if let Some(text) = record {
+                e.record = Some(text.into());
             }
         }
         let bad = out[from..].iter().find_map(|r| match r {

@@ -93,6 +93,46 @@ struct Saver {
     topic_encoder: crate::encode::Encoder,
     /// Encodes alerts for stdout.
     stdout_encoder: crate::encode::Encoder,
+    /// The lake: alerts (and, in direct mode, events), synced before offsets are committed.
+    lake: Option<Mutex<Lake>>,
+}
+
+/// The detect stage's lake writer and when it last wrote the baselines.
+struct Lake {
+    writer: crate::lake::Writer,
+    baselines_every: Duration,
+    baselines_at: Option<Instant>,
+}
+
+impl Lake {
+    /// Writes the baselines of `parts` (all when `force`, else only when they are due).
+    fn baselines<'a>(
+        &mut self,
+        parts: impl Iterator<Item = (&'a Key, &'a Part)>,
+        force: bool,
+    ) -> Result<(), Error> {
+        if !force
+            && self
+                .baselines_at
+                .is_some_and(|t| t.elapsed() < self.baselines_every)
+        {
+            return Ok(());
+        }
+        self.baselines_at = Some(Instant::now());
+        let now = crate::time::Timestamp::now();
+        for ((topic, partition), part) in parts {
+            let batch =
+                crate::lake::schema::baselines_batch(&[&part.engine], now).map_err(|e| {
+                    crate::lake::Error::Format {
+                        path: "baselines".into(),
+                        message: e.to_string(),
+                    }
+                })?;
+            let name = format!("{topic}-{partition}");
+            crate::lake::writer::write_baselines(self.writer.root(), &name, &batch)?;
+        }
+        Ok(())
+    }
 }
 
 struct Ctx {
@@ -172,6 +212,17 @@ impl Saver {
         }
         // Alerts handed to sinks are durable (spooled and synced) before any offset moves.
         self.sinks.sync().map_err(|e| Error::Sink(e.to_string()))?;
+        // So are the lake's rows.
+        if let Some(lake) = &self.lake {
+            let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
+            lake.writer
+                .sync()
+                .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+            lake.baselines(
+                parts.iter().filter(|(k, _)| chosen.contains(k)),
+                only.is_some(),
+            )?;
+        }
         let before = self.failed_before.load(Ordering::Acquire);
         super::flush(&self.producer, &self.deliveries, before, TIMEOUT)?;
         let mut written = Vec::new();
@@ -384,7 +435,19 @@ impl Detect {
             },
         )
         .map_err(|e| Error::Sink(e.to_string()))?;
+        let lake = match &self.cfg.lake.dir {
+            Some(dir) => {
+                m.declare_lake();
+                Some(Mutex::new(Lake {
+                    writer: crate::lake::Writer::open(dir, &self.cfg.lake, "detect")?,
+                    baselines_every: Duration::from_secs(self.cfg.lake.roll_interval.as_secs()),
+                    baselines_at: None,
+                }))
+            }
+            None => None,
+        };
         let saver = Arc::new(Saver {
+            lake,
             sinks,
             topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
             stdout_encoder: crate::encode::Encoder::new(self.cfg.run.alerts_encoding, hostname),
@@ -481,6 +544,17 @@ impl Detect {
             census(&g);
             saver.checkpoint(&consumer, &mut g, None)?;
             tracing::info!(partitions = g.len(), "final checkpoint written");
+            if let Some(lake) = &saver.lake {
+                let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
+                lake.baselines(g.iter(), true)?;
+                let w = lake.writer.close()?;
+                tracing::info!(
+                    events = w.events,
+                    alerts = w.alerts,
+                    files = w.files,
+                    "lake closed"
+                );
+            }
         }
         consumer.unsubscribe();
         if let Err(e) = saver.sinks.shutdown(self.cfg.delivery.drain()) {
@@ -586,6 +660,13 @@ impl Detect {
                     hot.detected.inc();
                     meters.saw_event_time(event.source, event.time.as_unix_seconds());
                     part.engine.process(&event, alerts);
+                    // Direct mode: this stage decoded the native record, so it keeps the event.
+                    if !self.repartitioned
+                        && let Some(lake) = &saver.lake
+                    {
+                        let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
+                        lake.writer.event(&event)?;
+                    }
                 }
                 Err(reject) => {
                     super::ingest::dead_letter(
@@ -624,6 +705,12 @@ impl Detect {
                 hot.env.metric_label(alert.environment.as_deref()),
             ])
             .inc();
+        if let Some(lake) = &saver.lake {
+            let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
+            lake.writer
+                .alert(alert, crate::time::Timestamp::now())
+                .inspect_err(|_| m.error(stage::LAKE, "write"))?;
+        }
         let json = saver.topic_encoder.to_vec(alert);
         if let Some(topic) = &self.alerts_topic {
             let h = OwnedHeaders::new()

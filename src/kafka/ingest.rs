@@ -32,6 +32,22 @@ pub struct Ingest {
     pub partitions: u32,
     /// The dead-letter topic.
     pub dlq_topic: Option<String>,
+    /// The lake the decoded events are written to (synced before input offsets are
+    /// committed).
+    pub lake: Option<crate::lake::Writer>,
+}
+
+type SharedLake = Option<Arc<Mutex<crate::lake::Writer>>>;
+
+/// Makes the lake's rows durable; called before every commit.
+fn sync_lake(lake: &SharedLake) -> Result<(), Error> {
+    if let Some(l) = lake {
+        l.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync()
+            .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+    }
+    Ok(())
 }
 
 /// The next offset to commit, by topic and partition (nested so the per-record update needs
@@ -42,6 +58,7 @@ struct Ctx {
     producer: Arc<Producer>,
     deliveries: Deliveries,
     pending: Pending,
+    lake: SharedLake,
 }
 
 impl ClientContext for Ctx {
@@ -64,7 +81,9 @@ impl ConsumerContext for Ctx {
                 Duration::from_secs(30),
             ) {
                 Ok(()) => {
-                    if let Err(e) = commit(consumer, &self.pending, Some(&revoked)) {
+                    if let Err(e) = sync_lake(&self.lake) {
+                        tracing::warn!(error = %e, "lake sync on revoke failed; not committing (the new owner re-reads)");
+                    } else if let Err(e) = commit(consumer, &self.pending, Some(&revoked)) {
                         tracing::warn!(error = %e, "commit on revoke failed; the new owner re-reads (duplicates are dropped downstream)");
                     }
                 }
@@ -118,7 +137,7 @@ fn commit<C: ConsumerContext>(
 impl Ingest {
     /// Runs until `stop` is set: consume, decode, produce; commit delivered offsets.
     pub fn run(
-        self,
+        mut self,
         k: &crate::config::KafkaConfig,
         group: &str,
         stop: &AtomicBool,
@@ -138,10 +157,15 @@ impl Ingest {
         let events = metrics::EventCounters::new();
         let producer = Arc::new(producer);
         let pending: Pending = Arc::default();
+        let lake: SharedLake = self.lake.take().map(|w| Arc::new(Mutex::new(w)));
+        if lake.is_some() {
+            m.declare_lake();
+        }
         let ctx = Ctx {
             producer: producer.clone(),
             deliveries: deliveries.clone(),
             pending: pending.clone(),
+            lake: lake.clone(),
         };
         let consumer: BaseConsumer<Ctx> = client::client_config(k, Role::Consumer, group)
             .create_with_context(ctx)
@@ -165,6 +189,7 @@ impl Ingest {
                     Ok(m) => {
                         self.record(
                             &producer,
+                            lake.as_deref(),
                             &m,
                             &per_topic,
                             &events,
@@ -200,6 +225,7 @@ impl Ingest {
                     Duration::from_secs(60),
                 )?;
                 failed_before = deliveries.failed();
+                sync_lake(&lake)?;
                 if let Err(e) = commit(&consumer, &pending, None) {
                     tracing::warn!(error = %e, "commit failed (retried at the next interval)");
                 }
@@ -211,8 +237,13 @@ impl Ingest {
             failed_before,
             Duration::from_secs(60),
         )?;
+        sync_lake(&lake)?;
         if let Err(e) = commit(&consumer, &pending, None) {
             tracing::warn!(error = %e, "final commit failed; the next start re-reads (duplicates are dropped downstream)");
+        }
+        if let Some(l) = &lake {
+            let w = l.lock().unwrap_or_else(|e| e.into_inner()).close()?;
+            tracing::info!(events = w.events, files = w.files, "lake closed");
         }
         Ok(())
     }
@@ -221,6 +252,7 @@ impl Ingest {
     fn record(
         &self,
         producer: &Producer,
+        lake: Option<&Mutex<crate::lake::Writer>>,
         m: &BorrowedMessage<'_>,
         topics: &HashMap<&str, (&Decoder, metrics::RecordCounters)>,
         events: &metrics::EventCounters,
@@ -279,6 +311,9 @@ impl Ingest {
                     }
                     super::send(producer, rec)?;
                     events.of(event.source, event.action).inc();
+                    if let Some(l) = lake {
+                        l.lock().unwrap_or_else(|e| e.into_inner()).event(&event)?;
+                    }
                 }
                 Err(reject) => {
                     dead_letter(

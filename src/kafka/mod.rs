@@ -104,6 +104,9 @@ pub enum Error {
     /// A sink could not take or persist alerts (spool or file write failed).
     #[error("{0}")]
     Sink(String),
+    /// The lake could not be written (offsets stay uncommitted).
+    #[error(transparent)]
+    Lake(#[from] crate::lake::Error),
 }
 
 /// The (topic, partition) pairs of a partition list.

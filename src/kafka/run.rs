@@ -87,8 +87,12 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         }
     }
     let mut decoders = HashMap::new();
+    let lake_dir = cfg.lake.dir.clone();
     for t in &k.topics {
-        let d = Decoder::from_config(cfg, t.format).map_err(|e| Error::Setup(e.to_string()))?;
+        // Whoever decodes the native records keeps them for the lake.
+        let d = Decoder::from_config(cfg, t.format)
+            .map_err(|e| Error::Setup(e.to_string()))?
+            .keep_records(lake_dir.is_some());
         decoders.insert(t.name.clone(), d);
     }
     let (ingest, topics) = if k.repartition {
@@ -99,6 +103,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
             events_topic: events_topic.clone(),
             partitions: k.partitions,
             dlq_topic: k.dlq_topic.clone(),
+            lake: match &lake_dir {
+                Some(dir) => Some(crate::lake::Writer::open(dir, &cfg.lake, "ingest")?),
+                None => None,
+            },
         };
         (
             Some(ingest),
@@ -135,7 +143,18 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         repartition = k.repartition,
         "nhiwatch run started"
     );
+    // The SQL endpoints serve the lake this process writes (validated: they need a lake).
+    let _endpoints = match (&lake_dir, cfg.sql.enabled()) {
+        (Some(dir), true) => {
+            Some(crate::query::serve(dir, &cfg.sql).map_err(|e| Error::Setup(e.to_string()))?)
+        }
+        _ => None,
+    };
     let result = std::thread::scope(|s| {
+        if let (Some(dir), Some(keep)) = (&lake_dir, cfg.lake.retention) {
+            let stop = &stop;
+            s.spawn(move || expire_loop(dir, keep, stop));
+        }
         let ingest_stop = &stop;
         let h = ingest.map(|ingest| {
             s.spawn(move || {
@@ -169,4 +188,19 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         "nhiwatch run stopped"
     );
     result
+}
+
+/// Deletes expired lake partitions at start and hourly, until `stop`.
+fn expire_loop(dir: &std::path::Path, keep: crate::config::Duration, stop: &AtomicBool) {
+    let mut last: Option<std::time::Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last = Some(std::time::Instant::now());
+            if let Err(e) = crate::lake::writer::expire(dir, keep, crate::time::Timestamp::now()) {
+                metrics::get().error(metrics::stage::LAKE, "expire");
+                tracing::error!(error = %e, "lake retention failed (retried in an hour)");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

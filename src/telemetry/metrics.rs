@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder as _, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decode::RejectReason;
@@ -45,6 +45,10 @@ pub mod stage {
     pub const STATE: &str = "state";
     /// Alert delivery.
     pub const SINK: &str = "sink";
+    /// The Parquet lake.
+    pub const LAKE: &str = "lake";
+    /// The SQL endpoints.
+    pub const QUERY: &str = "query";
     /// The cluster as a whole (`run` cannot reach it).
     pub const KAFKA: &str = "kafka";
 }
@@ -65,6 +69,9 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "local_checkpoint_unusable"),
     (stage::SINK, "delivery"),
     (stage::SINK, "write"),
+    (stage::LAKE, "write"),
+    (stage::LAKE, "staging_unreadable"),
+    (stage::LAKE, "expire"),
 ];
 
 /// Where records are decoded (and so can be rejected or dead-lettered).
@@ -76,6 +83,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Checkpoint duration buckets, seconds.
 const CHECKPOINT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// SQL query duration buckets, seconds.
+const QUERY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
@@ -152,6 +164,18 @@ pub struct Metrics {
     pub sink_dropped: IntCounterVec,
     /// `nhiwatch_sink_spool_bytes{sink}`.
     pub sink_spool_bytes: IntGaugeVec,
+    /// `nhiwatch_lake_rows_total{table}`.
+    pub lake_rows: IntCounterVec,
+    /// `nhiwatch_lake_files_total{table}`.
+    pub lake_files: IntCounterVec,
+    /// `nhiwatch_lake_bytes_total{table}`.
+    pub lake_bytes: IntCounterVec,
+    /// `nhiwatch_lake_partitions_expired_total`.
+    pub lake_expired: IntCounter,
+    /// `nhiwatch_query_requests_total{endpoint,outcome}`.
+    pub queries: IntCounterVec,
+    /// `nhiwatch_query_duration_seconds{endpoint}`.
+    pub query_duration: HistogramVec,
     /// `nhiwatch_build_info{version}`.
     pub build_info: IntGaugeVec,
     /// Series of `consumer_lag` set so far: (stage, topic, partition).
@@ -395,6 +419,46 @@ impl Metrics {
                 "Bytes of undelivered alerts in a sink's disk spool.",
                 &["sink"],
             ),
+            lake_rows: counter_vec(
+                &r,
+                "nhiwatch_lake_rows_total",
+                "Rows written to Parquet files of the lake, by table.",
+                &["table"],
+            ),
+            lake_files: counter_vec(
+                &r,
+                "nhiwatch_lake_files_total",
+                "Parquet files written to the lake, by table.",
+                &["table"],
+            ),
+            lake_bytes: counter_vec(
+                &r,
+                "nhiwatch_lake_bytes_total",
+                "Bytes of Parquet written to the lake, by table.",
+                &["table"],
+            ),
+            lake_expired: counter(
+                &r,
+                "nhiwatch_lake_partitions_expired_total",
+                "Day partitions deleted by lake.retention.",
+            ),
+            queries: counter_vec(
+                &r,
+                "nhiwatch_query_requests_total",
+                "SQL queries served, by endpoint (http, postgres) and outcome (ok, error, refused).",
+                &["endpoint", "outcome"],
+            ),
+            query_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "nhiwatch_query_duration_seconds",
+                        "Time to plan and run a SQL query, by endpoint.",
+                    )
+                    .buckets(QUERY_BUCKETS.to_vec()),
+                    &["endpoint"],
+                ),
+            ),
             build_info: gauge_vec(
                 &r,
                 "nhiwatch_build_info",
@@ -501,6 +565,43 @@ impl Metrics {
         } else {
             self.error(stage, "commit");
         }
+    }
+
+    /// Declares the lake's families (when a lake is written).
+    pub fn declare_lake(&self) {
+        for t in ["events", "alerts"] {
+            self.lake_rows.with_label_values(&[t]);
+            self.lake_files.with_label_values(&[t]);
+            self.lake_bytes.with_label_values(&[t]);
+        }
+    }
+
+    /// Counts a Parquet file of `rows` rows and `bytes` bytes written to `table`.
+    pub fn lake_written(&self, table: &str, rows: u64, bytes: u64) {
+        self.lake_rows.with_label_values(&[table]).inc_by(rows);
+        self.lake_files.with_label_values(&[table]).inc();
+        self.lake_bytes.with_label_values(&[table]).inc_by(bytes);
+    }
+
+    /// Counts day partitions removed by retention.
+    pub fn lake_expired(&self, partitions: u64) {
+        self.lake_expired.inc_by(partitions);
+    }
+
+    /// Declares the SQL endpoints' families.
+    pub fn declare_query(&self, endpoint: &str) {
+        for outcome in ["ok", "error", "refused"] {
+            self.queries.with_label_values(&[endpoint, outcome]);
+        }
+        self.query_duration.with_label_values(&[endpoint]);
+    }
+
+    /// Counts a query of `endpoint` with its outcome and duration.
+    pub fn query_done(&self, endpoint: &str, outcome: &str, secs: f64) {
+        self.queries.with_label_values(&[endpoint, outcome]).inc();
+        self.query_duration
+            .with_label_values(&[endpoint])
+            .observe(secs);
     }
 
     /// Counts an operational error.

@@ -1,0 +1,610 @@
+//! Writing the lake: rows go to an open *part* per (table, day[, source]); each part stages
+//! its rows in an Arrow IPC stream file under `_staging/` and becomes one Parquet file when it
+//! rolls (by size, by age, or at close).
+//!
+//! Why stage: a Parquet file is readable only once its footer is written, so a file per
+//! checkpoint would mean thousands of tiny files a day, and a file per roll would lose what
+//! a crash catches unfinished. The staging stream can be appended and `fsync`ed at every
+//! checkpoint ([`Writer::sync`]), so an input offset is committed only once its rows are on
+//! disk, and Parquet files stay large. A staging file whose writer died (its `flock` is free)
+//! is converted by the next writer that opens the lake; a torn last batch is cut.
+//!
+//! Rows become visible to queries when their part rolls (`lake.roll_interval`, 5 minutes by
+//! default). Parquet files are written to `*.parquet.tmp`, synced, and renamed, so readers
+//! never see half a file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use super::schema::{AlertRows, EventRows, Table, day_of};
+use super::{Error, LakeConfig, Result};
+use crate::alert::Alert;
+use crate::event::Event;
+use crate::telemetry::metrics;
+use crate::time::Timestamp;
+
+/// Rows gathered in builders before they are staged as one batch.
+const BATCH_ROWS: usize = 8192;
+/// Schema metadata naming the directory (relative to the lake) a staging file belongs to.
+const PARTITION_KEY: &str = "nhiwatch.partition";
+/// Schema metadata naming the table of a staging file.
+const TABLE_KEY: &str = "nhiwatch.table";
+const STAGING: &str = "_staging";
+
+/// Counts of what a writer wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Event rows written to Parquet files.
+    pub events: u64,
+    /// Alert rows written to Parquet files.
+    pub alerts: u64,
+    /// Parquet files written.
+    pub files: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PartKey {
+    table: Table,
+    day: String,
+    source: Option<&'static str>,
+}
+
+impl PartKey {
+    fn dir(&self) -> String {
+        match self.source {
+            Some(s) => format!("{}/day={}/source={s}", self.table.name(), self.day),
+            None => format!("{}/day={}", self.table.name(), self.day),
+        }
+    }
+}
+
+enum Rows {
+    Events(Box<EventRows>),
+    Alerts(Box<AlertRows>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Events(r) => r.len(),
+            Rows::Alerts(r) => r.len(),
+        }
+    }
+
+    fn finish(&mut self) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        match self {
+            Rows::Events(r) => r.finish(),
+            Rows::Alerts(r) => r.finish(),
+        }
+    }
+}
+
+struct Staging {
+    path: PathBuf,
+    /// Holds the `flock` that tells other writers this file is live.
+    lock: File,
+    writer: StreamWriter<BufWriter<File>>,
+    /// The table's schema with the partition in its metadata (batches are rebranded to it).
+    schema: SchemaRef,
+    bytes: u64,
+    rows: u64,
+    dirty: bool,
+}
+
+struct Part {
+    rows: Rows,
+    staging: Option<Staging>,
+    opened: Instant,
+}
+
+/// Writes events and alerts to a lake directory. Not shared between threads: `run`'s ingest
+/// stage owns one for events and its detect stage one for alerts; `replay` one for both.
+pub struct Writer {
+    root: PathBuf,
+    id: String,
+    seq: u64,
+    roll_bytes: u64,
+    roll_after: Duration,
+    props: WriterProperties,
+    parts: BTreeMap<PartKey, Part>,
+    written: Written,
+    fresh_staging: bool,
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn arrow_err(path: &Path) -> impl FnOnce(datafusion::arrow::error::ArrowError) -> Error + '_ {
+    move |e| Error::Format {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn parquet_err(
+    path: &Path,
+) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::Format {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// `fsync` a directory so a rename or a new file in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "sync directory"))
+}
+
+/// The Parquet writer settings of every lake file.
+pub fn properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1024)))
+        .set_created_by(format!("nhiwatch {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+impl Writer {
+    /// Opens the lake at `cfg.dir` (creating it), and converts the staging files of writers
+    /// that died. `name` tells this writer's files apart (`ingest`, `detect`, `replay`).
+    pub fn open(root: &Path, cfg: &LakeConfig, name: &str) -> Result<Writer> {
+        fs::create_dir_all(root.join(STAGING)).map_err(io_err(root, "create"))?;
+        let host = crate::encode::hostname();
+        let mut rnd = [0u8; 4];
+        let _ = getrandom::fill(&mut rnd);
+        let id = format!(
+            "{}-{name}-{}-{:08x}",
+            host.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+            std::process::id(),
+            u32::from_le_bytes(rnd)
+        );
+        let mut w = Writer {
+            root: root.to_path_buf(),
+            id,
+            seq: 0,
+            roll_bytes: cfg.roll_bytes,
+            roll_after: Duration::from_secs(cfg.roll_interval.as_secs()),
+            props: properties(cfg.row_group_rows),
+            parts: BTreeMap::new(),
+            written: Written::default(),
+            fresh_staging: false,
+        };
+        w.recover()?;
+        Ok(w)
+    }
+
+    /// What this writer has written to Parquet so far.
+    pub fn written(&self) -> Written {
+        self.written
+    }
+
+    /// The lake directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn part(&mut self, key: PartKey) -> &mut Part {
+        self.parts.entry(key).or_insert_with_key(|k| Part {
+            rows: match k.table {
+                Table::Events => Rows::Events(Box::new(EventRows::new(mask))),
+                _ => Rows::Alerts(Box::default()),
+            },
+            staging: None,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Adds an event. It is on disk after the next [`Writer::sync`].
+    pub fn event(&mut self, e: &Event) -> Result<()> {
+        let key = PartKey {
+            table: Table::Events,
+            day: day_of(e.time),
+            source: Some(e.source.as_str()),
+        };
+        let part = self.part(key.clone());
+        if let Rows::Events(r) = &mut part.rows {
+            r.push(e);
+        }
+        if part.rows.len() >= BATCH_ROWS {
+            self.stage(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Adds an alert raised at `raised` (wall time).
+    pub fn alert(&mut self, a: &Alert, raised: Timestamp) -> Result<()> {
+        let key = PartKey {
+            table: Table::Alerts,
+            day: day_of(a.event_time),
+            source: None,
+        };
+        let part = self.part(key.clone());
+        if let Rows::Alerts(r) = &mut part.rows {
+            r.push(a, raised);
+        }
+        if part.rows.len() >= BATCH_ROWS {
+            self.stage(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a part's pending rows to its staging file (creating it).
+    fn stage(&mut self, key: &PartKey) -> Result<()> {
+        let seq = self.seq;
+        let roll_bytes = self.roll_bytes;
+        let staging_dir = self.root.join(STAGING);
+        let id = &self.id;
+        let Some(part) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
+        if part.rows.len() == 0 {
+            return Ok(());
+        }
+        let batch = part.rows.finish().map_err(arrow_err(&staging_dir))?;
+        if part.staging.is_none() {
+            let path = staging_dir.join(format!("{id}-{seq:06}.arrows"));
+            self.seq += 1;
+            let file = File::create_new(&path).map_err(io_err(&path, "create"))?;
+            file.try_lock().map_err(|e| Error::Io {
+                what: "lock",
+                path: path.display().to_string(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            let lock = file.try_clone().map_err(io_err(&path, "open"))?;
+            let mut meta = std::collections::HashMap::new();
+            meta.insert(PARTITION_KEY.to_string(), key.dir());
+            meta.insert(TABLE_KEY.to_string(), key.table.name().to_string());
+            let schema = std::sync::Arc::new(Schema::new_with_metadata(
+                key.table.schema().fields().clone(),
+                meta,
+            ));
+            let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+                .map_err(arrow_err(&path))?;
+            part.staging = Some(Staging {
+                path,
+                lock,
+                writer,
+                schema,
+                bytes: 0,
+                rows: 0,
+                dirty: true,
+            });
+            part.opened = Instant::now();
+            self.fresh_staging = true;
+        }
+        let mut full = false;
+        if let Some(st) = &mut part.staging {
+            st.bytes += batch.get_array_memory_size() as u64;
+            st.rows += batch.num_rows() as u64;
+            let batch = batch
+                .with_schema(st.schema.clone())
+                .map_err(arrow_err(&st.path))?;
+            st.writer.write(&batch).map_err(arrow_err(&st.path))?;
+            st.dirty = true;
+            full = st.bytes >= roll_bytes;
+        }
+        if full {
+            self.roll(key)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every row added so far durable (staged and `fsync`ed), then rolls the parts that
+    /// are due. Call before committing the input offsets those rows came from.
+    pub fn sync(&mut self) -> Result<()> {
+        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        for key in &keys {
+            self.stage(key)?;
+        }
+        for part in self.parts.values_mut() {
+            if let Some(st) = &mut part.staging
+                && st.dirty
+            {
+                st.writer.flush().map_err(arrow_err(&st.path))?;
+                st.writer
+                    .get_mut()
+                    .flush()
+                    .map_err(io_err(&st.path, "write"))?;
+                st.lock.sync_data().map_err(io_err(&st.path, "sync"))?;
+                st.dirty = false;
+            }
+        }
+        if self.fresh_staging {
+            sync_dir(&self.root.join(STAGING))?;
+            self.fresh_staging = false;
+        }
+        self.roll_due()
+    }
+
+    /// Rolls the parts older than `lake.roll_interval` (their rows must be staged already;
+    /// [`Writer::sync`] does both).
+    fn roll_due(&mut self) -> Result<()> {
+        let due: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.staging.is_some() && p.opened.elapsed() >= self.roll_after)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.roll(&key)?;
+        }
+        // Parts with nothing pending and nothing staged are forgotten (yesterday's, say).
+        self.parts
+            .retain(|_, p| p.staging.is_some() || p.rows.len() > 0);
+        Ok(())
+    }
+
+    /// Turns a part's staging file into a Parquet file.
+    fn roll(&mut self, key: &PartKey) -> Result<()> {
+        let Some(part) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
+        let Some(mut st) = part.staging.take() else {
+            return Ok(());
+        };
+        st.writer.finish().map_err(arrow_err(&st.path))?;
+        let mut inner = st.writer.into_inner().map_err(arrow_err(&st.path))?;
+        inner.flush().map_err(io_err(&st.path, "write"))?;
+        let (rows, bytes) = convert(&self.root, &st.path, &self.id, self.seq, &self.props)?;
+        self.seq += 1;
+        drop(st.lock);
+        self.count(key.table, rows, bytes);
+        Ok(())
+    }
+
+    fn count(&mut self, table: Table, rows: u64, bytes: u64) {
+        match table {
+            Table::Events => self.written.events += rows,
+            _ => self.written.alerts += rows,
+        }
+        self.written.files += 1;
+        self.written.bytes += bytes;
+        metrics::get().lake_written(table.name(), rows, bytes);
+    }
+
+    /// Rolls every part: all rows so far are in Parquet files. For the end of a replay and
+    /// a clean shutdown.
+    pub fn close(&mut self) -> Result<Written> {
+        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        for key in &keys {
+            self.stage(key)?;
+            self.roll(key)?;
+        }
+        self.parts.clear();
+        Ok(self.written)
+    }
+
+    /// Converts the staging files nobody holds (their writer died) into Parquet files.
+    fn recover(&mut self) -> Result<()> {
+        let dir = self.root.join(STAGING);
+        let entries = fs::read_dir(&dir).map_err(io_err(&dir, "list"))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "arrows") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                // A live writer's.
+                continue;
+            }
+            match convert(&self.root, &path, &self.id, self.seq, &self.props) {
+                Ok((rows, bytes)) => {
+                    self.seq += 1;
+                    tracing::warn!(
+                        staging = %path.display(),
+                        rows,
+                        "converted the staging file of a writer that stopped unexpectedly"
+                    );
+                    if rows > 0 {
+                        let table = if rows > 0 && is_alerts(&path) {
+                            Table::Alerts
+                        } else {
+                            Table::Events
+                        };
+                        self.count(table, rows, bytes);
+                    }
+                }
+                Err(e) => {
+                    // Keep it for a person to look at; never block the pipeline on it.
+                    metrics::get().error(metrics::stage::LAKE, "staging_unreadable");
+                    tracing::error!(staging = %path.display(), error = %e, "cannot convert staging file; left in place");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_alerts(path: &Path) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|f| StreamReader::try_new(BufReader::new(f), None).ok())
+        .is_some_and(|r| r.schema().metadata().get(TABLE_KEY).map(String::as_str) == Some("alerts"))
+}
+
+/// Masks secrets in a native record before it is stored.
+fn mask(text: &str) -> String {
+    match crate::redact::redact(text.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => text.to_string(),
+        std::borrow::Cow::Owned(v) => String::from_utf8_lossy(&v).into_owned(),
+    }
+}
+
+/// Reads a staging stream (up to a torn tail) and writes its rows to a Parquet file in the
+/// partition its metadata names; removes the staging file. Returns (rows, bytes).
+fn convert(
+    root: &Path,
+    staging: &Path,
+    id: &str,
+    seq: u64,
+    props: &WriterProperties,
+) -> Result<(u64, u64)> {
+    let file = File::open(staging).map_err(io_err(staging, "open"))?;
+    let reader = match StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None) {
+        Ok(r) => r,
+        Err(_) if fs::metadata(staging).map(|m| m.len()).unwrap_or(0) < 16 => {
+            // Created but never written (a crash right after creation): nothing to keep.
+            fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
+            return Ok((0, 0));
+        }
+        Err(e) => return Err(arrow_err(staging)(e)),
+    };
+    let schema: SchemaRef = reader.schema();
+    let Some(rel) = schema.metadata().get(PARTITION_KEY).cloned() else {
+        return Err(Error::Format {
+            path: staging.display().to_string(),
+            message: format!("no {PARTITION_KEY} in the stream's metadata"),
+        });
+    };
+    if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(Error::Format {
+            path: staging.display().to_string(),
+            message: format!("bad partition {rel:?}"),
+        });
+    }
+    let dir = root.join(&rel);
+    fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
+    let stamp = Timestamp::now().to_rfc3339();
+    let stamp: String = stamp[..19].chars().filter(char::is_ascii_digit).collect();
+    let name = format!("part-{stamp}-{id}-{seq:06}.parquet");
+    let tmp = dir.join(format!("{name}.tmp"));
+    let out = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    let plain = Schema::new(schema.fields().clone());
+    let mut w = ArrowWriter::try_new(
+        BufWriter::with_capacity(1 << 20, out),
+        std::sync::Arc::new(plain.clone()),
+        Some(props.clone()),
+    )
+    .map_err(parquet_err(&tmp))?;
+    let mut rows = 0u64;
+    for batch in reader {
+        match batch {
+            Ok(b) => {
+                // The staging metadata stays out of the Parquet file.
+                let b =
+                    RecordBatch::try_new(std::sync::Arc::new(plain.clone()), b.columns().to_vec())
+                        .map_err(arrow_err(staging))?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(parquet_err(&tmp))?;
+            }
+            Err(e) => {
+                // A torn tail from a crash mid-write: what came before is whole.
+                tracing::warn!(staging = %staging.display(), rows, error = %e, "staging file ends in a torn batch; keeping the rows before it");
+                break;
+            }
+        }
+    }
+    if rows == 0 {
+        drop(w);
+        let _ = fs::remove_file(&tmp);
+        fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
+        return Ok((0, 0));
+    }
+    let out = w.into_inner().map_err(parquet_err(&tmp))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err(&tmp, "write")(e.into_error()))?;
+    file.sync_all().map_err(io_err(&tmp, "sync"))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let dest = dir.join(&name);
+    fs::rename(&tmp, &dest).map_err(io_err(&dest, "rename"))?;
+    sync_dir(&dir)?;
+    fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
+    if let Some(parent) = staging.parent() {
+        sync_dir(parent)?;
+    }
+    Ok((rows, bytes))
+}
+
+/// Writes `batch` as `baselines/<name>.parquet`, replacing the file atomically.
+pub fn write_baselines(root: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
+    let dir = root.join(Table::Baselines.name());
+    fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
+    let dest = dir.join(format!("{name}.parquet"));
+    let tmp = dir.join(format!("{name}.parquet.tmp"));
+    let out = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    let mut w = ArrowWriter::try_new(
+        BufWriter::new(out),
+        batch.schema(),
+        Some(properties(128 * 1024)),
+    )
+    .map_err(parquet_err(&tmp))?;
+    w.write(batch).map_err(parquet_err(&tmp))?;
+    let out = w.into_inner().map_err(parquet_err(&tmp))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err(&tmp, "write")(e.into_error()))?;
+    file.sync_all().map_err(io_err(&tmp, "sync"))?;
+    fs::rename(&tmp, &dest).map_err(io_err(&dest, "rename"))?;
+    sync_dir(&dir)
+}
+
+/// Removes `baselines/<prefix>*.parquet` files other than `keep` (a replay with fewer
+/// engines than the last one must not leave the old ones behind).
+pub fn prune_baselines(root: &Path, prefix: &str, keep: &[String]) -> Result<()> {
+    let dir = root.join(Table::Baselines.name());
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".parquet")
+            && stem.starts_with(prefix)
+            && !keep.iter().any(|k| k == stem)
+        {
+            fs::remove_file(e.path()).map_err(io_err(&e.path(), "remove"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the `day=` partitions of events and alerts older than `keep` before `now`.
+/// Returns the partitions removed.
+pub fn expire(root: &Path, keep: crate::config::Duration, now: Timestamp) -> Result<usize> {
+    let cutoff = day_of(now.plus_seconds(-i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)));
+    let mut removed = 0;
+    for table in [Table::Events, Table::Alerts] {
+        let dir = root.join(table.name());
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(day) = name.strip_prefix("day=")
+                && day.len() == 10
+                && *day < *cutoff.as_str()
+            {
+                fs::remove_dir_all(e.path()).map_err(io_err(&e.path(), "remove"))?;
+                tracing::info!(table = table.name(), day, "lake partition expired");
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        metrics::get().lake_expired(removed as u64);
+    }
+    Ok(removed)
+}

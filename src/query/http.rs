@@ -1,0 +1,398 @@
+//! The HTTP SQL endpoint (`sql.http_listen`): `POST /query` with the SQL as the body (or
+//! `{"sql": "…"}` as JSON), or `GET /query?sql=…`. The result format is `?format=json|csv|arrow`
+//! or the `Accept` header (`application/json`, `text/csv`,
+//! `application/vnd.apache.arrow.stream`); JSON (an array of row objects) by default.
+//! Authentication: `Authorization: Basic` with `sql.user` / `sql.password`, or `Bearer`
+//! with the password. Read-only like every entry point.
+//!
+//! Plain `std::net` like the metrics endpoint: one request per connection on its own thread,
+//! the query run on the SQL runtime.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+
+use super::Format;
+use crate::telemetry::metrics;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// Who may query.
+#[derive(Clone)]
+pub struct Auth {
+    user: String,
+    password: String,
+}
+
+impl Auth {
+    /// The configured user and password.
+    pub fn new(user: &str, password: &str) -> Self {
+        Auth {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// True when the `Authorization` header value proves the password.
+    fn check(&self, header: Option<&str>) -> bool {
+        let Some(h) = header else {
+            return false;
+        };
+        let (scheme, value) = h.trim().split_once(' ').unwrap_or((h, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return same(value.trim().as_bytes(), self.password.as_bytes());
+        }
+        if scheme.eq_ignore_ascii_case("basic")
+            && let Some(raw) = base64_decode(value.trim())
+            && let Some(colon) = raw.iter().position(|&b| b == b':')
+        {
+            let (u, p) = (&raw[..colon], &raw[colon + 1..]);
+            // Both compared, so timing does not tell which was wrong.
+            return same(u, self.user.as_bytes()) & same(p, self.password.as_bytes());
+        }
+        false
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Binds `addr` and serves until the process exits.
+pub fn serve(
+    addr: &str,
+    rt: tokio::runtime::Handle,
+    ctx: Arc<SessionContext>,
+    auth: Auth,
+    max_rows: usize,
+) -> Result<SocketAddr, super::Error> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| super::Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| super::Error::Setup(e.to_string()))?;
+    metrics::get().declare_query("http");
+    std::thread::Builder::new()
+        .name("sql-http".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (rt, ctx, auth) = (rt.clone(), ctx.clone(), auth.clone());
+                let _ = std::thread::Builder::new()
+                    .name("sql-http-conn".into())
+                    .spawn(move || answer(conn, &rt, &ctx, &auth, max_rows));
+            }
+        })
+        .map_err(|e| super::Error::Setup(e.to_string()))?;
+    tracing::info!(addr = %local, "http sql endpoint listening");
+    Ok(local)
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    authorization: Option<String>,
+    accept: Option<String>,
+    json_body: bool,
+    body: Vec<u8>,
+}
+
+fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| (400, format!("cannot read the request: {e}")))?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let (path, qs) = target.split_once('?').unwrap_or((&target, ""));
+    let query = qs
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let mut req = Request {
+        method,
+        path: path.to_string(),
+        query,
+        authorization: None,
+        accept: None,
+        json_body: false,
+        body: Vec::new(),
+    };
+    let mut length: Option<usize> = None;
+    loop {
+        let mut h = String::new();
+        match reader.read_line(&mut h) {
+            Ok(0) => break,
+            Ok(_) if h.trim().is_empty() => break,
+            Ok(_) => {}
+            Err(e) => return Err((400, format!("cannot read the headers: {e}"))),
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "authorization" => req.authorization = Some(value),
+            "accept" => req.accept = Some(value),
+            "content-type" => req.json_body = value.starts_with("application/json"),
+            "content-length" => {
+                length = Some(
+                    value
+                        .parse()
+                        .map_err(|_| (400, format!("bad Content-Length {value:?}")))?,
+                )
+            }
+            "transfer-encoding" => {
+                return Err((411, "send the body with a Content-Length".into()));
+            }
+            _ => {}
+        }
+    }
+    if let Some(n) = length {
+        if n > MAX_BODY {
+            return Err((413, format!("body of {n} bytes; at most {MAX_BODY}")));
+        }
+        req.body.resize(n, 0);
+        reader
+            .read_exact(&mut req.body)
+            .map_err(|e| (400, format!("body shorter than Content-Length: {e}")))?;
+    }
+    Ok(req)
+}
+
+fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[u8]) {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body);
+}
+
+fn error(conn: &mut TcpStream, status: u16, message: &str) {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let extra = if status == 401 {
+        "WWW-Authenticate: Basic realm=\"nhiwatch\"\r\n"
+    } else {
+        ""
+    };
+    respond(conn, status, "application/json", extra, body.as_bytes());
+}
+
+fn format_of(req: &Request) -> Result<Format, String> {
+    if let Some((_, f)) = req.query.iter().find(|(k, _)| k == "format") {
+        return match f.as_str() {
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "arrow" => Ok(Format::Arrow),
+            other => Err(format!("unknown format {other:?} (json, csv, arrow)")),
+        };
+    }
+    let accept = req.accept.as_deref().unwrap_or("");
+    Ok(if accept.contains("text/csv") {
+        Format::Csv
+    } else if accept.contains("application/vnd.apache.arrow.stream") {
+        Format::Arrow
+    } else {
+        Format::Json
+    })
+}
+
+fn answer(
+    mut conn: TcpStream,
+    rt: &tokio::runtime::Handle,
+    ctx: &SessionContext,
+    auth: &Auth,
+    max_rows: usize,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = match read_request(&conn) {
+        Ok(r) => r,
+        Err((status, msg)) => return error(&mut conn, status, &msg),
+    };
+    if req.path != "/query" {
+        return error(&mut conn, 404, "not found; the endpoint is /query");
+    }
+    if req.method != "GET" && req.method != "POST" {
+        return error(&mut conn, 405, "use GET or POST");
+    }
+    if !auth.check(req.authorization.as_deref()) {
+        metrics::get().query_done("http", "refused", 0.0);
+        tracing::warn!(peer = ?conn.peer_addr().ok(), "sql request refused: bad or missing credentials");
+        return error(&mut conn, 401, "authentication required");
+    }
+    let format = match format_of(&req) {
+        Ok(f) => f,
+        Err(msg) => return error(&mut conn, 400, &msg),
+    };
+    let sql = if let Some((_, q)) = req.query.iter().find(|(k, _)| k == "sql") {
+        q.clone()
+    } else if req.json_body {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            sql: String,
+        }
+        match serde_json::from_slice::<Body>(&req.body) {
+            Ok(b) => b.sql,
+            Err(e) => return error(&mut conn, 400, &format!("body: {e}")),
+        }
+    } else {
+        String::from_utf8_lossy(&req.body).into_owned()
+    };
+    if sql.trim().is_empty() {
+        return error(&mut conn, 400, "no SQL: send it as the body or ?sql=");
+    }
+    let started = Instant::now();
+    let result = rt.block_on(super::execute_limited(ctx, &sql, Some(max_rows + 1)));
+    let secs = started.elapsed().as_secs_f64();
+    let (schema, mut batches) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::get().query_done("http", e.outcome(), secs);
+            let status = if matches!(e, super::Error::ReadOnly(_)) {
+                403
+            } else {
+                400
+            };
+            return error(&mut conn, status, &e.to_string());
+        }
+    };
+    metrics::get().query_done("http", "ok", secs);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let truncated = rows > max_rows;
+    if truncated {
+        // Drop the one extra row that told us there were more.
+        let mut keep = max_rows;
+        for b in batches.iter_mut() {
+            let n = b.num_rows().min(keep);
+            *b = b.slice(0, n);
+            keep -= n;
+        }
+    }
+    let mut body = Vec::new();
+    let written = match format {
+        Format::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut body);
+            let r = batches.iter().try_for_each(|b| w.write(b));
+            r.and_then(|()| w.finish())
+                .map_err(|e| super::Error::Output(e.to_string()))
+        }
+        f => super::write(f, &schema, &batches, &mut body),
+    };
+    if let Err(e) = written {
+        return error(&mut conn, 500, &e.to_string());
+    }
+    if format == Format::Json && body.is_empty() {
+        body.extend_from_slice(b"[]");
+    }
+    let ctype = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Arrow => "application/vnd.apache.arrow.stream",
+        _ => "application/json",
+    };
+    let extra = format!(
+        "X-Nhiwatch-Rows: {}\r\nX-Nhiwatch-Truncated: {truncated}\r\n",
+        rows.min(max_rows)
+    );
+    respond(&mut conn, 200, ctype, &extra, &body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_and_bearer() {
+        let a = Auth::new("nhiwatch", "s3cret");
+        // base64("nhiwatch:s3cret")
+        assert!(a.check(Some("Basic bmhpd2F0Y2g6czNjcmV0")));
+        assert!(a.check(Some("Bearer s3cret")));
+        assert!(!a.check(Some("Bearer s3cre")));
+        assert!(!a.check(Some("Bearer s3crets")));
+        // base64("nhiwatch:wrong")
+        assert!(!a.check(Some("Basic bmhpd2F0Y2g6d3Jvbmc=")));
+        assert!(!a.check(None));
+        assert!(!a.check(Some("Digest x")));
+    }
+
+    #[test]
+    fn decodes_query_strings() {
+        assert_eq!(percent_decode("a+b%3D1%25"), "a b=1%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,383 @@
+//! SQL over the lake with DataFusion: the session with the tables `events`, `alerts` and
+//! `baselines`, the read-only rule every entry point applies, and the output formats of
+//! `nhiwatch query` and the HTTP endpoint. The PostgreSQL-wire listener is in [`pg`], the HTTP
+//! one in [`http`].
+//!
+//! Tables are DataFusion listing tables over the lake's directories with the schemas of
+//! [`crate::lake::schema`], so an empty lake still has every table, and files written after
+//! the session started are seen by the next query (the directory is listed per query).
+
+pub mod http;
+pub mod pg;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+
+use crate::lake::Table;
+use crate::sink::Secret;
+
+/// `[sql]`: the SQL endpoints for tools (both off by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// `host:port` of the PostgreSQL wire-protocol listener (`psql`, Grafana's PostgreSQL
+    /// data source). Off when unset.
+    #[serde(default)]
+    pub pg_listen: Option<String>,
+    /// `host:port` of the HTTP listener serving `POST /query` (JSON, CSV or Arrow IPC).
+    /// Off when unset.
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// The user name clients log in with.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The password (SCRAM-SHA-256 on the PostgreSQL wire; Basic or Bearer over HTTP).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Environment variable holding the password instead of `password`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Most rows one HTTP query returns; more are cut and the response says so.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            pg_listen: None,
+            http_listen: None,
+            user: default_user(),
+            password: None,
+            password_env: None,
+            max_rows: default_max_rows(),
+        }
+    }
+}
+
+fn default_user() -> String {
+    "nhiwatch".into()
+}
+
+fn default_max_rows() -> usize {
+    1_000_000
+}
+
+impl SqlConfig {
+    /// True when a listener is configured.
+    pub fn enabled(&self) -> bool {
+        self.pg_listen.is_some() || self.http_listen.is_some()
+    }
+
+    /// Checks the section, naming the key. A listener needs a password: nhiwatch never
+    /// serves the lake to anyone who asks.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        let invalid = |key: &str, message: String| crate::config::ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        if self.password.is_some() && self.password_env.is_some() {
+            return Err(invalid(
+                "sql.password",
+                "set either `password` or `password_env`, not both".into(),
+            ));
+        }
+        if self.user.trim().is_empty() {
+            return Err(invalid("sql.user", "is empty".into()));
+        }
+        if self.max_rows == 0 {
+            return Err(invalid("sql.max_rows", "must be at least 1".into()));
+        }
+        if self.enabled() && self.password.is_none() && self.password_env.is_none() {
+            let key = if self.pg_listen.is_some() {
+                "sql.pg_listen"
+            } else {
+                "sql.http_listen"
+            };
+            return Err(invalid(
+                key,
+                "needs sql.password or sql.password_env (the endpoints never run without one)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The password, read from the environment when `password_env` is set.
+    pub fn password(&self) -> Result<String, crate::config::ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(p.0.clone());
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(v),
+                _ => Err(crate::config::ConfigError::Invalid {
+                    key: "sql.password_env".into(),
+                    message: format!("environment variable {var} is unset or empty"),
+                }),
+            };
+        }
+        Err(crate::config::ConfigError::Invalid {
+            key: "sql.password".into(),
+            message: "is required".into(),
+        })
+    }
+}
+
+/// A query failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL is not a read (DDL, DML, `COPY`, `SET` …).
+    #[error("the lake is read-only: {0}")]
+    ReadOnly(String),
+    /// DataFusion could not plan or run it.
+    #[error("{0}")]
+    Sql(#[from] DataFusionError),
+    /// Output could not be written.
+    #[error("cannot write the result: {0}")]
+    Output(String),
+    /// An endpoint could not start.
+    #[error("sql endpoint: {0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// The metric outcome of this error.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Error::ReadOnly(_) => "refused",
+            _ => "error",
+        }
+    }
+}
+
+/// A DataFusion session over the lake at `root` with `events`, `alerts` and `baselines`.
+pub async fn session(root: &Path) -> Result<SessionContext, Error> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("datafusion", "public")
+        .with_target_partitions(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        );
+    let opts = config.options_mut();
+    // Filters evaluated while decoding (late materialization): the investigation queries
+    // select few rows of wide tables.
+    opts.execution.parquet.pushdown_filters = true;
+    opts.execution.parquet.reorder_filters = true;
+    // File and row-group statistics prune `time` filters.
+    opts.execution.collect_statistics = true;
+    let ctx = SessionContext::new_with_config(config);
+    register(&ctx, root).await?;
+    Ok(ctx)
+}
+
+/// Registers the lake's tables in `ctx`.
+pub async fn register(ctx: &SessionContext, root: &Path) -> Result<(), Error> {
+    for table in Table::ALL {
+        let dir = root.join(table.name());
+        let url = ListingTableUrl::parse(format!("{}/", absolute(&dir).display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(
+                table
+                    .partitions()
+                    .iter()
+                    .map(|p| (p.to_string(), DataType::Utf8))
+                    .collect(),
+            );
+        let cfg = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(table.schema());
+        let provider = ListingTable::try_new(cfg)?;
+        ctx.register_table(table.name(), Arc::new(provider))?;
+    }
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// What a read-only entry point accepts: queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`,
+/// `SHOW`, `DESCRIBE`); never DDL, DML, `COPY` or session changes.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans `sql` read-only and runs it to completion.
+pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+    let (_, batches) = execute_limited(ctx, sql, None).await?;
+    Ok(batches)
+}
+
+/// As [`execute`], keeping at most `limit` rows; returns the schema too (an empty result
+/// still has columns).
+pub async fn execute_limited(
+    ctx: &SessionContext,
+    sql: &str,
+    limit: Option<usize>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+    let df = ctx
+        .sql_with_options(sql, read_only())
+        .await
+        .map_err(refusal)?;
+    let df = match limit {
+        Some(n) => df.limit(0, Some(n))?,
+        None => df,
+    };
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok((schema, batches))
+}
+
+/// DataFusion reports a refused DDL/DML/statement as a plan error; say it plainly.
+fn refusal(e: DataFusionError) -> Error {
+    let msg = e.to_string();
+    if msg.contains("not supported")
+        && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+    {
+        Error::ReadOnly(msg)
+    } else {
+        Error::Sql(e)
+    }
+}
+
+/// How a result is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned table (for a terminal).
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// JSON, one object per row per line (nulls omitted).
+    Json,
+    /// A Parquet file (`--output`, or stdout when it is not a terminal).
+    Parquet,
+    /// Arrow IPC stream.
+    Arrow,
+}
+
+/// Writes `batches` (with `schema`) to `out` in `format`.
+pub fn write(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    out: &mut (impl Write + Send),
+) -> Result<(), Error> {
+    let e = |e: &dyn std::fmt::Display| Error::Output(e.to_string());
+    match format {
+        Format::Table => {
+            let t = if batches.is_empty() {
+                datafusion::arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
+                    schema.clone(),
+                )])
+            } else {
+                datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            }
+            .map_err(|x| e(&x))?;
+            writeln!(out, "{t}").map_err(|x| e(&x))?;
+        }
+        Format::Csv => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.6fZ".to_string())
+                .build(&mut *out);
+            if batches.is_empty() {
+                w.write(&RecordBatch::new_empty(schema.clone()))
+                    .map_err(|x| e(&x))?;
+            }
+            for b in batches {
+                w.write(b).map_err(|x| e(&x))?;
+            }
+        }
+        Format::Json => {
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
+            for b in batches {
+                w.write(b).map_err(|x| e(&x))?;
+            }
+            w.finish().map_err(|x| e(&x))?;
+        }
+        Format::Parquet => {
+            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+                &mut *out,
+                schema.clone(),
+                Some(crate::lake::writer::properties(128 * 1024)),
+            )
+            .map_err(|x| e(&x))?;
+            for b in batches {
+                w.write(b).map_err(|x| e(&x))?;
+            }
+            w.close().map_err(|x| e(&x))?;
+        }
+        Format::Arrow => {
+            let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut *out, schema)
+                .map_err(|x| e(&x))?;
+            for b in batches {
+                w.write(b).map_err(|x| e(&x))?;
+            }
+            w.finish().map_err(|x| e(&x))?;
+        }
+    }
+    out.flush().map_err(|x| e(&x))
+}
+
+/// A tokio runtime for DataFusion (one worker per core).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sql")
+        .enable_all()
+        .build()
+}
+
+/// The SQL endpoints of a process, running on their own runtime until it ends.
+pub struct Endpoints {
+    /// Where the PostgreSQL listener is bound.
+    pub pg: Option<std::net::SocketAddr>,
+    /// Where the HTTP listener is bound.
+    pub http: Option<std::net::SocketAddr>,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// Starts the listeners `cfg` sets, over the lake at `root`.
+pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
+    let password = cfg.password().map_err(|e| Error::Setup(e.to_string()))?;
+    let rt = runtime().map_err(|e| Error::Setup(e.to_string()))?;
+    let ctx = Arc::new(rt.block_on(session(root))?);
+    let mut pg_addr = None;
+    if let Some(addr) = &cfg.pg_listen {
+        pg_addr = Some(rt.block_on(pg::serve(addr, ctx.clone(), &cfg.user, &password))?);
+    }
+    let mut http_addr = None;
+    if let Some(addr) = &cfg.http_listen {
+        http_addr = Some(http::serve(
+            addr,
+            rt.handle().clone(),
+            ctx.clone(),
+            http::Auth::new(&cfg.user, &password),
+            cfg.max_rows,
+        )?);
+    }
+    Ok(Endpoints {
+        pg: pg_addr,
+        http: http_addr,
+        _rt: rt,
+    })
+}

@@ -1,0 +1,222 @@
+//! The PostgreSQL wire-protocol endpoint (`sql.pg_listen`): `psql`, Grafana's PostgreSQL data
+//! source and other clients run the same SQL as `nhiwatch query`.
+//!
+//! Built on datafusion-postgres (its statement handling, `pg_catalog` emulation and type
+//! mapping) with two things of ours: login by SCRAM-SHA-256 against `sql.user` /
+//! `sql.password` (datafusion-postgres' own server has no password check), and a hook that
+//! refuses every statement that is not a read, before it is planned.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::Response;
+use pgwire::api::{ClientInfo, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+use crate::telemetry::metrics;
+
+/// The salted password clients prove they know.
+struct Credentials {
+    user: String,
+    salt: Vec<u8>,
+    salted: Vec<u8>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({})", self.user)
+    }
+}
+
+#[async_trait]
+impl AuthSource for Credentials {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        if login.user() != Some(self.user.as_str()) {
+            metrics::get().query_done("postgres", "refused", 0.0);
+            tracing::warn!(
+                user = login.user().unwrap_or(""),
+                "sql login refused: unknown user"
+            );
+            return Err(PgWireError::InvalidPassword(
+                login.user().unwrap_or_default().to_string(),
+            ));
+        }
+        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
+    }
+}
+
+/// Refuses whatever is not a read: DDL, DML, `COPY`, and anything else outside the list.
+/// Session chatter clients send (`SET`, `SHOW`, transactions, cursors) passes to the hooks
+/// after this one.
+#[derive(Debug)]
+struct ReadOnly;
+
+fn allowed(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    )
+}
+
+fn refuse(s: &Statement) -> PgWireError {
+    metrics::get().query_done("postgres", "refused", 0.0);
+    let text = s.to_string();
+    let head: String = text.chars().take(40).collect();
+    tracing::warn!(statement = %head, "sql statement refused: the lake is read-only");
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        // read_only_sql_transaction
+        "25006".into(),
+        format!("the lake is read-only: {head} is not a query"),
+    )))
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+}
+
+struct Handlers {
+    service: Arc<DfSessionService>,
+    credentials: Arc<Credentials>,
+    params: Arc<DefaultServerParameterProvider>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        // A handler per connection: SCRAM keeps its exchange state in the handler.
+        let mut scram = ScramAuth::new(self.credentials.clone());
+        scram.set_iterations(SCRAM_ITERATIONS);
+        Arc::new(SASLAuthStartupHandler::new(self.params.clone()).with_scram(scram))
+    }
+}
+
+/// Binds `addr` and serves `ctx` until the runtime stops; returns the bound address.
+pub async fn serve(
+    addr: &str,
+    ctx: Arc<SessionContext>,
+    user: &str,
+    password: &str,
+) -> Result<SocketAddr, super::Error> {
+    datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+        &ctx,
+        "datafusion",
+        Arc::new(datafusion_postgres::auth::AuthManager::default()),
+    )
+    .map_err(|e| super::Error::Setup(format!("pg_catalog: {e}")))?;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| super::Error::Setup(e.to_string()))?;
+    let credentials = Arc::new(Credentials {
+        user: user.to_string(),
+        salt: salt.to_vec(),
+        salted: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
+    });
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let mut params = DefaultServerParameterProvider::default();
+    params.default_transaction_read_only = true;
+    params.time_zone = "UTC".into();
+    let handlers = Arc::new(Handlers {
+        service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        credentials,
+        params: Arc::new(params),
+    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| super::Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| super::Error::Setup(e.to_string()))?;
+    metrics::get().declare_query("postgres");
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((socket, peer)) => {
+                    let handlers = handlers.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
+                        {
+                            tracing::debug!(%peer, error = %e, "sql connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "sql listener accept failed"),
+            }
+        }
+    });
+    tracing::info!(addr = %local, "postgresql endpoint listening");
+    Ok(local)
+}
