@@ -410,6 +410,12 @@ impl Writer {
                 // A live writer's.
                 continue;
             }
+            // Read before converting: the conversion removes the file.
+            let table = if is_alerts(&path) {
+                Table::Alerts
+            } else {
+                Table::Events
+            };
             match convert(&self.root, &path, &self.id, self.seq, &self.props) {
                 Ok((rows, bytes)) => {
                     self.seq += 1;
@@ -419,11 +425,6 @@ impl Writer {
                         "converted the staging file of a writer that stopped unexpectedly"
                     );
                     if rows > 0 {
-                        let table = if rows > 0 && is_alerts(&path) {
-                            Table::Alerts
-                        } else {
-                            Table::Events
-                        };
                         self.count(table, rows, bytes);
                     }
                 }
