@@ -245,3 +245,44 @@ impl Drop for Background {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_key() {
+        let cfg: LakeConfig = toml::from_str("roll_bytes = 10").unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("lake.roll_bytes")
+        );
+        let cfg: LakeConfig = toml::from_str("retention = \"12h\"").unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("lake.retention")
+        );
+        let cfg: LakeConfig = toml::from_str("row_group_rows = 10").unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("lake.row_group_rows")
+        );
+        let cfg: LakeConfig = toml::from_str("retention = \"90d\"").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(LakeConfig::default().roll_interval.as_secs(), 300);
+    }
+
+    #[test]
+    fn day_partition_is_the_utc_date() {
+        let t = crate::time::Timestamp::parse("2026-03-29T23:59:59Z").unwrap();
+        assert_eq!(schema::day_of(t), "2026-03-29");
+        let t = crate::time::Timestamp::parse("2026-03-30T00:00:00+02:00").unwrap();
+        assert_eq!(schema::day_of(t), "2026-03-29");
+    }
+}

@@ -381,3 +381,52 @@ pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
         _rt: rt,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SqlConfig {
+        toml::from_str(text).expect("sql section")
+    }
+
+    #[test]
+    fn a_listener_needs_a_password() {
+        let err = parse("pg_listen = \"127.0.0.1:5433\"")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("sql.pg_listen"), "{err}");
+        let err = parse("http_listen = \"127.0.0.1:8089\"")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("sql.http_listen"), "{err}");
+        parse("pg_listen = \"127.0.0.1:5433\"\npassword = \"x\"")
+            .validate()
+            .unwrap();
+        parse("").validate().unwrap();
+    }
+
+    #[test]
+    fn password_and_password_env_are_exclusive_and_env_must_be_set() {
+        let both = parse("password = \"x\"\npassword_env = \"Y\"");
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sql.password")
+        );
+        let unset = parse("password_env = \"NHIWATCH_TEST_UNSET_PASSWORD_VARIABLE\"");
+        unset.validate().unwrap();
+        let err = unset.password().unwrap_err().to_string();
+        assert!(
+            err.contains("NHIWATCH_TEST_UNSET_PASSWORD_VARIABLE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_password_never_shows_in_debug() {
+        let c = parse("password = \"hunter2-very-secret\"");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
