@@ -14,29 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-fn queries() -> Vec<(String, String)> {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/investigations.md"
-    ))
-    .expect("docs/investigations.md");
-    let mut out = Vec::new();
-    let mut rest = doc.as_str();
-    while let Some(i) = rest.find("```sql\n") {
-        let body = &rest[i + 7..];
-        let end = body.find("```").expect("closed block");
-        let sql = body[..end].trim().to_string();
-        rest = &body[end + 3..];
-        let name = sql
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("-- name: "))
-            .unwrap_or("unnamed")
-            .to_string();
-        out.push((name, sql));
-    }
-    out
-}
+#[path = "../tests/util/investigations.rs"]
+mod investigations;
 
 fn main() {
     let Ok(lake) = std::env::var("NHIWATCH_BENCH_LAKE") else {
@@ -79,7 +58,7 @@ fn main() {
         datafusion::arrow::util::pretty::pretty_format_batches(&events).expect("fmt")
     );
     println!("{:<32} {:>10} {:>8}", "query", "ms", "rows");
-    for (name, sql) in queries() {
+    for (name, sql) in investigations::queries() {
         let sql = sql.replace("now()", &format!("TIMESTAMP '{now}'"));
         let mut times: Vec<Duration> = Vec::new();
         let mut rows = 0;

@@ -77,24 +77,7 @@ fn json_lines(b: &[u8]) -> Vec<Value> {
 
 /// `nhiwatch query --lake LAKE --format json SQL`, rows as JSON objects.
 fn query(lake: &Path, sql: &str) -> Vec<Value> {
-    let out = util::run(
-        &[
-            "query",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--format",
-            "json",
-            "--",
-            sql,
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{sql}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_lines(&out.stdout)
+    json_lines(query_text(lake, "json", sql).as_bytes())
 }
 
 fn query_text(lake: &Path, format: &str, sql: &str) -> String {
@@ -269,25 +252,12 @@ fn replay_lake_holds_what_replay_printed() {
     );
 }
 
-/// The ten queries of `docs/investigations.md`, by name.
+/// The ten queries of `docs/investigations.md`, by name, with the tests' `now()`.
 fn investigation_queries() -> Vec<(String, String)> {
-    let doc = std::fs::read_to_string(util::root().join("docs/investigations.md")).expect("doc");
-    let mut out = Vec::new();
-    let mut rest = doc.as_str();
-    while let Some(i) = rest.find("```sql\n") {
-        let body = &rest[i + 7..];
-        let end = body.find("```").expect("closed block");
-        let sql = body[..end].trim().to_string();
-        rest = &body[end + 3..];
-        let name = sql
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("-- name: "))
-            .unwrap_or_else(|| panic!("query without a name:\n{sql}"))
-            .to_string();
-        out.push((name, sql.replace("now()", NOW)));
-    }
-    out
+    util::investigations::queries()
+        .into_iter()
+        .map(|(name, sql)| (name, sql.replace("now()", NOW)))
+        .collect()
 }
 
 #[test]

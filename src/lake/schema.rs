@@ -184,7 +184,7 @@ fn list(b: &mut ListBuilder<StringBuilder>, items: impl IntoIterator<Item = impl
 
 /// Accumulates events (of one partition) into a record batch.
 pub struct EventRows {
-    secrets: fn(&str) -> String,
+    secrets: fn(&str) -> std::borrow::Cow<'_, str>,
     id: StringBuilder,
     time: TimestampMicrosecondBuilder,
     kind: StringBuilder,
@@ -208,7 +208,7 @@ pub struct EventRows {
 
 impl EventRows {
     /// Empty rows; `mask` removes secrets from a native record before it is stored.
-    pub fn new(mask: fn(&str) -> String) -> Self {
+    pub fn new(mask: fn(&str) -> std::borrow::Cow<'_, str>) -> Self {
         EventRows {
             secrets: mask,
             id: StringBuilder::new(),
@@ -292,7 +292,7 @@ impl EventRows {
             b.append_option(v.as_deref());
         }
         self.record
-            .append_option(e.record.as_deref().map(self.secrets));
+            .append_option(e.record.as_deref().map(|r| (self.secrets)(r)));
     }
 
     /// The pending rows as a batch of [`Table::Events`]; the builders start over.

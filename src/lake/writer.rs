@@ -55,18 +55,31 @@ pub struct Written {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A part: table, UTC day (days since the Unix epoch, so routing a row allocates nothing)
+/// and, for events, source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PartKey {
     table: Table,
-    day: String,
+    day: i64,
     source: Option<&'static str>,
 }
 
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+
 impl PartKey {
+    fn new(table: Table, t: Timestamp, source: Option<&'static str>) -> Self {
+        PartKey {
+            table,
+            day: t.as_micros().div_euclid(DAY_MICROS),
+            source,
+        }
+    }
+
     fn dir(&self) -> String {
+        let day = day_of(Timestamp::from_micros(self.day * DAY_MICROS));
         match self.source {
-            Some(s) => format!("{}/day={}/source={s}", self.table.name(), self.day),
-            None => format!("{}/day={}", self.table.name(), self.day),
+            Some(s) => format!("{}/day={day}/source={s}", self.table.name()),
+            None => format!("{}/day={day}", self.table.name()),
         }
     }
 }
@@ -100,7 +113,6 @@ struct Staging {
     /// The table's schema with the partition in its metadata (batches are rebranded to it).
     schema: SchemaRef,
     bytes: u64,
-    rows: u64,
     dirty: bool,
 }
 
@@ -216,12 +228,8 @@ impl Writer {
 
     /// Adds an event. It is on disk after the next [`Writer::sync`].
     pub fn event(&mut self, e: &Event) -> Result<()> {
-        let key = PartKey {
-            table: Table::Events,
-            day: day_of(e.time),
-            source: Some(e.source.as_str()),
-        };
-        let part = self.part(key.clone());
+        let key = PartKey::new(Table::Events, e.time, Some(e.source.as_str()));
+        let part = self.part(key);
         if let Rows::Events(r) = &mut part.rows {
             r.push(e);
         }
@@ -233,12 +241,8 @@ impl Writer {
 
     /// Adds an alert raised at `raised` (wall time).
     pub fn alert(&mut self, a: &Alert, raised: Timestamp) -> Result<()> {
-        let key = PartKey {
-            table: Table::Alerts,
-            day: day_of(a.event_time),
-            source: None,
-        };
-        let part = self.part(key.clone());
+        let key = PartKey::new(Table::Alerts, a.event_time, None);
+        let part = self.part(key);
         if let Rows::Alerts(r) = &mut part.rows {
             r.push(a, raised);
         }
@@ -286,7 +290,6 @@ impl Writer {
                 writer,
                 schema,
                 bytes: 0,
-                rows: 0,
                 dirty: true,
             });
             part.opened = Instant::now();
@@ -295,7 +298,6 @@ impl Writer {
         let mut full = false;
         if let Some(st) = &mut part.staging {
             st.bytes += batch.get_array_memory_size() as u64;
-            st.rows += batch.num_rows() as u64;
             let batch = batch
                 .with_schema(st.schema.clone())
                 .map_err(arrow_err(&st.path))?;
@@ -312,7 +314,7 @@ impl Writer {
     /// Makes every row added so far durable (staged and `fsync`ed), then rolls the parts that
     /// are due. Call before committing the input offsets those rows came from.
     pub fn sync(&mut self) -> Result<()> {
-        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        let keys: Vec<PartKey> = self.parts.keys().copied().collect();
         for key in &keys {
             self.stage(key)?;
         }
@@ -343,7 +345,7 @@ impl Writer {
             .parts
             .iter()
             .filter(|(_, p)| p.staging.is_some() && p.opened.elapsed() >= self.roll_after)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for key in due {
             self.roll(&key)?;
@@ -365,7 +367,7 @@ impl Writer {
         st.writer.finish().map_err(arrow_err(&st.path))?;
         let mut inner = st.writer.into_inner().map_err(arrow_err(&st.path))?;
         inner.flush().map_err(io_err(&st.path, "write"))?;
-        let (rows, bytes) = convert(&self.root, &st.path, &self.id, self.seq, &self.props)?;
+        let (_, rows, bytes) = convert(&self.root, &st.path, &self.id, self.seq, &self.props)?;
         self.seq += 1;
         drop(st.lock);
         self.count(key.table, rows, bytes);
@@ -385,7 +387,7 @@ impl Writer {
     /// Rolls every part: all rows so far are in Parquet files. For the end of a replay and
     /// a clean shutdown.
     pub fn close(&mut self) -> Result<Written> {
-        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        let keys: Vec<PartKey> = self.parts.keys().copied().collect();
         for key in &keys {
             self.stage(key)?;
             self.roll(key)?;
@@ -410,14 +412,8 @@ impl Writer {
                 // A live writer's.
                 continue;
             }
-            // Read before converting: the conversion removes the file.
-            let table = if is_alerts(&path) {
-                Table::Alerts
-            } else {
-                Table::Events
-            };
             match convert(&self.root, &path, &self.id, self.seq, &self.props) {
-                Ok((rows, bytes)) => {
+                Ok((table, rows, bytes)) => {
                     self.seq += 1;
                     tracing::warn!(
                         staging = %path.display(),
@@ -439,41 +435,41 @@ impl Writer {
     }
 }
 
-fn is_alerts(path: &Path) -> bool {
-    File::open(path)
-        .ok()
-        .and_then(|f| StreamReader::try_new(BufReader::new(f), None).ok())
-        .is_some_and(|r| r.schema().metadata().get(TABLE_KEY).map(String::as_str) == Some("alerts"))
-}
-
-/// Masks secrets in a native record before it is stored.
-fn mask(text: &str) -> String {
+/// Masks secrets in a native record before it is stored (a copy only when one is masked).
+fn mask(text: &str) -> std::borrow::Cow<'_, str> {
     match crate::redact::redact(text.as_bytes()) {
-        std::borrow::Cow::Borrowed(_) => text.to_string(),
-        std::borrow::Cow::Owned(v) => String::from_utf8_lossy(&v).into_owned(),
+        std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(text),
+        std::borrow::Cow::Owned(v) => {
+            std::borrow::Cow::Owned(String::from_utf8_lossy(&v).into_owned())
+        }
     }
 }
 
 /// Reads a staging stream (up to a torn tail) and writes its rows to a Parquet file in the
-/// partition its metadata names; removes the staging file. Returns (rows, bytes).
+/// partition its metadata names; removes the staging file. Returns the table its metadata
+/// names, rows and bytes.
 fn convert(
     root: &Path,
     staging: &Path,
     id: &str,
     seq: u64,
     props: &WriterProperties,
-) -> Result<(u64, u64)> {
+) -> Result<(Table, u64, u64)> {
     let file = File::open(staging).map_err(io_err(staging, "open"))?;
     let reader = match StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None) {
         Ok(r) => r,
         Err(_) if fs::metadata(staging).map(|m| m.len()).unwrap_or(0) < 16 => {
             // Created but never written (a crash right after creation): nothing to keep.
             fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
-            return Ok((0, 0));
+            return Ok((Table::Events, 0, 0));
         }
         Err(e) => return Err(arrow_err(staging)(e)),
     };
     let schema: SchemaRef = reader.schema();
+    let table = match schema.metadata().get(TABLE_KEY).map(String::as_str) {
+        Some("alerts") => Table::Alerts,
+        _ => Table::Events,
+    };
     let Some(rel) = schema.metadata().get(PARTITION_KEY).cloned() else {
         return Err(Error::Format {
             path: staging.display().to_string(),
@@ -522,7 +518,7 @@ fn convert(
         drop(w);
         let _ = fs::remove_file(&tmp);
         fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
-        return Ok((0, 0));
+        return Ok((table, 0, 0));
     }
     let out = w.into_inner().map_err(parquet_err(&tmp))?;
     let file = out
@@ -537,7 +533,7 @@ fn convert(
     if let Some(parent) = staging.parent() {
         sync_dir(parent)?;
     }
-    Ok((rows, bytes))
+    Ok((table, rows, bytes))
 }
 
 /// Writes `batch` as `baselines/<name>.parquet`, replacing the file atomically.
