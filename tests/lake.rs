@@ -730,6 +730,92 @@ fn cli_psql_and_http_return_the_same_rows() {
     dashboard_queries_return_rows(&server, &lake);
 }
 
+/// The single number a `SELECT count(*) AS n …` returns over HTTP (JSON).
+fn http_count(server: &Server, sql: &str) -> i64 {
+    let (status, _, body) = http(server.http, Some(&bearer()), "/query?format=json", sql);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{sql}: {text}");
+    let rows: Vec<Value> = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{text}: {e}"));
+    rows[0]["n"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{sql}: {text}"))
+}
+
+/// Regression: DataFusion caches a table's file listing for the life of a session unless told
+/// not to, so an endpoint that had answered once (`run` serving the lake it writes, or
+/// `query --serve`) never saw a file rolled after that, and failed on files retention removed.
+#[test]
+fn a_serving_endpoint_sees_files_rolled_and_removed_after_its_first_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = util::run(
+        &[
+            "replay",
+            "--lake",
+            root.to_str().unwrap(),
+            empty.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = serve(&root, dir.path());
+    // A fresh lake answers (no table directory yet), with nothing.
+    let events = "SELECT count(*) AS n FROM events";
+    let alerts = "SELECT count(*) AS n FROM alerts";
+    assert_eq!(http_count(&server, events), 0);
+    let (ok, out, err) = psql(server.pg, PASSWORD, alerts);
+    assert!(ok, "{err}");
+    assert_eq!(csv_rows(&out)[1][0], "0");
+    // Other writers fill the lake while the endpoint runs: once into tables it has not seen
+    // yet, once more into tables it has listed.
+    let mut raised = 0;
+    for round in 1..=2 {
+        let out = util::run(
+            &[
+                "--config",
+                CONFIG,
+                "replay",
+                "--lake",
+                root.to_str().unwrap(),
+                WEEK,
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        raised += json_lines(&out.stdout).len();
+        assert_eq!(
+            http_count(&server, events),
+            16_996 * round,
+            "round {round}: rows rolled after the endpoint's last query"
+        );
+        let (ok, out, err) = psql(server.pg, PASSWORD, alerts);
+        assert!(ok, "{err}");
+        assert_eq!(csv_rows(&out)[1][0], raised.to_string(), "round {round}");
+    }
+    // Retention removes every day of the week: the endpoint answers with what is left.
+    let later = nhiwatch::time::Timestamp::parse("2026-06-01T00:00:00Z").unwrap();
+    let removed = nhiwatch::lake::writer::expire(&root, "1d".parse().unwrap(), later).unwrap();
+    assert!(removed >= 9, "{removed}");
+    assert_eq!(
+        http_count(&server, events),
+        0,
+        "files removed after a query"
+    );
+    let (ok, out, err) = psql(server.pg, PASSWORD, alerts);
+    assert!(ok, "{err}");
+    assert_eq!(csv_rows(&out)[1][0], "0");
+}
+
 fn b64(data: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();

@@ -4,8 +4,9 @@
 //! one in [`http`].
 //!
 //! Tables are DataFusion listing tables over the lake's directories with the schemas of
-//! [`crate::lake::schema`], so an empty lake still has every table, and files written after
-//! the session started are seen by the next query (the directory is listed per query).
+//! [`crate::lake::schema`], so an empty lake still has every table, and files written or
+//! removed after the session started are seen by the next query (the directory is listed per
+//! query: DataFusion's own listing cache is off).
 
 pub mod http;
 pub mod pg;
@@ -21,7 +22,9 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
@@ -180,7 +183,15 @@ pub async fn session(root: &Path) -> Result<SessionContext, Error> {
     opts.execution.parquet.reorder_filters = true;
     // File and row-group statistics prune `time` filters.
     opts.execution.collect_statistics = true;
-    let ctx = SessionContext::new_with_config(config);
+    // DataFusion keeps a table's file listing for the life of a session by default: an
+    // endpoint serving a lake that is being written would never see a file rolled after its
+    // first query, and would answer from files retention had removed. Listing a local
+    // directory per query costs little; the footer and statistics caches stay (a lake file
+    // is never rewritten in place, only added or removed).
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     register(&ctx, root).await?;
     Ok(ctx)
 }
