@@ -129,12 +129,22 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn nhiwatch");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut si = child.stdin.take().expect("stdin");
-        si.write_all(input).expect("write stdin");
-    }
-    child.wait_with_output().expect("nhiwatch output")
+    let Some(input) = stdin else {
+        return child.wait_with_output().expect("nhiwatch output");
+    };
+    // Stdin is written beside the reading of stdout: a process that prints while it reads
+    // (replay) fills the stdout pipe and stops reading, and writing all of the input first
+    // would wait for it forever.
+    let mut si = child.stdin.take().expect("stdin");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            use std::io::Write;
+            // A process that exits before reading everything closes the pipe: its status
+            // and output tell the test what happened.
+            let _ = si.write_all(input);
+        });
+        child.wait_with_output().expect("nhiwatch output")
+    })
 }
 
 /// Parses JSON lines of output into events.
