@@ -462,12 +462,6 @@ impl Config {
         crate::sink::validate(&self.sinks)?;
         self.lake.validate()?;
         self.sql.validate()?;
-        if self.sql.enabled() && self.lake.dir.is_none() {
-            return Err(invalid(
-                "sql",
-                "the SQL endpoints serve the lake: set lake.dir (or --lake)".into(),
-            ));
-        }
         Ok(())
     }
 
@@ -487,6 +481,13 @@ impl Config {
             message,
         };
         crate::sink::require_spool(&self.sinks, self.spool_dir().as_deref())?;
+        // Checked here, after the flags: `run --lake DIR` with `[sql]` in the file is a lake.
+        if self.sql.enabled() && self.lake.dir.is_none() {
+            return Err(invalid(
+                "sql",
+                "the SQL endpoints serve the lake: set lake.dir (or --lake)".into(),
+            ));
+        }
         let k = &self.kafka;
         match &k.bootstrap_servers {
             None => {
@@ -769,6 +770,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("run.checkpoint_interval"), "{err}");
+    }
+
+    /// Regression: `[sql]` in the file with the lake given as `run --lake DIR` was refused
+    /// at load, before the flag could set `lake.dir`.
+    #[test]
+    fn sql_endpoints_need_a_lake_only_once_the_flags_are_applied() {
+        let ok = "[kafka]\nbootstrap_servers = \"b:9092\"\n[[kafka.topics]]\nname = \"in\"\n\
+                  [sql]\nhttp_listen = \"127.0.0.1:0\"\npassword = \"x\"\n";
+        let mut cfg = Config::parse(ok).unwrap();
+        cfg.validate().unwrap();
+        let err = cfg.validate_run().unwrap_err().to_string();
+        assert!(err.contains("lake.dir"), "{err}");
+        cfg.lake.dir = Some("/tmp/lake".into());
+        cfg.validate_run().unwrap();
     }
 
     #[test]

@@ -135,6 +135,14 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         stdout: cfg.run.alerts_stdout,
         ready,
     };
+    // The SQL endpoints serve the lake this process writes (validated: they need a lake),
+    // listening before the start is announced.
+    let _endpoints = match (&lake_dir, cfg.sql.enabled()) {
+        (Some(dir), true) => {
+            Some(crate::query::serve(dir, &cfg.sql).map_err(|e| Error::Setup(e.to_string()))?)
+        }
+        _ => None,
+    };
     tracing::info!(
         bootstrap = %bootstrap,
         group = %group,
@@ -143,13 +151,6 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         repartition = k.repartition,
         "nhiwatch run started"
     );
-    // The SQL endpoints serve the lake this process writes (validated: they need a lake).
-    let _endpoints = match (&lake_dir, cfg.sql.enabled()) {
-        (Some(dir), true) => {
-            Some(crate::query::serve(dir, &cfg.sql).map_err(|e| Error::Setup(e.to_string()))?)
-        }
-        _ => None,
-    };
     let result = std::thread::scope(|s| {
         if let (Some(dir), Some(keep)) = (&lake_dir, cfg.lake.retention) {
             let stop = &stop;
