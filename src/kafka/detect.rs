@@ -203,6 +203,14 @@ impl Saver {
             .map(|(p, _)| p.clone())
             .collect();
         if chosen.is_empty() {
+            // Nothing new, so every alert row is staged already; the parts still roll when
+            // due, or an idle stream's last alerts would never reach a query.
+            if let Some(lake) = &self.lake {
+                let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
+                lake.writer
+                    .sync()
+                    .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+            }
             return Ok(());
         }
         let started = Instant::now();
