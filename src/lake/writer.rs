@@ -36,6 +36,16 @@ use crate::time::Timestamp;
 
 /// Rows gathered in builders before they are staged as one batch.
 const BATCH_ROWS: usize = 8192;
+/// Most parts open at once (each holds a staging file, its descriptor and write buffer).
+/// Past it the part written least recently rolls. A replay of history moves through days
+/// faster than `lake.roll_interval`: with no bound, a 90-day replay held some 360 parts
+/// open. 64 is more than nine days of every source and the alerts, so a live stream's late
+/// events and a replayed week do not churn it.
+pub const MAX_OPEN_PARTS: usize = 64;
+/// Most rows waiting in builders across all parts (some 70 MB of events with their
+/// records). Past it the part with the most waiting rows is staged: the bound is on memory,
+/// not on files, so no small Parquet file comes of it.
+pub const PENDING_ROWS: usize = 65_536;
 /// Schema metadata naming the directory (relative to the lake) a staging file belongs to.
 const PARTITION_KEY: &str = "nhiwatch.partition";
 /// Schema metadata naming the table of a staging file.
@@ -120,6 +130,8 @@ struct Part {
     rows: Rows,
     staging: Option<Staging>,
     opened: Instant,
+    /// The writer's row count when a row last came to this part (least recent rolls first).
+    last: u64,
 }
 
 /// Writes events and alerts to a lake directory. Not shared between threads: `run`'s ingest
@@ -132,6 +144,10 @@ pub struct Writer {
     roll_after: Duration,
     props: WriterProperties,
     parts: BTreeMap<PartKey, Part>,
+    /// Rows added so far (the clock of [`Part::last`]).
+    added: u64,
+    /// Rows in builders, not yet staged, across all parts.
+    pending: usize,
     written: Written,
     fresh_staging: bool,
 }
@@ -198,6 +214,8 @@ impl Writer {
             roll_after: Duration::from_secs(cfg.roll_interval.as_secs()),
             props: properties(cfg.row_group_rows),
             parts: BTreeMap::new(),
+            added: 0,
+            pending: 0,
             written: Written::default(),
             fresh_staging: false,
         };
@@ -215,41 +233,85 @@ impl Writer {
         &self.root
     }
 
-    fn part(&mut self, key: PartKey) -> &mut Part {
-        self.parts.entry(key).or_insert_with_key(|k| Part {
+    /// Parts open now (rows pending or staged).
+    pub fn open_parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Rows in builders across all parts, not yet staged.
+    pub fn pending_rows(&self) -> usize {
+        self.pending
+    }
+
+    /// After a row was added: stages what is due by the part's size or by [`PENDING_ROWS`].
+    fn added(&mut self, key: PartKey, part_rows: usize) -> Result<()> {
+        self.pending += 1;
+        if part_rows >= BATCH_ROWS {
+            self.stage(&key)?;
+        }
+        if self.pending > PENDING_ROWS {
+            let biggest = self
+                .parts
+                .iter()
+                .max_by_key(|(_, p)| p.rows.len())
+                .map(|(k, _)| *k);
+            if let Some(k) = biggest {
+                self.stage(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The part for `key`, opened when there is none; past [`MAX_OPEN_PARTS`] the least
+    /// recently written part rolls first.
+    fn part(&mut self, key: PartKey) -> Result<&mut Part> {
+        self.added += 1;
+        if !self.parts.contains_key(&key) && self.parts.len() >= MAX_OPEN_PARTS {
+            let oldest = self
+                .parts
+                .iter()
+                .min_by_key(|(_, p)| p.last)
+                .map(|(k, _)| *k);
+            if let Some(old) = oldest {
+                self.stage(&old)?;
+                self.roll(&old)?;
+                self.parts.remove(&old);
+            }
+        }
+        let added = self.added;
+        let part = self.parts.entry(key).or_insert_with_key(|k| Part {
             rows: match k.table {
                 Table::Events => Rows::Events(Box::new(EventRows::new(mask))),
                 _ => Rows::Alerts(Box::default()),
             },
             staging: None,
             opened: Instant::now(),
-        })
+            last: added,
+        });
+        part.last = added;
+        Ok(part)
     }
 
     /// Adds an event. It is on disk after the next [`Writer::sync`].
     pub fn event(&mut self, e: &Event) -> Result<()> {
         let key = PartKey::new(Table::Events, e.time, Some(e.source.as_str()));
-        let part = self.part(key);
+        let part = self.part(key)?;
         if let Rows::Events(r) = &mut part.rows {
             r.push(e);
         }
-        if part.rows.len() >= BATCH_ROWS {
-            self.stage(&key)?;
-        }
-        Ok(())
+        let n = part.rows.len();
+        self.added(key, n)
     }
 
     /// Adds an alert raised at `raised` (wall time).
     pub fn alert(&mut self, a: &Alert, raised: Timestamp) -> Result<()> {
         let key = PartKey::new(Table::Alerts, a.event_time, None);
-        let part = self.part(key);
+        let part = self.part(key)?;
         if let Rows::Alerts(r) = &mut part.rows {
             r.push(a, raised);
         }
-        if part.rows.len() >= BATCH_ROWS {
-            self.stage(&key)?;
-        }
-        Ok(())
+        let n = part.rows.len();
+        self.added(key, n)
     }
 
     /// Moves a part's pending rows to its staging file (creating it).
@@ -264,6 +326,7 @@ impl Writer {
         if part.rows.len() == 0 {
             return Ok(());
         }
+        self.pending -= part.rows.len();
         let batch = part.rows.finish().map_err(arrow_err(&staging_dir))?;
         if part.staging.is_none() {
             let path = staging_dir.join(format!("{id}-{seq:06}.arrows"));
@@ -282,7 +345,7 @@ impl Writer {
                 key.table.schema().fields().clone(),
                 meta,
             ));
-            let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+            let writer = StreamWriter::try_new(BufWriter::with_capacity(256 << 10, file), &schema)
                 .map_err(arrow_err(&path))?;
             part.staging = Some(Staging {
                 path,
@@ -604,4 +667,52 @@ pub fn expire(root: &Path, keep: crate::config::Duration, now: Timestamp) -> Res
         metrics::get().lake_expired(removed as u64);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Action, Source};
+
+    /// A replay through months of history keeps at most [`MAX_OPEN_PARTS`] parts open and
+    /// [`PENDING_ROWS`] rows in builders, and every row still reaches a Parquet file of its
+    /// own day, one file per day and source.
+    #[test]
+    fn open_parts_and_pending_rows_are_bounded_and_no_row_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: LakeConfig = toml::from_str("").unwrap();
+        let mut w = Writer::open(dir.path(), &cfg, "test").unwrap();
+        let start = Timestamp::parse("2026-01-05T00:00:00Z").unwrap();
+        let (mut most, mut most_pending) = (0, 0);
+        let (days, per) = (20, 1500);
+        for day in 0..days {
+            // Each source's events of the day interleaved, as a merged stream has them.
+            for n in 0..per {
+                for (i, source) in Source::ALL.into_iter().enumerate() {
+                    let t = start.plus_seconds(day * 86_400 + n * 50 + i as i64);
+                    let id = format!("e-{day}-{i}-{n}");
+                    let e = Event::new(id, t, source, "k", Action::Mint, "ci:x");
+                    w.event(&e).unwrap();
+                    most = most.max(w.open_parts());
+                    most_pending = most_pending.max(w.pending_rows());
+                }
+            }
+        }
+        assert_eq!(most, MAX_OPEN_PARTS, "bounded, and the bound is reached");
+        assert_eq!(
+            most_pending, PENDING_ROWS,
+            "bounded, and the bound is reached"
+        );
+        let before = w.written();
+        assert!(before.events > 0, "older parts rolled before close");
+        let done = w.close().unwrap();
+        assert_eq!(
+            done.events,
+            days as u64 * Source::ALL.len() as u64 * per as u64
+        );
+        let days_written = fs::read_dir(dir.path().join("events")).unwrap().count();
+        assert_eq!(days_written, days as usize);
+        // One file per (day, source): eviction rolled only parts that were done.
+        assert_eq!(done.files, days as u64 * Source::ALL.len() as u64);
+    }
 }
