@@ -298,7 +298,8 @@ pub struct SimulateArgs {
     /// summary line).
     #[arg(long, env = "NHIWATCH_SIM_LABELS")]
     pub labels: Option<PathBuf>,
-    /// The first day (its UTC date). The default week contains Europe's change to summer time.
+    /// The first day: a UTC date (`2026-01-05`) or any time on it. The default week contains
+    /// Europe's change to summer time.
     #[arg(long, default_value = simulate::DEFAULT_START, env = "NHIWATCH_SIM_START")]
     pub start: String,
     /// The organisation's time zone: office hours follow it, cron schedules follow UTC.
@@ -624,7 +625,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Simulate(args) => {
-            let start = crate::time::Timestamp::parse(&args.start)
+            // The simulation starts at midnight UTC of the day, so a bare date is enough.
+            let start = match args.start.len() {
+                10 => format!("{}T00:00:00Z", args.start),
+                _ => args.start.clone(),
+            };
+            let start = crate::time::Timestamp::parse(&start)
                 .with_context(|| format!("--start {:?}", args.start))?;
             let sim = simulate::Simulation::new(simulate::Settings {
                 seed: args.seed,
@@ -734,7 +740,7 @@ fn query(cfg: &Config, args: QueryArgs) -> anyhow::Result<Outcome> {
     }
     let rt = crate::query::runtime()?;
     let (schema, batches) = rt.block_on(async {
-        let ctx = crate::query::session(&lake).await?;
+        let ctx = crate::query::session(&lake, cfg.sql.memory_limit).await?;
         crate::query::execute_limited(&ctx, &sql, None).await
     })?;
     match &args.output {

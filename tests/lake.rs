@@ -303,6 +303,22 @@ fn investigation_queries_return_what_the_events_say() {
                     .collect();
                 let got: BTreeSet<&str> = rows.iter().map(|r| s(r, "credential")).collect();
                 assert_eq!(got, want, "{name}");
+                for r in &rows {
+                    let envs = &envs[s(r, "credential")];
+                    assert_eq!(r["environments"].as_u64(), Some(envs.len() as u64), "{r}");
+                    let list: Vec<&str> = r["environment_list"]
+                        .as_array()
+                        .expect("environment_list")
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect();
+                    assert_eq!(list, envs.iter().copied().collect::<Vec<_>>(), "{r}");
+                }
+                let n: Vec<u64> = rows
+                    .iter()
+                    .map(|r| r["environments"].as_u64().unwrap())
+                    .collect();
+                assert!(n.windows(2).all(|w| w[0] >= w[1]), "{name}: ordered");
             }
             "top_alerted_identities" => {
                 let mut want: BTreeMap<&str, i64> = BTreeMap::new();
@@ -563,8 +579,17 @@ impl Drop for Server {
 }
 
 fn serve(lake: &Path, dir: &Path) -> Server {
+    serve_with(lake, dir, "")
+}
+
+/// `query --serve` with `extra` keys in its `[sql]` section.
+fn serve_with(lake: &Path, dir: &Path, extra: &str) -> Server {
     let config = dir.join("sql.toml");
-    std::fs::write(&config, format!("[sql]\npassword = \"{PASSWORD}\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[sql]\npassword = \"{PASSWORD}\"\n{extra}"),
+    )
+    .unwrap();
     let (pg, http) = (free_port(), free_port());
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = util::bin()
@@ -739,6 +764,33 @@ fn http_count(server: &Server, sql: &str) -> i64 {
     rows[0]["n"]
         .as_i64()
         .unwrap_or_else(|| panic!("{sql}: {text}"))
+}
+
+/// Regression: DataFusion's memory is unbounded by default, and one query grouping 3.8
+/// million credentials with `array_agg(DISTINCT …)` took a process to 24 GB. With
+/// `sql.memory_limit` such a query fails with an error naming the key, and the endpoint (in
+/// `run`, the process that also runs the detectors) goes on answering.
+#[test]
+fn a_query_over_the_memory_limit_fails_and_the_endpoint_keeps_serving() {
+    let lake = replay_lake();
+    let root = lake.path();
+    let server = serve_with(&root, lake.dir.path(), "memory_limit = 16777216\n");
+    // The build side of this hash join is every record (19 MB of JSON): more than 16 MiB.
+    let join = "SELECT count(*) AS n FROM events a JOIN events b ON a.record = b.record";
+    let (status, _, body) = http(server.http, Some(&bearer()), "/query?format=json", join);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("sql.memory_limit (16777216 bytes)"), "{text}");
+    let (ok, _, err) = psql(server.pg, PASSWORD, join);
+    assert!(!ok);
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert_eq!(
+        http_count(&server, "SELECT count(*) AS n FROM events"),
+        lake.events.len() as i64
+    );
+    let (ok, out, err) = psql(server.pg, PASSWORD, "SELECT count(*) AS n FROM alerts");
+    assert!(ok, "{err}");
+    assert_eq!(csv_rows(&out)[1][0], lake.alerts.len().to_string(), "{out}");
 }
 
 /// Regression: DataFusion caches a table's file listing for the life of a session unless told
@@ -961,6 +1013,85 @@ fn retention_removes_old_days_only() {
         .filter(|e| s(e, "time") >= "2026-03-29")
         .count() as i64;
     assert_eq!(count(&root, "SELECT count(*) FROM events"), want);
+}
+
+/// `run` as an analyst meets it: it serves the lake it writes, and rows become queryable
+/// within `lake.roll_interval` while it keeps running, including after the input goes quiet.
+#[test]
+fn run_serves_its_lake_over_sql_while_it_streams() {
+    let broker = Broker::start();
+    let setup = crate::kafka::Setup::new(&broker, 1, "lakesql");
+    let records = crate::kafka::week();
+    let want_alerts = setup.replay_ids(&records, 1).len() as i64;
+    let half = records.len() / 2;
+    // Events the first half and the whole week decode to (a record can make 0, 1 or 2).
+    let events_of = |recs: &[Vec<u8>]| -> i64 {
+        let out = util::run(
+            &["--config", CONFIG, "replay", "--emit", "events", "-"],
+            Some(&recs.join(&b'\n')),
+        );
+        json_lines(&out.stdout).len() as i64
+    };
+    let (first, all) = (events_of(&records[..half]), events_of(&records));
+    assert!(0 < first && first < all, "{first} {all}");
+    let (pg, http_port) = (free_port(), free_port());
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str(&format!(
+        "\n[lake]\nroll_interval = \"1s\"\n\n[sql]\npg_listen = \"127.0.0.1:{pg}\"\n\
+         http_listen = \"127.0.0.1:{http_port}\"\npassword = \"{PASSWORD}\"\n"
+    ));
+    std::fs::write(&setup.config, config).unwrap();
+    let lake = setup.path("lake");
+    broker.produce(&setup.input, &records[..half]);
+    let mut run = setup.start("a", &["--lake", lake.to_str().unwrap()]);
+    run.wait_for("nhiwatch run started", Duration::from_secs(30));
+    let wait_count = |sql: &str, want: i64| {
+        let start = Instant::now();
+        loop {
+            let (status, _, body) = http(http_port, Some(&bearer()), "/query?format=json", sql);
+            let n = (status == 200)
+                .then(|| serde_json::from_slice::<Vec<Value>>(&body).ok())
+                .flatten()
+                .and_then(|rows| rows.first().and_then(|r| r["n"].as_i64()));
+            if n == Some(want) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                return Err(format!(
+                    "{sql}: {n:?} (HTTP {status}: {}), want {want}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // The first half, then nothing more: its rows must still roll and show.
+    let events = "SELECT count(*) AS n FROM events";
+    if let Err(m) = wait_count(events, first) {
+        panic!("{m}\n{}", run.log());
+    }
+    assert!(run.running(), "{}", run.log());
+    broker.produce(&setup.input, &records[half..]);
+    for (sql, want) in [
+        (events, all),
+        ("SELECT count(*) AS n FROM alerts", want_alerts),
+    ] {
+        if let Err(m) = wait_count(sql, want) {
+            panic!("{m}\n{}", run.log());
+        }
+    }
+    // The same through the PostgreSQL wire, and a pivot an analyst makes from an alert.
+    let (ok, out, err) = psql(
+        pg,
+        PASSWORD,
+        "SELECT count(*) AS n FROM events e JOIN alerts a ON e.id = a.event_id",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        csv_rows(&out)[1][0].parse::<i64>().unwrap() >= want_alerts,
+        "{out}"
+    );
+    assert_eq!(run.terminate(), Some(0));
 }
 
 #[test]

@@ -55,6 +55,12 @@ pub struct SqlConfig {
     /// Most rows one HTTP query returns; more are cut and the response says so.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
+    /// Bytes the queries of one process may hold at once (hash tables, sorts, aggregates).
+    /// Sorts and aggregates spill to a temporary directory beyond it; a query that still
+    /// needs more fails with an error naming this key, instead of the process running out
+    /// of memory (an endpoint shares it with `run`'s detectors).
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: u64,
 }
 
 impl Default for SqlConfig {
@@ -66,9 +72,17 @@ impl Default for SqlConfig {
             password: None,
             password_env: None,
             max_rows: default_max_rows(),
+            memory_limit: default_memory_limit(),
         }
     }
 }
+
+fn default_memory_limit() -> u64 {
+    2 << 30
+}
+
+/// The smallest `sql.memory_limit`: below it DataFusion cannot run a join of two batches.
+pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
 
 fn default_user() -> String {
     "nhiwatch".into()
@@ -102,6 +116,15 @@ impl SqlConfig {
         }
         if self.max_rows == 0 {
             return Err(invalid("sql.max_rows", "must be at least 1".into()));
+        }
+        if self.memory_limit < MIN_MEMORY_LIMIT {
+            return Err(invalid(
+                "sql.memory_limit",
+                format!(
+                    "{} is too small; at least {MIN_MEMORY_LIMIT}",
+                    self.memory_limit
+                ),
+            ));
         }
         if self.enabled() && self.password.is_none() && self.password_env.is_none() {
             let key = if self.pg_listen.is_some() {
@@ -145,6 +168,17 @@ pub enum Error {
     /// The SQL is not a read (DDL, DML, `COPY`, `SET` …).
     #[error("the lake is read-only: {0}")]
     ReadOnly(String),
+    /// The query needed more memory than `sql.memory_limit` allows, after spilling.
+    #[error(
+        "the query needs more memory than sql.memory_limit ({limit} bytes) allows; \
+         filter on day or time, aggregate before collecting lists, or raise the limit: {source}"
+    )]
+    Memory {
+        /// The limit.
+        limit: u64,
+        /// DataFusion's account of what ran out.
+        source: DataFusionError,
+    },
     /// DataFusion could not plan or run it.
     #[error("{0}")]
     Sql(#[from] DataFusionError),
@@ -161,13 +195,15 @@ impl Error {
     pub fn outcome(&self) -> &'static str {
         match self {
             Error::ReadOnly(_) => "refused",
+            Error::Memory { .. } => "memory_limit",
             _ => "error",
         }
     }
 }
 
-/// A DataFusion session over the lake at `root` with `events`, `alerts` and `baselines`.
-pub async fn session(root: &Path) -> Result<SessionContext, Error> {
+/// A DataFusion session over the lake at `root` with `events`, `alerts` and `baselines`; its
+/// queries together hold at most `memory_limit` bytes (`sql.memory_limit`).
+pub async fn session(root: &Path, memory_limit: u64) -> Result<SessionContext, Error> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public")
@@ -188,8 +224,12 @@ pub async fn session(root: &Path) -> Result<SessionContext, Error> {
     // first query, and would answer from files retention had removed. Listing a local
     // directory per query costs little; the footer and statistics caches stay (a lake file
     // is never rewritten in place, only added or removed).
+    //
+    // The memory pool is shared by every query of the session; sorts and aggregates spill to
+    // the OS temporary directory when it is full, the rest fail (see [`Error::Memory`]).
     let runtime = RuntimeEnvBuilder::new()
         .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .with_memory_limit(usize::try_from(memory_limit).unwrap_or(usize::MAX), 1.0)
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     register(&ctx, root).await?;
@@ -254,8 +294,22 @@ pub async fn execute_limited(
         None => df,
     };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
+    let batches = df.collect().await.map_err(|e| over_memory(ctx, e))?;
     Ok((schema, batches))
+}
+
+/// A query that ran out of the session's memory pool is the analyst's to narrow, not an
+/// internal failure: say which limit it hit.
+fn over_memory(ctx: &SessionContext, e: DataFusionError) -> Error {
+    if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        let limit = match ctx.runtime_env().memory_pool.memory_limit() {
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) => n as u64,
+            _ => u64::MAX,
+        };
+        Error::Memory { limit, source: e }
+    } else {
+        Error::Sql(e)
+    }
 }
 
 /// DataFusion reports a refused DDL/DML/statement as a plan error; say it plainly.
@@ -371,7 +425,7 @@ pub struct Endpoints {
 pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
     let password = cfg.password().map_err(|e| Error::Setup(e.to_string()))?;
     let rt = runtime().map_err(|e| Error::Setup(e.to_string()))?;
-    let ctx = Arc::new(rt.block_on(session(root))?);
+    let ctx = Arc::new(rt.block_on(session(root, cfg.memory_limit))?);
     let mut pg_addr = None;
     if let Some(addr) = &cfg.pg_listen {
         pg_addr = Some(rt.block_on(pg::serve(addr, ctx.clone(), &cfg.user, &password))?);
@@ -433,6 +487,46 @@ mod tests {
             err.contains("NHIWATCH_TEST_UNSET_PASSWORD_VARIABLE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_memory_limit_has_a_floor() {
+        let err = parse("memory_limit = 1048576").validate().unwrap_err();
+        assert!(err.to_string().contains("sql.memory_limit"), "{err}");
+        parse("memory_limit = 16777216").validate().unwrap();
+        assert_eq!(SqlConfig::default().memory_limit, 2 << 30);
+    }
+
+    /// A query that needs more than the pool is refused with the key to change, and the
+    /// session answers the next one: the pool is shared with nothing left held.
+    #[test]
+    fn a_query_over_the_memory_limit_fails_naming_the_limit_and_the_session_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        for t in Table::ALL {
+            std::fs::create_dir_all(dir.path().join(t.name())).unwrap();
+        }
+        let rt = runtime().unwrap();
+        rt.block_on(async {
+            let ctx = session(dir.path(), MIN_MEMORY_LIMIT).await.unwrap();
+            // The hash join's build side (3 million rows) cannot fit in 16 MiB, and a hash
+            // join does not spill.
+            let err = execute(
+                &ctx,
+                "SELECT count(*) FROM generate_series(1, 3000000) a \
+                 JOIN generate_series(1, 3000000) b ON a.value = b.value",
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.outcome(), "memory_limit", "{err}");
+            let text = err.to_string();
+            assert!(text.contains("sql.memory_limit (16777216 bytes)"), "{text}");
+            let small = execute(&ctx, "SELECT count(*) AS n FROM generate_series(1, 1000)")
+                .await
+                .unwrap();
+            assert_eq!(small[0].num_rows(), 1);
+            let plain = execute(&ctx, "SELECT nope FROM events").await.unwrap_err();
+            assert_eq!(plain.outcome(), "error", "{plain}");
+        });
     }
 
     #[test]

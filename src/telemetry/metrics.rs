@@ -445,7 +445,7 @@ impl Metrics {
             queries: counter_vec(
                 &r,
                 "nhiwatch_query_requests_total",
-                "SQL queries served, by endpoint (http, postgres) and outcome (ok, error, refused).",
+                "SQL queries served, by endpoint (http, postgres) and outcome (ok, error, refused, memory_limit).",
                 &["endpoint", "outcome"],
             ),
             query_duration: register(
