@@ -439,3 +439,39 @@ fn run_configuration_is_validated_before_touching_kafka() {
     let out = util::run(&["--config", "nhiwatch.example.toml", "check-config"], None);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Regression: `simulate --start` is documented as the first day, but a bare date was refused
+/// ("too short for a date and time").
+#[test]
+fn simulate_start_takes_a_date() {
+    let args = |start: &str| {
+        run(
+            &[
+                "simulate",
+                "--identities",
+                "20",
+                "--days",
+                "2",
+                "--records",
+                "200",
+                "--start",
+                start,
+            ],
+            None,
+        )
+    };
+    let date = args("2026-01-05");
+    assert!(date.status.success(), "{}", stderr(&date));
+    let midnight = args("2026-01-05T00:00:00Z");
+    assert!(midnight.status.success(), "{}", stderr(&midnight));
+    assert_eq!(
+        date.stdout, midnight.stdout,
+        "a date means its midnight UTC"
+    );
+    let text = String::from_utf8_lossy(&date.stdout);
+    assert!(text.lines().count() == 200, "{text}");
+    assert!(text.contains("2026-01-05"), "{text}");
+    let bad = args("2026-13-05");
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--start"), "{}", stderr(&bad));
+}
