@@ -63,8 +63,13 @@ pub enum Command {
 /// `nhiwatch query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The SQL: a query (the lake is read-only); `-` reads it from stdin.
-    #[arg(required_unless_present = "serve", value_name = "SQL")]
+    /// The SQL: a query (the lake is read-only); `-` reads it from stdin. It may start with
+    /// a `--` comment.
+    #[arg(
+        required_unless_present = "serve",
+        value_name = "SQL",
+        allow_hyphen_values = true
+    )]
     pub sql: Option<String>,
     /// The lake directory (`lake.dir`).
     #[arg(long, env = "NHIWATCH_LAKE")]

@@ -357,6 +357,7 @@ fn investigation_queries_return_what_the_events_say() {
             }
             "new_runners" => {
                 let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut used: BTreeMap<&str, (i64, BTreeSet<&str>)> = BTreeMap::new();
                 for e in ev {
                     if !matches!(s(e, "action"), "mint" | "use") {
                         continue;
@@ -366,6 +367,9 @@ fn investigation_queries_return_what_the_events_say() {
                         let t = secs(s(e, "time"));
                         let f = first.entry(r).or_insert(t);
                         *f = (*f).min(t);
+                        let u = used.entry(r).or_default();
+                        u.0 += 1;
+                        u.1.insert(s(e, "identity"));
                     }
                 }
                 let want: BTreeSet<&str> = first
@@ -375,6 +379,17 @@ fn investigation_queries_return_what_the_events_say() {
                     .collect();
                 let got: BTreeSet<&str> = rows.iter().map(|r| s(r, "runner")).collect();
                 assert_eq!(got, want, "{name}");
+                for r in &rows {
+                    let (events, identities) = &used[s(r, "runner")];
+                    assert_eq!(r["events"].as_i64(), Some(*events), "{r}");
+                    let got: Vec<&str> = r["identities"]
+                        .as_array()
+                        .expect("identities")
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect();
+                    assert_eq!(got, identities.iter().copied().collect::<Vec<_>>(), "{r}");
+                }
             }
             "credential_trail" => {
                 let want = ev
@@ -791,6 +806,31 @@ fn a_query_over_the_memory_limit_fails_and_the_endpoint_keeps_serving() {
     let (ok, out, err) = psql(server.pg, PASSWORD, "SELECT count(*) AS n FROM alerts");
     assert!(ok, "{err}");
     assert_eq!(csv_rows(&out)[1][0], lake.alerts.len().to_string(), "{out}");
+}
+
+/// Regressions: the queries of docs/investigations.md start with `-- name: …`, which the
+/// command line took for an option, and most return lists, which `--format csv` refused.
+#[test]
+fn query_takes_sql_that_starts_with_a_comment_and_writes_lists_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let lake = root.to_str().unwrap();
+    let out = util::run(&["replay", "--lake", lake, empty.to_str().unwrap()], None);
+    assert!(out.status.success());
+    let sql = "-- name: lists\nSELECT make_array('read', 'write') AS scopes, \
+               (SELECT count(*) FROM events) AS events";
+    let out = util::run(&["query", "--lake", lake, "--format", "csv", sql], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "scopes,events\n\"[read, write]\",0\n"
+    );
 }
 
 /// Regression: DataFusion caches a table's file listing for the life of a session unless told

@@ -366,11 +366,13 @@ pub fn write(
                 .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.6fZ".to_string())
                 .build(&mut *out);
             if batches.is_empty() {
-                w.write(&RecordBatch::new_empty(schema.clone()))
+                let empty = RecordBatch::new_empty(schema.clone());
+                w.write(&flat_for_csv(&empty).map_err(|x| e(&x))?)
                     .map_err(|x| e(&x))?;
             }
             for b in batches {
-                w.write(b).map_err(|x| e(&x))?;
+                w.write(&flat_for_csv(b).map_err(|x| e(&x))?)
+                    .map_err(|x| e(&x))?;
             }
         }
         Format::Json => {
@@ -402,6 +404,43 @@ pub fn write(
         }
     }
     out.flush().map_err(|x| e(&x))
+}
+
+/// CSV has no lists: list and struct columns (`scopes`, `array_agg(…)`) are written as their
+/// text, `[a, b]`, the way the table format shows them. Other columns are untouched.
+fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !f.data_type().is_nested() {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+            continue;
+        }
+        let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+        let mut b = StringBuilder::with_capacity(c.len(), c.len() * 16);
+        for i in 0..c.len() {
+            if c.is_null(i) {
+                b.append_null();
+            } else {
+                b.append_value(fmt.value(i).to_string());
+            }
+        }
+        fields.push(Field::new(f.name(), DataType::Utf8, true));
+        columns.push(std::sync::Arc::new(b.finish()));
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
 
 /// A tokio runtime for DataFusion (one worker per core).
@@ -527,6 +566,42 @@ mod tests {
             let plain = execute(&ctx, "SELECT nope FROM events").await.unwrap_err();
             assert_eq!(plain.outcome(), "error", "{plain}");
         });
+    }
+
+    /// Regression: `--format csv` (and HTTP `?format=csv`) failed on any list column, and
+    /// most investigation queries have one.
+    #[test]
+    fn csv_writes_lists_as_text() {
+        let rt = runtime().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for t in Table::ALL {
+            std::fs::create_dir_all(dir.path().join(t.name())).unwrap();
+        }
+        let (schema, batches) = rt
+            .block_on(async {
+                let ctx = session(dir.path(), MIN_MEMORY_LIMIT).await?;
+                execute_limited(
+                    &ctx,
+                    "SELECT 'ci:x' AS identity, make_array('read', 'write') AS scopes \
+                     UNION ALL SELECT 'ci:y', NULL",
+                    None,
+                )
+                .await
+            })
+            .unwrap();
+        let mut out = Vec::new();
+        write(Format::Csv, &schema, &batches, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[1..].sort();
+        assert_eq!(
+            lines,
+            ["identity,scopes", "ci:x,\"[read, write]\"", "ci:y,"]
+        );
+        let mut out = Vec::new();
+        let empty = RecordBatch::new_empty(schema.clone());
+        write(Format::Csv, &schema, &[empty], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().trim(), "identity,scopes");
     }
 
     #[test]
