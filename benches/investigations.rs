@@ -9,6 +9,7 @@
 //! benches/lake-10m.sh /tmp/lake10m          # simulate and replay ≥ 10 million events
 //! benches/investigations.sh /tmp/lake10m    # both engines, one table
 //! NHIWATCH_BENCH_LAKE=/tmp/lake10m cargo bench --bench investigations   # nhiwatch alone
+//! NHIWATCH_BENCH_ONLY=new_scopes,credential_trail …                     # some of them
 //! ```
 //!
 //! `now()` is replaced by `NHIWATCH_BENCH_NOW` (default: the day after the newest event) so
@@ -17,6 +18,11 @@
 //! point look-ups find rows. The DuckDB script substitutes the same values.
 
 use std::time::{Duration, Instant};
+
+// The allocator of the nhiwatch binary, so the bench times what `nhiwatch query` and the
+// endpoints run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use datafusion::prelude::SessionContext;
 
@@ -95,7 +101,16 @@ fn main() {
         println!("  '{literal}' -> '{value}'");
     }
     println!("{:<32} {:>10} {:>8}", "query", "ms", "rows");
+    // NHIWATCH_BENCH_ONLY=name[,name…] times only those queries.
+    let only = std::env::var("NHIWATCH_BENCH_ONLY").ok();
+    let chosen = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == name))
+    };
     for (name, sql) in investigations::queries() {
+        if !chosen(&name) {
+            continue;
+        }
         let mut sql = sql.replace("now()", &format!("TIMESTAMP '{now}'"));
         for (literal, value) in &lookups {
             sql = sql.replace(literal, value);

@@ -34,7 +34,7 @@ def table(path):
     rows = {}
     for line in open(path):
         f = line.split()
-        if len(f) == 3 and f[0] != "query":
+        if len(f) == 3 and f[0] != "query" and f[1] != "->":
             rows[f[0]] = (float(f[1]), int(f[2]))
     return rows
 
