@@ -15,8 +15,12 @@ python3 -c 'import duckdb, pyarrow' 2>/dev/null ||
 cargo bench --quiet --bench investigations --no-run 2>/dev/null
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-NHIWATCH_BENCH_LAKE=$lake NHIWATCH_BENCH_RUNS=$runs \
-  cargo bench --quiet --bench investigations 2>/dev/null >"$out/nhiwatch.txt"
+if ! NHIWATCH_BENCH_LAKE=$lake NHIWATCH_BENCH_RUNS=$runs \
+  cargo bench --quiet --bench investigations 2>"$out/nhiwatch.err" >"$out/nhiwatch.txt"; then
+  cat "$out/nhiwatch.txt" >&2
+  grep -v '^ *[0-9]*: \|^note:' "$out/nhiwatch.err" >&2
+  exit 1
+fi
 now=$(sed -n 's/.*now() = \([^;]*\);.*/\1/p' "$out/nhiwatch.txt")
 python3 benches/duckdb_investigations.py "$lake" "$runs" "$now" >"$out/duckdb.txt"
 head -1 "$out/nhiwatch.txt"
