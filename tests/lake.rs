@@ -114,6 +114,15 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("")
 }
 
+/// A list column of a JSON row, as strings.
+fn strs<'a>(v: &'a Value, k: &str) -> Vec<&'a str> {
+    v[k].as_array()
+        .unwrap_or_else(|| panic!("no list {k}: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap_or_else(|| panic!("{k}: {v}")))
+        .collect()
+}
+
 /// Event time as Unix seconds.
 fn secs(t: &str) -> i64 {
     nhiwatch::time::Timestamp::parse(t)
@@ -306,13 +315,8 @@ fn investigation_queries_return_what_the_events_say() {
                 for r in &rows {
                     let envs = &envs[s(r, "credential")];
                     assert_eq!(r["environments"].as_u64(), Some(envs.len() as u64), "{r}");
-                    let list: Vec<&str> = r["environment_list"]
-                        .as_array()
-                        .expect("environment_list")
-                        .iter()
-                        .map(|v| v.as_str().unwrap())
-                        .collect();
-                    assert_eq!(list, envs.iter().copied().collect::<Vec<_>>(), "{r}");
+                    let want: Vec<&str> = envs.iter().copied().collect();
+                    assert_eq!(strs(r, "environment_list"), want, "{r}");
                 }
                 let n: Vec<u64> = rows
                     .iter()
@@ -382,13 +386,8 @@ fn investigation_queries_return_what_the_events_say() {
                 for r in &rows {
                     let (events, identities) = &used[s(r, "runner")];
                     assert_eq!(r["events"].as_i64(), Some(*events), "{r}");
-                    let got: Vec<&str> = r["identities"]
-                        .as_array()
-                        .expect("identities")
-                        .iter()
-                        .map(|v| v.as_str().unwrap())
-                        .collect();
-                    assert_eq!(got, identities.iter().copied().collect::<Vec<_>>(), "{r}");
+                    let want: Vec<&str> = identities.iter().copied().collect();
+                    assert_eq!(strs(r, "identities"), want, "{r}");
                 }
             }
             "credential_trail" => {

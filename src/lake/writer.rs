@@ -244,7 +244,7 @@ impl Writer {
     }
 
     /// After a row was added: stages what is due by the part's size or by [`PENDING_ROWS`].
-    fn added(&mut self, key: PartKey, part_rows: usize) -> Result<()> {
+    fn after_row(&mut self, key: PartKey, part_rows: usize) -> Result<()> {
         self.pending += 1;
         if part_rows >= BATCH_ROWS {
             self.stage(&key)?;
@@ -266,7 +266,8 @@ impl Writer {
     /// recently written part rolls first.
     fn part(&mut self, key: PartKey) -> Result<&mut Part> {
         self.added += 1;
-        if !self.parts.contains_key(&key) && self.parts.len() >= MAX_OPEN_PARTS {
+        // Looked up first only when the bound is reached: the usual row pays one look-up.
+        if self.parts.len() >= MAX_OPEN_PARTS && !self.parts.contains_key(&key) {
             let oldest = self
                 .parts
                 .iter()
@@ -300,7 +301,7 @@ impl Writer {
             r.push(e);
         }
         let n = part.rows.len();
-        self.added(key, n)
+        self.after_row(key, n)
     }
 
     /// Adds an alert raised at `raised` (wall time).
@@ -311,7 +312,7 @@ impl Writer {
             r.push(a, raised);
         }
         let n = part.rows.len();
-        self.added(key, n)
+        self.after_row(key, n)
     }
 
     /// Moves a part's pending rows to its staging file (creating it).

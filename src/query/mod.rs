@@ -528,6 +528,15 @@ mod tests {
         );
     }
 
+    /// A lake with every table's directory and no rows.
+    fn empty_lake() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for t in Table::ALL {
+            std::fs::create_dir_all(dir.path().join(t.name())).unwrap();
+        }
+        dir
+    }
+
     #[test]
     fn the_memory_limit_has_a_floor() {
         let err = parse("memory_limit = 1048576").validate().unwrap_err();
@@ -540,10 +549,7 @@ mod tests {
     /// session answers the next one: the pool is shared with nothing left held.
     #[test]
     fn a_query_over_the_memory_limit_fails_naming_the_limit_and_the_session_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        for t in Table::ALL {
-            std::fs::create_dir_all(dir.path().join(t.name())).unwrap();
-        }
+        let dir = empty_lake();
         let rt = runtime().unwrap();
         rt.block_on(async {
             let ctx = session(dir.path(), MIN_MEMORY_LIMIT).await.unwrap();
@@ -573,10 +579,7 @@ mod tests {
     #[test]
     fn csv_writes_lists_as_text() {
         let rt = runtime().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for t in Table::ALL {
-            std::fs::create_dir_all(dir.path().join(t.name())).unwrap();
-        }
+        let dir = empty_lake();
         let (schema, batches) = rt
             .block_on(async {
                 let ctx = session(dir.path(), MIN_MEMORY_LIMIT).await?;
