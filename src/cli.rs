@@ -289,10 +289,22 @@ pub struct SimulateArgs {
     /// Random seed: the same settings give byte-identical records.
     #[arg(long, default_value_t = 1, env = "NHIWATCH_SIM_SEED")]
     pub seed: u64,
+    /// The organisation's archetype: `classic` (the default, and the shipped sample week),
+    /// `release-train`, `monorepo`, `self-hosted`, `kubernetes`, `vault`, `small`, `large`.
+    /// Every profile but `classic` draws its parameters (time zone, schedules, mix of
+    /// services, promotion cadence, runner fleets, rollouts) from the seed.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "classic",
+        env = "NHIWATCH_SIM_PROFILE"
+    )]
+    pub profile: simulate::Profile,
     /// Number of non-human identities in the simulated organisation (approximate: services,
-    /// with one to three identities each, are added until it is reached).
-    #[arg(long, default_value_t = 200, env = "NHIWATCH_SIM_IDENTITIES")]
-    pub identities: u32,
+    /// with one to four identities each, are added until it is reached). Default: 200, 40
+    /// for `small`, 2,000 for `large`, 300 for the other profiles.
+    #[arg(long, env = "NHIWATCH_SIM_IDENTITIES")]
+    pub identities: Option<u32>,
     /// Number of days.
     #[arg(long, default_value_t = 14, env = "NHIWATCH_SIM_DAYS")]
     pub days: u32,
@@ -308,8 +320,13 @@ pub struct SimulateArgs {
     #[arg(long, default_value = simulate::DEFAULT_START, env = "NHIWATCH_SIM_START")]
     pub start: String,
     /// The organisation's time zone: office hours follow it, cron schedules follow UTC.
-    #[arg(long, default_value = simulate::DEFAULT_TIMEZONE, env = "NHIWATCH_SIM_TIMEZONE")]
-    pub timezone: String,
+    /// Default: Europe/Berlin for `classic`, drawn from the seed for the other profiles.
+    #[arg(long, env = "NHIWATCH_SIM_TIMEZONE")]
+    pub timezone: Option<String>,
+    /// Also write the organisation's nhiwatch configuration (its time zone and AWS accounts
+    /// by environment) to this file, for `replay --config`.
+    #[arg(long, env = "NHIWATCH_SIM_CONFIG_OUT")]
+    pub config_out: Option<PathBuf>,
     /// Stop after this many records.
     #[arg(long, env = "NHIWATCH_SIM_RECORDS")]
     pub records: Option<u64>,
@@ -639,13 +656,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 .with_context(|| format!("--start {:?}", args.start))?;
             let sim = simulate::Simulation::new(simulate::Settings {
                 seed: args.seed,
-                identities: args.identities,
+                identities: args
+                    .identities
+                    .unwrap_or_else(|| args.profile.default_identities()),
                 days: args.days,
                 start,
                 timezone: args.timezone.clone(),
+                profile: args.profile,
                 attacks: args.attacks,
                 only: args.format,
             })?;
+            if let Some(p) = &args.config_out {
+                std::fs::write(p, sim.config_toml())
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
             let mut labels = match &args.labels {
                 Some(p) => Some(std::io::BufWriter::new(
                     std::fs::File::create(p)

@@ -24,15 +24,18 @@
 //!
 //! Output is deterministic for a seed and sorted by time; nothing depends on the wall clock.
 
+mod profile;
 mod render;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::decode::Format;
 use crate::time::Timestamp;
+use profile::Params;
+pub use profile::Profile;
 use render::*;
 
 /// The default first day: Monday 2026-03-23, the week Europe changes to summer time.
@@ -59,8 +62,11 @@ pub struct Settings {
     pub days: u32,
     /// The first day (its UTC date is the organisation's first local date).
     pub start: Timestamp,
-    /// The organisation's time zone (IANA name).
-    pub timezone: String,
+    /// The organisation's time zone (IANA name); `None` for the profile's own (drawn from
+    /// the seed, `Europe/Berlin` for `classic`).
+    pub timezone: Option<String>,
+    /// The organisation's archetype.
+    pub profile: Profile,
     /// Attacks to inject; `None` for one per 100 identity-days (at least 5).
     pub attacks: Option<u32>,
     /// Write only the records of this format (the organisation is the same).
@@ -74,7 +80,8 @@ impl Default for Settings {
             identities: 200,
             days: 14,
             start: Timestamp::parse(DEFAULT_START).unwrap_or(Timestamp::from_micros(0)),
-            timezone: DEFAULT_TIMEZONE.into(),
+            timezone: None,
+            profile: Profile::Classic,
             attacks: None,
             only: None,
         }
@@ -136,11 +143,44 @@ pub enum Variant {
     FirstProductionMint,
     /// A production deploy minted from an unprotected branch.
     UnprotectedProductionMint,
+    /// A CI workflow that never named an environment minting a production token.
+    CiProductionMint,
+    /// A pipeline that deploys to production by day and runs a schedule at night deploying
+    /// to production at night, near its schedule.
+    ScheduledNightDeploy,
+    /// A kubelet requesting a service-account token for an audience the account never had.
+    NewTokenAudience,
+    /// A job on a GitLab runner nobody registered, inside the runner fleet's own network.
+    RogueGitlabRunner,
 }
 
 impl Variant {
     /// Every variant, grouped by kind.
-    pub const ALL: [Variant; 16] = [
+    pub const ALL: [Variant; 20] = [
+        Variant::DeployAtNight,
+        Variant::PipelineAtWeekendNight,
+        Variant::NightlyInDaytime,
+        Variant::ScheduledNightDeploy,
+        Variant::SelfHostedRunner,
+        Variant::UnknownGitlabRunner,
+        Variant::AppRoleNewNetwork,
+        Variant::UnexpectedTokenRequester,
+        Variant::RogueGitlabRunner,
+        Variant::AppRoleAdminPolicy,
+        Variant::AdminRoleAssumed,
+        Variant::LongLivedToken,
+        Variant::WritePolicyAdded,
+        Variant::NewTokenAudience,
+        Variant::VaultTokenCrossEnv,
+        Variant::AwsKeyExfiltrated,
+        Variant::OidcTokenReplayed,
+        Variant::FirstProductionMint,
+        Variant::UnprotectedProductionMint,
+        Variant::CiProductionMint,
+    ];
+
+    /// The variants of the `classic` organisation (its attack plan is fixed for a seed).
+    pub const CLASSIC: [Variant; 16] = [
         Variant::DeployAtNight,
         Variant::PipelineAtWeekendNight,
         Variant::NightlyInDaytime,
@@ -163,12 +203,16 @@ impl Variant {
     pub fn kind(self) -> &'static str {
         use Variant::*;
         match self {
-            DeployAtNight | PipelineAtWeekendNight | NightlyInDaytime => KINDS[0],
+            DeployAtNight | PipelineAtWeekendNight | NightlyInDaytime | ScheduledNightDeploy => {
+                KINDS[0]
+            }
             SelfHostedRunner
             | UnknownGitlabRunner
             | AppRoleNewNetwork
-            | UnexpectedTokenRequester => KINDS[1],
-            AppRoleAdminPolicy | AdminRoleAssumed | LongLivedToken | WritePolicyAdded => KINDS[2],
+            | UnexpectedTokenRequester
+            | RogueGitlabRunner => KINDS[1],
+            AppRoleAdminPolicy | AdminRoleAssumed | LongLivedToken | WritePolicyAdded
+            | NewTokenAudience => KINDS[2],
             _ => KINDS[3],
         }
     }
@@ -193,6 +237,10 @@ impl Variant {
             OidcTokenReplayed => "oidc_token_replayed",
             FirstProductionMint => "first_production_mint",
             UnprotectedProductionMint => "unprotected_production_mint",
+            CiProductionMint => "ci_production_mint",
+            ScheduledNightDeploy => "scheduled_night_deploy",
+            NewTokenAudience => "new_token_audience",
+            RogueGitlabRunner => "rogue_gitlab_runner",
         }
     }
 
@@ -205,13 +253,28 @@ impl Variant {
             SelfHostedRunner => s.kind == Kind::Deploy && s.hosted,
             UnknownGitlabRunner | WritePolicyAdded => s.kind == Kind::Gitlab,
             AppRoleNewNetwork | AppRoleAdminPolicy => s.kind == Kind::AppRole,
-            UnexpectedTokenRequester | LongLivedToken => s.kind == Kind::K8s,
-            VaultTokenCrossEnv => s.kind == Kind::AppRole && s.env != Env::Production,
-            OidcTokenReplayed => matches!(s.kind, Kind::Deploy | Kind::Nightly),
-            FirstProductionMint => {
-                matches!(s.kind, Kind::Deploy | Kind::Gitlab) && s.env != Env::Production
+            UnexpectedTokenRequester | LongLivedToken | NewTokenAudience => s.kind == Kind::K8s,
+            VaultTokenCrossEnv => {
+                s.kind == Kind::AppRole && s.env != Env::Production && s.env_named
             }
-            UnprotectedProductionMint => s.kind == Kind::Deploy && s.env == Env::Production,
+            OidcTokenReplayed => matches!(s.kind, Kind::Deploy | Kind::Nightly | Kind::Ci),
+            FirstProductionMint => {
+                matches!(s.kind, Kind::Deploy | Kind::Gitlab)
+                    && s.env != Env::Production
+                    && s.train.is_none()
+            }
+            UnprotectedProductionMint => {
+                s.kind == Kind::Deploy && (s.env == Env::Production || s.train.is_some())
+            }
+            CiProductionMint => s.kind == Kind::Ci,
+            ScheduledNightDeploy => {
+                s.kind == Kind::Gitlab
+                    && s.scheduled
+                    && s.sched != Sched::Own
+                    && s.env == Env::Production
+                    && s.train.is_none()
+            }
+            RogueGitlabRunner => s.kind == Kind::Gitlab && !s.hosted && !s.runners.is_empty(),
         }
     }
 
@@ -219,7 +282,13 @@ impl Variant {
     fn days(self, s: &Service) -> Days {
         match self {
             Variant::PipelineAtWeekendNight => Days::Weekend,
-            _ if matches!(s.kind, Kind::Deploy | Kind::Gitlab | Kind::Nightly) => Days::Weekday,
+            _ if matches!(
+                s.kind,
+                Kind::Deploy | Kind::Gitlab | Kind::Nightly | Kind::Ci
+            ) =>
+            {
+                Days::Weekday
+            }
             _ => Days::Any,
         }
     }
@@ -243,6 +312,10 @@ impl Variant {
             PipelineAtWeekendNight => matches!(what, GlClaims | LoginResp),
             SelfHostedRunner => matches!(what, GhClaims | Sts | AwsUse),
             UnknownGitlabRunner => matches!(what, GlClaims | LoginResp | ReadReq),
+            RogueGitlabRunner => what == GlClaims,
+            ScheduledNightDeploy => matches!(what, GlClaims | LoginResp),
+            NewTokenAudience => what == TokenReq,
+            CiProductionMint => what == GhClaims,
             AppRoleNewNetwork => matches!(what, LoginResp | ReadReq),
             UnexpectedTokenRequester | LongLivedToken => what == TokenReq,
             AppRoleAdminPolicy | WritePolicyAdded => what == LoginResp,
@@ -309,17 +382,9 @@ enum Kind {
     Gitlab,
     AppRole,
     K8s,
-}
-
-impl Kind {
-    /// Identities one service of this kind has.
-    fn identities(self) -> u32 {
-        match self {
-            Kind::Deploy | Kind::Nightly => 3,
-            Kind::Gitlab => 2,
-            Kind::AppRole | Kind::K8s => 1,
-        }
-    }
+    /// A GitHub CI workflow: builds and tests on pushes and pull requests, names no
+    /// environment.
+    Ci,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,12 +418,66 @@ impl Env {
     }
 }
 
+/// The environment one run deploys to (`Op::env`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+enum RunEnv {
+    /// The service's own.
+    #[default]
+    Own,
+    Production,
+    /// No environment named (a build or test job).
+    None,
+    Testing,
+}
+
+/// What a GitLab project's scheduled pipelines deploy to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sched {
+    /// The project's own environment (`classic`).
+    Own,
+    /// Nothing: test suites that name no environment.
+    NoEnv,
+    /// The `testing` environment.
+    Testing,
+}
+
+/// A release train: staging several times a day, production on a cadence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Train {
+    /// Promotion weekday (0 = Monday).
+    weekday: u8,
+    /// Every 7 or 14 days.
+    every: u8,
+    /// Which week of a fortnight.
+    phase: u8,
+    /// Local seconds of day promotions start at.
+    secs: u32,
+}
+
 /// One service of the organisation.
 #[derive(Clone, Debug)]
 struct Service {
     kind: Kind,
     app: String,
     env: Env,
+    /// GitHub: the workflow file and its repository.
+    workflow: String,
+    repo: String,
+    /// Deploys to staging and promotes to production on a cadence.
+    train: Option<Train>,
+    /// GitLab: what scheduled pipelines deploy to.
+    sched: Sched,
+    /// GitLab: the self-hosted runner managers its jobs run on (empty: the `classic` pool).
+    runners: Vec<u32>,
+    /// Kubernetes: namespace, service account, and audiences beside the API server's.
+    ns: String,
+    sa: String,
+    auds: Vec<&'static str>,
+    /// Vault: token lifetime, and whether the role names its environment.
+    ttl: i64,
+    env_named: bool,
+    /// A CI workflow assumes an AWS role.
+    aws: bool,
     /// Vendor-hosted runners (GitHub, GitLab).
     hosted: bool,
     /// The day it starts (onboarding).
@@ -385,6 +504,99 @@ struct Service {
 }
 
 impl Service {
+    /// A service with the `classic` organisation's defaults.
+    fn new(kind: Kind, app: String, env: Env) -> Service {
+        Service {
+            kind,
+            workflow: match kind {
+                Kind::Nightly => "nightly.yml",
+                Kind::Ci => "ci.yml",
+                _ => "deploy.yml",
+            }
+            .to_string(),
+            repo: if kind == Kind::Gitlab {
+                format!("acme-platform/{app}")
+            } else {
+                format!("acme/{app}")
+            },
+            train: None,
+            sched: Sched::Own,
+            runners: Vec::new(),
+            ns: format!("{app}-{}", env.short()),
+            sa: app.clone(),
+            auds: Vec::new(),
+            ttl: if kind == Kind::Gitlab { 900 } else { 3600 },
+            env_named: true,
+            aws: matches!(kind, Kind::Deploy | Kind::Nightly),
+            app,
+            env,
+            hosted: false,
+            start_day: 0,
+            runs: (2, 3),
+            cron: 0,
+            scheduled: false,
+            jobs: 2,
+            shared_reads: false,
+            replicas: 1,
+            phase: 0,
+            restart: 0,
+            host: 0,
+            change: None,
+        }
+    }
+
+    /// The identities the service's records name (services of one repository share its
+    /// identity).
+    fn identities(&self) -> Vec<String> {
+        let role = |env: Env, name: &str| format!("aws:arn:aws:iam::{}:role/{name}", env.account());
+        let mut v = Vec::new();
+        match self.kind {
+            Kind::Deploy | Kind::Nightly | Kind::Ci => {
+                v.push(format!(
+                    "github:{}/.github/workflows/{}",
+                    self.repo, self.workflow
+                ));
+                if self.aws {
+                    v.push(format!("github:{}", self.repo));
+                    let name = match self.kind {
+                        Kind::Nightly => format!("gha-{}-nightly", self.app),
+                        Kind::Ci => format!("gha-{}-ci", self.app),
+                        _ => format!("gha-{}-deploy", self.app),
+                    };
+                    v.push(role(self.env, &name));
+                    if self.train.is_some() {
+                        v.push(role(Env::Production, &name));
+                    }
+                }
+            }
+            Kind::Gitlab => {
+                v.push(format!("gitlab:{}/.gitlab-ci.yml", self.repo));
+                v.push(format!("vault:jwt/{}-{}", self.app, self.env.name()));
+                if self.train.is_some() {
+                    v.push(format!("vault:jwt/{}-production", self.app));
+                }
+                match (self.scheduled, self.sched) {
+                    (true, Sched::NoEnv) => v.push(format!("vault:jwt/{}-ci", self.app)),
+                    (true, Sched::Testing) => v.push(format!("vault:jwt/{}-testing", self.app)),
+                    _ => {}
+                }
+            }
+            Kind::AppRole => v.push(format!("vault:approle/{}", self.role())),
+            Kind::K8s => v.push(format!("k8s:{}/{}", self.ns, self.sa)),
+        }
+        v
+    }
+
+    /// An AppRole's role name: `<app>-<environment>`, or just the application's name when
+    /// the organisation does not name environments in roles.
+    fn role(&self) -> String {
+        if self.env_named {
+            format!("{}-{}", self.app, self.env.name())
+        } else {
+            self.app.clone()
+        }
+    }
+
     /// Whether the service's change is in effect for a run started at `t`.
     fn changed(&self, change: Change, t: i64) -> bool {
         self.change.is_some_and(|(c, at)| c == change && t >= at)
@@ -437,6 +649,8 @@ struct Op {
     run: u64,
     /// The run's start (Unix seconds), or a pod seed for Kubernetes.
     base: i64,
+    /// The environment the run deploys to.
+    env: RunEnv,
 }
 
 impl Op {
@@ -455,6 +669,8 @@ struct Attack {
     t: i64,
     ip: String,
     runner_id: u32,
+    /// The audience of a token requested for an audience the account never had.
+    audience: &'static str,
 }
 
 /// Fleet changes, as Unix seconds (`i64::MAX` when outside the simulated days).
@@ -473,6 +689,8 @@ struct Rollouts {
 /// What a simulation wrote.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// The organisation's archetype.
+    pub profile: &'static str,
     /// Seed.
     pub seed: u64,
     /// First instant.
@@ -483,7 +701,7 @@ pub struct Summary {
     pub timezone: String,
     /// Services.
     pub services: u32,
-    /// Identities (each service has one to three).
+    /// Identities (distinct: services of one repository share its identity).
     pub identities: u32,
     /// Sum over identities of the days each existed.
     pub identity_days: u64,
@@ -518,11 +736,14 @@ struct LabelLine<'a> {
 #[derive(Debug)]
 pub struct Simulation {
     settings: Settings,
+    params: Params,
     tz: jiff::tz::TimeZone,
     /// UTC midnight of the first day.
     t0: i64,
     services: Vec<Service>,
     rollouts: Rollouts,
+    /// GitLab runner managers registered during the run: (when, runner id).
+    registrations: Vec<(i64, u32)>,
 }
 
 const APPS: [&str; 40] = [
@@ -611,9 +832,73 @@ fn office_secs(rng: &mut Rng) -> u32 {
     hour * 3600 + rng.below(3600) as u32
 }
 
+/// The services of the `classic` organisation (its draws are fixed: the shipped sample week
+/// is written from them).
+fn classic_services(settings: &Settings) -> Vec<Service> {
+    let days = settings.days;
+    let mut rng = Rng::from(&[settings.seed, 1]);
+    let mut services = Vec::new();
+    let mut identities = 0u32;
+    let mut i = 0usize;
+    while identities < settings.identities {
+        let x = rng.below(100);
+        let kind = match x {
+            0..22 => Kind::Deploy,
+            22..30 => Kind::Nightly,
+            30..52 => Kind::Gitlab,
+            52..74 => Kind::AppRole,
+            _ => Kind::K8s,
+        };
+        let base = APPS[i % APPS.len()];
+        let app = if i < APPS.len() {
+            base.to_string()
+        } else {
+            format!("{base}-{}", i / APPS.len() + 1)
+        };
+        let env = match (kind, rng.below(10)) {
+            (Kind::Nightly, 0..5) => Env::Development,
+            (Kind::Nightly, _) => Env::Staging,
+            (_, 0..5) => Env::Production,
+            (_, 5..8) => Env::Staging,
+            _ => Env::Development,
+        };
+        // About one service in eight is onboarded during the run.
+        let start_day = if days >= 4 && rng.chance(0.12) {
+            rng.range(1, u64::from(days * 2 / 3).max(1)) as u32
+        } else {
+            0
+        };
+        let lo = rng.range(2, 4) as u8;
+        let mut s = Service::new(kind, app, env);
+        s.hosted = match kind {
+            Kind::Deploy | Kind::Nightly => rng.chance(0.7),
+            Kind::Gitlab => rng.chance(0.3),
+            _ => false,
+        };
+        s.start_day = start_day;
+        s.runs = (lo, lo + rng.range(1, 4) as u8);
+        s.cron = rng.range(0, 4 * 3600 + 3599) as u32;
+        s.scheduled = kind == Kind::Gitlab && rng.chance(0.3);
+        s.jobs = rng.range(2, 4) as u8;
+        s.shared_reads = rng.chance(0.5);
+        s.replicas = rng.range(1, 3) as u8;
+        s.phase = rng.below(3600) as u32;
+        s.restart = rng.below(86_400) as u32;
+        s.host = rng.below(65_536) as u16;
+        identities += match kind {
+            Kind::Deploy | Kind::Nightly => 3,
+            Kind::Gitlab => 2,
+            _ => 1,
+        };
+        services.push(s);
+        i += 1;
+    }
+    services
+}
+
 impl Simulation {
     /// Builds the organisation.
-    pub fn new(settings: Settings) -> Result<Self, SettingsError> {
+    pub fn new(mut settings: Settings) -> Result<Self, SettingsError> {
         if settings.days == 0 || settings.days > 3660 {
             return Err(SettingsError::Range("--days must be between 1 and 3660"));
         }
@@ -622,67 +907,20 @@ impl Simulation {
                 "--identities must be between 1 and 10,000,000",
             ));
         }
-        let tz = jiff::tz::TimeZone::get(&settings.timezone)
-            .map_err(|_| SettingsError::Zone(settings.timezone.clone()))?;
+        let params = Params::draw(settings.profile, settings.seed);
+        let zone = settings
+            .timezone
+            .clone()
+            .unwrap_or_else(|| params.timezone.to_string());
+        let tz = jiff::tz::TimeZone::get(&zone).map_err(|_| SettingsError::Zone(zone.clone()))?;
+        settings.timezone = Some(zone);
         let t0 = settings.start.as_unix_seconds().div_euclid(86_400) * 86_400;
         let days = settings.days;
-        let mut rng = Rng::from(&[settings.seed, 1]);
-        let mut services = Vec::new();
-        let mut identities = 0u32;
-        let mut i = 0usize;
-        while identities < settings.identities {
-            let x = rng.below(100);
-            let kind = match x {
-                0..22 => Kind::Deploy,
-                22..30 => Kind::Nightly,
-                30..52 => Kind::Gitlab,
-                52..74 => Kind::AppRole,
-                _ => Kind::K8s,
-            };
-            let base = APPS[i % APPS.len()];
-            let app = if i < APPS.len() {
-                base.to_string()
-            } else {
-                format!("{base}-{}", i / APPS.len() + 1)
-            };
-            let env = match (kind, rng.below(10)) {
-                (Kind::Nightly, 0..5) => Env::Development,
-                (Kind::Nightly, _) => Env::Staging,
-                (_, 0..5) => Env::Production,
-                (_, 5..8) => Env::Staging,
-                _ => Env::Development,
-            };
-            // About one service in eight is onboarded during the run.
-            let start_day = if days >= 4 && rng.chance(0.12) {
-                rng.range(1, u64::from(days * 2 / 3).max(1)) as u32
-            } else {
-                0
-            };
-            let lo = rng.range(2, 4) as u8;
-            services.push(Service {
-                kind,
-                app,
-                env,
-                hosted: match kind {
-                    Kind::Deploy | Kind::Nightly => rng.chance(0.7),
-                    Kind::Gitlab => rng.chance(0.3),
-                    _ => false,
-                },
-                start_day,
-                runs: (lo, lo + rng.range(1, 4) as u8),
-                cron: rng.range(0, 4 * 3600 + 3599) as u32,
-                scheduled: kind == Kind::Gitlab && rng.chance(0.3),
-                jobs: rng.range(2, 4) as u8,
-                shared_reads: rng.chance(0.5),
-                replicas: rng.range(1, 3) as u8,
-                phase: rng.below(3600) as u32,
-                restart: rng.below(86_400) as u32,
-                host: rng.below(65_536) as u16,
-                change: None,
-            });
-            identities += kind.identities();
-            i += 1;
-        }
+        let services = if settings.profile == Profile::Classic {
+            classic_services(&settings)
+        } else {
+            profile::services(&params, &settings, &tz, t0)
+        };
         let mut sim = Simulation {
             tz,
             t0,
@@ -693,6 +931,8 @@ impl Simulation {
                 subnet: i64::MAX,
                 audience: i64::MAX,
             },
+            registrations: Vec::new(),
+            params,
             settings,
         };
         // Fleet changes happen after every service has a baseline.
@@ -707,16 +947,31 @@ impl Simulation {
                 sim.local(d, secs)
             }
         };
+        let [p, g, s, a] = sim.params.rollouts;
+        let when = sim.params.rollout_at;
+        let office = sim.params.office_start.saturating_sub(8) * 3600;
+        let off = |on: bool, t: i64| if on { t } else { i64::MAX };
         sim.rollouts = Rollouts {
-            policy: at(&sim, 0.55, 10 * 3600, false),
-            gitlab_runners: at(&sim, 0.6, 9 * 3600, true),
-            subnet: at(&sim, 0.7, 9 * 3600, true),
-            audience: at(&sim, 0.5, 11 * 3600, false),
+            policy: off(p, at(&sim, when[0], 10 * 3600 + office, false)),
+            gitlab_runners: off(g, at(&sim, when[1], 9 * 3600 + office, true)),
+            subnet: off(s, at(&sim, when[2], 9 * 3600 + office, true)),
+            audience: off(a, at(&sim, when[3], 11 * 3600 + office, false)),
         };
+        // Runner managers registered during the run, on weekday mornings.
+        let mut rng = Rng::from(&[sim.settings.seed, 42]);
+        for k in 0..sim.params.registrations {
+            let frac = 0.3 + 0.5 * rng.unit();
+            let secs = (9 + rng.below(6) as u32) * 3600 + office;
+            let t = at(&sim, frac, secs, true);
+            if t != i64::MAX {
+                sim.registrations
+                    .push((t, 100 + sim.params.runner_managers + k));
+            }
+        }
         // Benign changes: a night hotfix for one deploy workflow in twenty, a lasting change
         // for one service in thirty-three, per four weeks.
         let mut rng = Rng::from(&[sim.settings.seed, 12]);
-        let scale = f64::from(days) / 28.0;
+        let scale = f64::from(days) / 28.0 * sim.params.changes;
         if days >= 7 {
             for i in 0..sim.services.len() {
                 let s = &sim.services[i];
@@ -742,7 +997,7 @@ impl Simulation {
                 let secs = if change == Change::NightHotfix {
                     (rng.range(21 * 3600 + 1800, 25 * 3600 + 1800) % 86_400) as u32
                 } else {
-                    office_secs(&mut rng)
+                    sim.office(&mut rng)
                 };
                 // After midnight belongs to the next day.
                 let d = if change == Change::NightHotfix && secs < 12 * 3600 {
@@ -757,9 +1012,79 @@ impl Simulation {
         Ok(sim)
     }
 
+    /// When fleet change `which` (0 policy, 1 GitLab runners, 2 subnet, 3 audience) reaches a
+    /// service: a share of the services, over a few hours (`classic`: all at once).
+    fn rollout_at(&self, svc: u32, which: u64) -> i64 {
+        let base = match which {
+            0 => self.rollouts.policy,
+            1 => self.rollouts.gitlab_runners,
+            2 => self.rollouts.subnet,
+            _ => self.rollouts.audience,
+        };
+        let p = &self.params;
+        if base == i64::MAX || (p.rollout_share >= 1.0 && p.rollout_spread_hours == 0) {
+            return base;
+        }
+        let mut r = Rng::from(&[self.settings.seed, 43, which, u64::from(svc)]);
+        if !r.chance(p.rollout_share) {
+            return i64::MAX;
+        }
+        base + r.below(u64::from(p.rollout_spread_hours) * 3600 + 1) as i64
+    }
+
+    /// The GitLab runner managers a self-hosted project's job started at `t` may run on.
+    fn gitlab_runners(&self, svc: u32, s: &Service, t: i64) -> Vec<u32> {
+        // A replacement moves every manager to a new id (re-registration).
+        let replaced = t >= self.rollout_at(svc, 1);
+        let mut ids: Vec<u32> = s
+            .runners
+            .iter()
+            .map(|id| if replaced { id + 1000 } else { *id })
+            .collect();
+        for (k, (at, id)) in self.registrations.iter().enumerate() {
+            let mut r = Rng::from(&[self.settings.seed, 44, k as u64, u64::from(svc)]);
+            if t >= *at && r.chance(0.6) {
+                ids.push(*id);
+            }
+        }
+        ids
+    }
+
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The organisation's time zone (given, or the profile's).
+    pub fn timezone(&self) -> &str {
+        self.settings
+            .timezone
+            .as_deref()
+            .unwrap_or(DEFAULT_TIMEZONE)
+    }
+
+    /// The configuration a deployment in this organisation would have: its time zone and
+    /// its AWS accounts by environment (`simulate --config-out`).
+    pub fn config_toml(&self) -> String {
+        let mut s = format!(
+            "# The configuration of the organisation `nhiwatch simulate --profile {} --seed {}` writes:\n# its time zone (office hours follow it; schedules run in UTC) and its AWS accounts.\n\n[time]\ntimezone = \"{}\"\n\n[environments.aws_accounts]\n",
+            self.settings.profile.name(),
+            self.settings.seed,
+            self.timezone()
+        );
+        for (account, env) in AWS_ACCOUNTS {
+            s.push_str(&format!("\"{account}\" = \"{env}\"\n"));
+        }
+        s
+    }
+
+    /// Whether `day0 + secs` (UTC) is at night in the organisation's time zone (22–06h).
+    fn local_night(&self, day0: i64, secs: u32) -> bool {
+        let Ok(ts) = jiff::Timestamp::from_second(day0 + i64::from(secs)) else {
+            return false;
+        };
+        let hour = self.tz.to_datetime(ts).hour();
+        !(6..22).contains(&hour)
     }
 
     /// Unix seconds of a local time of day on simulated day `d`.
@@ -782,12 +1107,18 @@ impl Simulation {
 
     fn identity_count(&self) -> (u32, u64) {
         let days = self.settings.days;
-        self.services.iter().fold((0, 0), |(n, d), s| {
-            (
-                n + s.kind.identities(),
-                d + u64::from(s.kind.identities()) * u64::from(days - s.start_day.min(days)),
-            )
-        })
+        let mut first: HashMap<String, u32> = HashMap::new();
+        for s in &self.services {
+            for name in s.identities() {
+                let e = first.entry(name).or_insert(s.start_day);
+                *e = (*e).min(s.start_day);
+            }
+        }
+        let identity_days = first
+            .values()
+            .map(|d| u64::from(days - (*d).min(days)))
+            .sum();
+        (first.len() as u32, identity_days)
     }
 
     /// Plans the attacks: days, variants, services (chosen among those with enough history
@@ -806,10 +1137,15 @@ impl Simulation {
         }
         // Variants in a shuffled order that cycles through the kinds.
         let mut order: Vec<Variant> = Vec::new();
+        let variants: &[Variant] = if self.settings.profile == Profile::Classic {
+            &Variant::CLASSIC
+        } else {
+            &Variant::ALL
+        };
         let by_kind: Vec<Vec<Variant>> = KINDS
             .iter()
             .map(|k| {
-                Variant::ALL
+                variants
                     .iter()
                     .copied()
                     .filter(|v| v.kind() == *k)
@@ -896,10 +1232,31 @@ impl Simulation {
                 }
             };
             let s = &self.services[svc as usize];
-            let secs = variant.local_secs(&mut rng);
+            let mut secs = variant.local_secs(&mut rng);
+            if !matches!(
+                variant,
+                Variant::DeployAtNight
+                    | Variant::PipelineAtWeekendNight
+                    | Variant::NightlyInDaytime
+                    | Variant::ScheduledNightDeploy
+            ) {
+                secs += self.params.office_start.saturating_sub(8) * 3600;
+            }
+            let day0 = self.t0 + i64::from(d) * 86_400;
             // Attacks hidden in an ordinary run of a nightly workflow happen at its hour.
             let t = if s.kind == Kind::Nightly && variant != Variant::NightlyInDaytime {
-                self.t0 + i64::from(d) * 86_400 + i64::from(s.cron) + rng.below(600) as i64
+                day0 + i64::from(s.cron) + rng.below(600) as i64
+            } else if variant == Variant::ScheduledNightDeploy
+                && self.local_night(day0, s.cron + 5400)
+            {
+                // Close to the schedule the pipeline runs at night, which that schedule makes
+                // look ordinary for the pipeline as a whole.
+                day0 + i64::from(s.cron) + rng.range(1800, 5400) as i64
+            } else if variant == Variant::NightlyInDaytime
+                && self.settings.profile != Profile::Classic
+            {
+                // Half a day away from its schedule.
+                day0 + i64::from(s.cron) + rng.range(10 * 3600, 14 * 3600) as i64
             } else {
                 self.local(d, secs)
             };
@@ -907,7 +1264,7 @@ impl Simulation {
             let requester = loop {
                 let other = &self.services[rng.below(n) as usize];
                 if other.kind == Kind::K8s && other.app != s.app {
-                    break format!("{}-{}:{}", other.app, other.env.short(), other.app);
+                    break format!("{}:{}", other.ns, other.sa);
                 }
                 if !self
                     .services
@@ -917,13 +1274,20 @@ impl Simulation {
                     break "ci:deployer".to_string();
                 }
             };
+            let runner_id = 900_000 + rng.below(99_999) as u32;
+            // An audience the account never asked for.
+            let audience = ["sts.amazonaws.com", "vault", "https://kms.acme.internal"]
+                .into_iter()
+                .find(|a| !s.auds.contains(a) && (*a != "vault" || t < self.rollout_at(svc, 3)))
+                .unwrap_or("https://kms.acme.internal");
             attacks.push(Attack {
                 variant,
                 svc,
                 requester,
                 t,
                 ip,
-                runner_id: 900_000 + rng.below(99_999) as u32,
+                runner_id,
+                audience,
             });
         }
         attacks.sort_by_key(|a| a.t);
@@ -936,7 +1300,7 @@ impl Simulation {
     fn enough_history(&self, s: &Service, d: u32, v: Variant) -> bool {
         // Office-hours services start on their first weekday.
         let mut first = s.start_day;
-        while matches!(s.kind, Kind::Deploy | Kind::Gitlab)
+        while matches!(s.kind, Kind::Deploy | Kind::Gitlab | Kind::Ci)
             && weekday(self.t0 + i64::from(first) * 86_400) >= 5
         {
             first += 1;
@@ -947,10 +1311,14 @@ impl Simulation {
             .count() as u32;
         let runs = (u32::from(s.runs.0) + u32::from(s.runs.1)) / 2;
         let mints = match s.kind {
-            Kind::Deploy | Kind::Gitlab => weekdays * runs,
+            Kind::Deploy | Kind::Gitlab | Kind::Ci => weekdays * runs,
             Kind::Nightly => active * u32::from(s.jobs),
-            Kind::AppRole => active * 23,
-            Kind::K8s => active * 29 * u32::from(s.replicas),
+            Kind::AppRole => match s.ttl {
+                t if t <= 7200 => active * 23,
+                t if t < 86_400 => active * (86_400 / (t / 2)) as u32,
+                t => active * (86_400 / (t / 4).min(2 * 86_400)).max(1) as u32 / 2,
+            },
+            Kind::K8s => active * 29 * u32::from(s.replicas) * (1 + s.auds.len() as u32),
         };
         if v == Variant::PipelineAtWeekendNight {
             // Quiet weekends are evidence only once a weekend has been watched.
@@ -1029,7 +1397,8 @@ impl Simulation {
             seed: self.settings.seed,
             start: Timestamp::from_micros(self.t0 * 1_000_000).to_rfc3339(),
             days,
-            timezone: self.settings.timezone.clone(),
+            timezone: self.timezone().to_string(),
+            profile: self.settings.profile.name(),
             services: self.services.len() as u32,
             identities,
             identity_days,
@@ -1118,6 +1487,19 @@ impl Simulation {
         Ok(true)
     }
 
+    /// Office-hours local seconds of day, shifted to the organisation's office start.
+    fn office(&self, rng: &mut Rng) -> u32 {
+        let shift = self.params.office_start.saturating_sub(8) * 3600;
+        (office_secs(rng) + shift).min(86_399)
+    }
+
+    /// Whether simulated day `d` is a promotion day of a release train.
+    fn promotes(&self, train: &Train, d: u32) -> bool {
+        let day = self.t0 + i64::from(d) * 86_400;
+        weekday(day) == u32::from(train.weekday)
+            && (train.every <= 7 || (d / 7) % 2 == u32::from(train.phase))
+    }
+
     /// Plans one service's ordinary traffic for day `d`.
     fn plan_day(&self, svc: u32, s: &Service, d: u32, st: &mut SvcState, buf: &mut Vec<Op>) {
         let mut rng = Rng::from(&[self.settings.seed, 3, u64::from(svc), u64::from(d)]);
@@ -1128,42 +1510,83 @@ impl Simulation {
                 if is_weekday {
                     let runs = rng.range(u64::from(s.runs.0), u64::from(s.runs.1));
                     for _ in 0..runs {
-                        let t = self.local(d, office_secs(&mut rng));
-                        self.plan_github_run(svc, s, t, rng.next(), 0, buf, &mut rng);
+                        let t = self.local(d, self.office(&mut rng));
+                        self.plan_github_run(svc, s, t, rng.next(), 0, RunEnv::Own, buf, &mut rng);
+                    }
+                    if let Some(train) = &s.train
+                        && self.promotes(train, d)
+                    {
+                        // The promotion: after the morning's staging runs, in the afternoon.
+                        let t = self.local(d, train.secs + rng.below(5400) as u32);
+                        let run = rng.next();
+                        self.plan_github_run(svc, s, t, run, 0, RunEnv::Production, buf, &mut rng);
                     }
                 }
             }
             Kind::Nightly => {
                 // GitHub starts scheduled workflows a few minutes late.
                 let t = day + i64::from(s.cron) + rng.below(600) as i64;
-                self.plan_github_run(svc, s, t, rng.next(), 0, buf, &mut rng);
+                self.plan_github_run(svc, s, t, rng.next(), 0, RunEnv::Own, buf, &mut rng);
+            }
+            Kind::Ci => {
+                // Pushes and pull requests in office hours; now and then someone at a weekend.
+                let runs = if is_weekday {
+                    rng.range(u64::from(s.runs.0), u64::from(s.runs.1))
+                } else {
+                    u64::from(rng.chance(0.25))
+                };
+                for _ in 0..runs {
+                    let t = self.local(d, self.office(&mut rng));
+                    self.plan_github_run(svc, s, t, rng.next(), 0, RunEnv::None, buf, &mut rng);
+                }
             }
             Kind::Gitlab => {
                 if is_weekday {
                     let runs = rng.range(u64::from(s.runs.0), u64::from(s.runs.1));
                     for _ in 0..runs {
-                        let t = self.local(d, office_secs(&mut rng));
-                        plan_pipeline(svc, t, rng.next() & !(1 << 63), 0, buf, &mut rng);
+                        let t = self.local(d, self.office(&mut rng));
+                        let run = rng.next() & !(1 << 63);
+                        plan_pipeline(svc, t, run, 0, RunEnv::Own, buf, &mut rng);
+                    }
+                    if let Some(train) = &s.train
+                        && self.promotes(train, d)
+                    {
+                        let t = self.local(d, train.secs + rng.below(5400) as u32);
+                        let run = rng.next() & !(1 << 63);
+                        plan_pipeline(svc, t, run, 0, RunEnv::Production, buf, &mut rng);
                     }
                 }
                 if s.scheduled {
                     let t = day + i64::from(s.cron) + rng.below(120) as i64;
-                    plan_pipeline(svc, t, rng.next() | 1 << 63, 0, buf, &mut rng);
+                    let env = match s.sched {
+                        Sched::Own => RunEnv::Own,
+                        Sched::NoEnv => RunEnv::None,
+                        Sched::Testing => RunEnv::Testing,
+                    };
+                    plan_pipeline(svc, t, rng.next() | 1 << 63, 0, env, buf, &mut rng);
                 }
             }
             Kind::AppRole => {
                 if st.next == 0 {
                     st.next = day + i64::from(s.phase);
                 }
+                // Short-lived tokens: a login about every hour; long-lived ones are logged in
+                // for less often and read with until the next login.
+                let (every, reads) = match s.ttl {
+                    t if t <= 7200 => (3600, 2),
+                    t if t < 86_400 => (t / 2, (t / 2 / 1800) as u16),
+                    t => ((t / 4).min(2 * 86_400), 48),
+                };
                 while st.next < day + 86_400 {
                     let t = st.next;
-                    plan_approle_login(svc, t, rng.next(), 0, 2, buf, &mut rng);
-                    st.next = t + 3600 + rng.range(0, 180) as i64 - 90;
+                    plan_approle_login(svc, t, rng.next(), 0, reads, buf, &mut rng);
+                    st.next = t + every + rng.range(0, 180) as i64 - 90;
                 }
             }
             Kind::K8s => {
                 // Each replica's pod restarts daily on a new node (new names, same groups).
                 let restart = day + i64::from(s.restart);
+                let vault_from = self.rollout_at(svc, 3);
                 for rep in 0..u16::from(s.replicas) {
                     let mut t = restart + i64::from(rep) * 40;
                     let pod = rng.next();
@@ -1179,7 +1602,7 @@ impl Simulation {
                             }
                             token = rng.next();
                             push(buf, t, svc, What::TokenReq, rep, 0, token, pod as i64);
-                            if t >= self.rollouts.audience {
+                            if t >= vault_from {
                                 push(
                                     buf,
                                     t + 1,
@@ -1188,6 +1611,20 @@ impl Simulation {
                                     rep | 0x100,
                                     0,
                                     rng.next(),
+                                    pod as i64,
+                                );
+                            }
+                            // Projected tokens for the pod's other audiences (IRSA, Vault).
+                            for k in 0..s.auds.len() as u16 {
+                                let seed = Rng::from(&[token, u64::from(k)]).next();
+                                push(
+                                    buf,
+                                    t + 2 + i64::from(k),
+                                    svc,
+                                    What::TokenReq,
+                                    rep | ((k + 1) << 12),
+                                    0,
+                                    seed,
                                     pod as i64,
                                 );
                             }
@@ -1215,9 +1652,11 @@ impl Simulation {
         t: i64,
         run: u64,
         attack: u16,
+        env: RunEnv,
         buf: &mut Vec<Op>,
         rng: &mut Rng,
     ) {
+        let from = buf.len();
         let jobs = if s.kind == Kind::Nightly {
             u16::from(s.jobs)
         } else {
@@ -1226,6 +1665,9 @@ impl Simulation {
         for job in 0..jobs {
             let tj = t + i64::from(job) * rng.range(3, 30) as i64;
             push(buf, tj, svc, What::GhClaims, job, attack, run, tj);
+            if !s.aws && env != RunEnv::Production {
+                continue;
+            }
             let ts = tj + rng.range(2, 15) as i64;
             push(buf, ts, svc, What::Sts, job, attack, run, tj);
             if s.shared_reads {
@@ -1253,6 +1695,7 @@ impl Simulation {
                 );
             }
         }
+        deploys_to(buf, from, env);
     }
 
     /// Plans the first run that shows a service's benign change (later runs show it too).
@@ -1260,9 +1703,17 @@ impl Simulation {
         let mut rng = Rng::from(&[self.settings.seed, 13, u64::from(svc)]);
         let run = rng.next() & !(1 << 63);
         let id = CHANGE | (svc as u16 & 0x7fff);
+        // A release train's hotfix goes to production.
+        let env = if s.train.is_some() {
+            RunEnv::Production
+        } else {
+            RunEnv::Own
+        };
         match s.kind {
-            Kind::Deploy | Kind::Nightly => self.plan_github_run(svc, s, t, run, id, buf, &mut rng),
-            Kind::Gitlab => plan_pipeline(svc, t, run, id, buf, &mut rng),
+            Kind::Deploy | Kind::Nightly | Kind::Ci => {
+                self.plan_github_run(svc, s, t, run, id, env, buf, &mut rng)
+            }
+            Kind::Gitlab => plan_pipeline(svc, t, run, id, env, buf, &mut rng),
             Kind::AppRole => plan_approle_login(svc, t, run, id, 2, buf, &mut rng),
             Kind::K8s => {}
         }
@@ -1275,26 +1726,47 @@ impl Simulation {
         let mut rng = Rng::from(&[self.settings.seed, 4, idx as u64]);
         let run = rng.next();
         let svc = a.svc;
+        // A release train's attacks ride on a production run where production is the point.
+        let own = RunEnv::Own;
+        let prod = if s.train.is_some() {
+            RunEnv::Production
+        } else {
+            own
+        };
         use Variant::*;
         match a.variant {
-            DeployAtNight
-            | NightlyInDaytime
-            | SelfHostedRunner
-            | AdminRoleAssumed
-            | UnprotectedProductionMint => {
-                self.plan_github_run(svc, s, a.t, run, id, buf, &mut rng)
+            DeployAtNight | NightlyInDaytime | SelfHostedRunner | AdminRoleAssumed => {
+                self.plan_github_run(svc, s, a.t, run, id, own, buf, &mut rng)
+            }
+            UnprotectedProductionMint => {
+                self.plan_github_run(svc, s, a.t, run, id, prod, buf, &mut rng)
             }
             FirstProductionMint if s.kind == Kind::Deploy => {
-                self.plan_github_run(svc, s, a.t, run, id, buf, &mut rng)
+                self.plan_github_run(svc, s, a.t, run, id, own, buf, &mut rng)
+            }
+            CiProductionMint => {
+                self.plan_github_run(svc, s, a.t, run, id, RunEnv::Production, buf, &mut rng)
             }
             PipelineAtWeekendNight
             | UnknownGitlabRunner
             | WritePolicyAdded
-            | FirstProductionMint => plan_pipeline(svc, a.t, run & !(1 << 63), id, buf, &mut rng),
+            | FirstProductionMint
+            | RogueGitlabRunner => {
+                plan_pipeline(svc, a.t, run & !(1 << 63), id, own, buf, &mut rng)
+            }
+            ScheduledNightDeploy => plan_pipeline(
+                svc,
+                a.t,
+                run & !(1 << 63),
+                id,
+                RunEnv::Production,
+                buf,
+                &mut rng,
+            ),
             AwsKeyExfiltrated => {
                 // An ordinary run; its session key reappears from outside while it is still
                 // valid (sessions last an hour; AWS refuses an expired key).
-                self.plan_github_run(svc, s, a.t, run, 0, buf, &mut rng);
+                self.plan_github_run(svc, s, a.t, run, 0, own, buf, &mut rng);
                 let later = a.t + rng.range(15 * 60, 50 * 60) as i64;
                 for u in 0..rng.range(1, 3) as u16 {
                     push(
@@ -1310,9 +1782,16 @@ impl Simulation {
                 }
             }
             OidcTokenReplayed => {
-                self.plan_github_run(svc, s, a.t, run, 0, buf, &mut rng);
+                let env = if s.kind == Kind::Ci {
+                    RunEnv::None
+                } else {
+                    own
+                };
+                self.plan_github_run(svc, s, a.t, run, 0, env, buf, &mut rng);
                 let later = a.t + rng.range(600, 2400) as i64;
+                let from = buf.len();
                 push(buf, later, svc, What::GhClaims, 0, id, run, a.t);
+                deploys_to(buf, from, env);
             }
             AppRoleNewNetwork | AppRoleAdminPolicy => {
                 plan_approle_login(svc, a.t, run, id, 2, buf, &mut rng)
@@ -1324,7 +1803,7 @@ impl Simulation {
                 push(buf, tr, svc, What::ReadReq, 7, id, run, a.t);
                 push(buf, tr, svc, What::ReadResp, 7, id, run, a.t);
             }
-            UnexpectedTokenRequester | LongLivedToken => {
+            UnexpectedTokenRequester | LongLivedToken | NewTokenAudience => {
                 push(
                     buf,
                     a.t,
@@ -1350,11 +1829,31 @@ fn push(buf: &mut Vec<Op>, t: i64, svc: u32, what: What, n: u16, attack: u16, ru
         attack,
         run,
         base,
+        env: RunEnv::Own,
     });
 }
 
+/// Sets the environment of the ops pushed since `from`.
+fn deploys_to(buf: &mut [Op], from: usize, env: RunEnv) {
+    if env != RunEnv::Own {
+        for op in &mut buf[from..] {
+            op.env = env;
+        }
+    }
+}
+
 /// A GitLab pipeline: its ID token, a Vault JWT login with it, and secret reads.
-fn plan_pipeline(svc: u32, t: i64, run: u64, attack: u16, buf: &mut Vec<Op>, rng: &mut Rng) {
+#[allow(clippy::too_many_arguments)]
+fn plan_pipeline(
+    svc: u32,
+    t: i64,
+    run: u64,
+    attack: u16,
+    env: RunEnv,
+    buf: &mut Vec<Op>,
+    rng: &mut Rng,
+) {
+    let from = buf.len();
     push(buf, t, svc, What::GlClaims, 0, attack, run, t);
     let tl = t + rng.range(1, 5) as i64;
     push(buf, tl, svc, What::LoginReq, 0, attack, run, t);
@@ -1364,6 +1863,7 @@ fn plan_pipeline(svc: u32, t: i64, run: u64, attack: u16, buf: &mut Vec<Op>, rng
         push(buf, tr, svc, What::ReadReq, i, attack, run, t);
         push(buf, tr, svc, What::ReadResp, i, attack, run, t);
     }
+    deploys_to(buf, from, env);
 }
 
 /// An AppRole login and the reads its token makes (every 30 minutes).
@@ -1440,10 +1940,17 @@ impl<'a> Renderer<'a> {
         self.line.clear();
         self.identity.clear();
         let t = Timestamp::from_micros(op.t * 1_000_000);
-        let env = if variant == Some(Variant::FirstProductionMint) {
-            Env::Production
-        } else {
-            s.env
+        let env = match op.env {
+            _ if variant == Some(Variant::FirstProductionMint) => Env::Production,
+            RunEnv::Production => Env::Production,
+            _ => s.env,
+        };
+        // The environment the run names: none for CI jobs and environment-less schedules.
+        let named = match op.env {
+            RunEnv::None => None,
+            RunEnv::Testing => Some("testing"),
+            _ if s.kind == Kind::Ci && env != Env::Production => None,
+            _ => Some(env.name()),
         };
         match op.what {
             What::GhClaims | What::Sts | What::AwsUse => {
@@ -1468,18 +1975,15 @@ impl<'a> Renderer<'a> {
                     (Some(Variant::AwsKeyExfiltrated), What::AwsUse) => {
                         attack.map(|a| a.ip.clone()).unwrap_or_default()
                     }
-                    _ => self.github_ip(s, hosted, op.base, &mut job_rng),
+                    _ => self.github_ip(op.svc, s, hosted, op.base, &mut job_rng),
                 };
-                let repo = format!("acme/{}", s.app);
-                let workflow = if s.kind == Kind::Nightly {
-                    "nightly.yml"
-                } else {
-                    "deploy.yml"
-                };
-                let role_name = if s.kind == Kind::Nightly {
-                    format!("gha-{}-nightly", s.app)
-                } else {
-                    format!("gha-{}-deploy", s.app)
+                let repo = s.repo.as_str();
+                let workflow = s.workflow.as_str();
+                // A CI job that deploys to production assumes the production deploy role.
+                let role_name = match s.kind {
+                    Kind::Nightly => format!("gha-{}-nightly", s.app),
+                    Kind::Ci if env != Env::Production => format!("gha-{}-ci", s.app),
+                    _ => format!("gha-{}-deploy", s.app),
                 };
                 let account = env.account();
                 let own_role = format!("arn:aws:iam::{account}:role/{role_name}");
@@ -1491,15 +1995,20 @@ impl<'a> Renderer<'a> {
                 let session = format!("GitHubActions-{run_id}-{job}");
                 match op.what {
                     What::GhClaims => {
+                        // Half of a CI workflow's runs build pull requests.
+                        let pull = s.kind == Kind::Ci && named.is_none() && run_rng.chance(0.5);
                         let (git_ref, protected) =
                             if variant == Some(Variant::UnprotectedProductionMint) {
                                 (format!("refs/heads/fix-{}", &sha[..7]), false)
+                            } else if pull {
+                                (format!("refs/pull/{}/merge", run_id % 4000 + 1), false)
                             } else {
                                 ("refs/heads/main".to_string(), true)
                             };
                         let event = match (s.kind, variant) {
                             (Kind::Nightly, Some(Variant::NightlyInDaytime)) => "workflow_dispatch",
                             (Kind::Nightly, _) => "schedule",
+                            _ if pull => "pull_request",
                             _ => "push",
                         };
                         self.id.clear();
@@ -1507,9 +2016,10 @@ impl<'a> Renderer<'a> {
                         github(
                             &GithubClaims {
                                 jti: &jti,
-                                repo: &repo,
+                                repo,
                                 workflow,
-                                env: (s.kind == Kind::Deploy).then_some(env.name()),
+                                name: &workflow_name(workflow),
+                                env: if s.kind == Kind::Nightly { None } else { named },
                                 hosted,
                                 git_ref: &git_ref,
                                 protected,
@@ -1534,8 +2044,12 @@ impl<'a> Renderer<'a> {
                         sts_mint(
                             &StsMint {
                                 event_id: &event_id,
-                                repo: &repo,
-                                env: env.name(),
+                                repo,
+                                env: if s.kind == Kind::Nightly {
+                                    Some(env.name())
+                                } else {
+                                    named
+                                },
                                 account,
                                 role_arn: &role,
                                 session: &session,
@@ -1632,14 +2146,33 @@ impl<'a> Renderer<'a> {
                     }
                     _ => format!("10.50.{}.{}", s.host >> 8, (s.host & 0xff).max(2)),
                 };
-                let project = format!("acme-platform/{}", s.app);
-                let role = format!("{}-{}", s.app, env.name());
-                let mut policies: Vec<String> =
-                    vec!["default".into(), format!("{}-{}-read", s.app, env.short())];
-                if !gitlab && op.base >= sim.rollouts.policy {
+                let project = s.repo.as_str();
+                // What the token is for: a pipeline's run names its environment (or none, for
+                // a test schedule); an AppRole's name may name none.
+                let (role, short) = match (gitlab, named) {
+                    (true, Some(e)) if e == env.name() => {
+                        (format!("{}-{e}", s.app), env.short().to_string())
+                    }
+                    (true, Some(e)) => (format!("{}-{e}", s.app), "test".to_string()),
+                    (true, None) => (format!("{}-ci", s.app), "ci".to_string()),
+                    (false, _) => (s.role(), env.short().to_string()),
+                };
+                let token_env = if gitlab {
+                    named
+                } else {
+                    s.env_named.then_some(env.name())
+                };
+                let read = if gitlab || s.env_named {
+                    format!("{}-{short}-read", s.app)
+                } else {
+                    format!("{}-read", s.app)
+                };
+                let mut policies: Vec<String> = vec!["default".into(), read];
+                if !gitlab && op.base >= sim.rollout_at(op.svc, 0) {
                     policies.push("secret-rotation-write".into());
                 }
-                if s.changed(Change::PolicyAdded, op.base) {
+                // The write policy is added to the pipeline's own role, not to its schedule's.
+                if s.changed(Change::PolicyAdded, op.base) && (!gitlab || short == env.short()) {
                     policies.push(format!("{}-{}-rw", s.app, env.short()));
                 }
                 match variant {
@@ -1663,10 +2196,10 @@ impl<'a> Renderer<'a> {
                     policies: &policy_refs,
                     role_key: if gitlab { "role" } else { "role_name" },
                     role: &role,
-                    env: env.name(),
-                    project: gitlab.then_some(project.as_str()),
+                    env: token_env,
+                    project: gitlab.then_some(project),
                     entity: &entity,
-                    ttl: if gitlab { 900 } else { 3600 },
+                    ttl: s.ttl,
                 };
                 let mount = if gitlab { "jwt" } else { "approle" };
                 self.identity.push_str(&format!("vault:{mount}/{role}"));
@@ -1674,9 +2207,15 @@ impl<'a> Renderer<'a> {
                 match op.what {
                     What::GlClaims => {
                         let runner_id = match variant {
-                            Some(Variant::UnknownGitlabRunner) => attack.map_or(0, |a| a.runner_id),
+                            Some(Variant::UnknownGitlabRunner | Variant::RogueGitlabRunner) => {
+                                attack.map_or(0, |a| a.runner_id)
+                            }
                             _ if s.hosted => *run_rng.pick(&GITLAB_SAAS_RUNNERS),
-                            _ if op.base >= sim.rollouts.gitlab_runners => {
+                            _ if !s.runners.is_empty() => {
+                                let ids = sim.gitlab_runners(op.svc, s, op.base);
+                                *run_rng.pick(&ids)
+                            }
+                            _ if op.base >= sim.rollout_at(op.svc, 1) => {
                                 200 + run_rng.below(2) as u32
                             }
                             _ => 100 + run_rng.below(3) as u32,
@@ -1684,10 +2223,17 @@ impl<'a> Renderer<'a> {
                         gitlab_claims(
                             &GitlabClaims {
                                 jti: &jti,
-                                project: &project,
-                                env: env.name(),
+                                project,
+                                env: named,
                                 runner_id,
-                                hosted: s.hosted && variant != Some(Variant::UnknownGitlabRunner),
+                                hosted: s.hosted
+                                    && !matches!(
+                                        variant,
+                                        Some(
+                                            Variant::UnknownGitlabRunner
+                                                | Variant::RogueGitlabRunner
+                                        )
+                                    ),
                                 source: if op.run >> 63 == 1 {
                                     "schedule"
                                 } else {
@@ -1722,9 +2268,14 @@ impl<'a> Renderer<'a> {
                         let path = if variant == Some(Variant::VaultTokenCrossEnv) {
                             format!("secret/data/production/{}/db", s.app)
                         } else if gitlab {
-                            format!("secret/data/{}/{}/config", env.name(), s.app)
-                        } else {
+                            match named {
+                                Some(e) => format!("secret/data/{e}/{}/config", s.app),
+                                None => format!("secret/data/{}/ci/config", s.app),
+                            }
+                        } else if s.env_named {
                             format!("secret/data/{}/{}/db", env.name(), s.app)
+                        } else {
+                            format!("secret/data/{}/db", s.app)
                         };
                         vault_read(
                             t,
@@ -1740,11 +2291,11 @@ impl<'a> Renderer<'a> {
                 }
             }
             What::TokenReq | What::SaUse => {
-                let ns = format!("{}-{}", s.app, s.env.short());
-                let sa = s.app.as_str();
+                let ns = s.ns.as_str();
+                let sa = s.sa.as_str();
                 let pod_seed = op.base as u64;
                 let mut pod_rng = Rng::from(&[seed, 10, u64::from(op.svc), pod_seed]);
-                let pod = format!("{}-{}-{}", s.app, pod_rng.hex(10), pod_rng.hex(5));
+                let pod = format!("{}-{}-{}", s.sa, pod_rng.hex(10), pod_rng.hex(5));
                 let pod_uid = pod_rng.uuid();
                 let (na, nb) = (pod_rng.range(0, 15), pod_rng.range(1, 254));
                 let node = format!("ip-10-0-{na}-{nb}.eu-central-1.compute.internal");
@@ -1756,6 +2307,8 @@ impl<'a> Renderer<'a> {
                 );
                 let audit_id = rng.uuid();
                 self.identity.push_str(&format!("k8s:{ns}/{sa}"));
+                let kubelet_for = (variant == Some(Variant::NewTokenAudience))
+                    .then(|| attack.map_or("vault", |a| a.audience));
                 self.id.clear();
                 self.id.push_str(&audit_id);
                 if op.what == What::TokenReq {
@@ -1777,15 +2330,20 @@ impl<'a> Renderer<'a> {
                             (&requester_name, node_ip.as_str(), KUBELET_AGENT)
                         };
                     let groups: Vec<&str> = groups.into_iter().filter(|g| !g.is_empty()).collect();
-                    let audiences: &[&str] = if op.n & 0x100 != 0 {
+                    let extra = usize::from(op.n >> 12);
+                    let audiences: &[&str] = if let Some(aud) = &kubelet_for {
+                        std::slice::from_ref(aud)
+                    } else if op.n & 0x100 != 0 {
                         &["vault"]
+                    } else if extra > 0 && extra <= s.auds.len() {
+                        std::slice::from_ref(&s.auds[extra - 1])
                     } else {
                         &[K8S_AUDIENCE]
                     };
                     token_request(
                         &TokenRequest {
                             audit_id: &audit_id,
-                            ns: &ns,
+                            ns,
                             sa,
                             requester,
                             requester_groups: &groups,
@@ -1815,7 +2373,7 @@ impl<'a> Renderer<'a> {
                     sa_request(
                         &SaRequest {
                             audit_id: &audit_id,
-                            ns: &ns,
+                            ns,
                             sa,
                             jti: &jti,
                             node: &node,
@@ -1862,14 +2420,15 @@ impl<'a> Renderer<'a> {
     }
 
     /// The address of a GitHub runner for a job started at `start`.
-    fn github_ip(&self, s: &Service, hosted: bool, start: i64, rng: &mut Rng) -> String {
+    fn github_ip(&self, svc: u32, s: &Service, hosted: bool, start: i64, rng: &mut Rng) -> String {
         if hosted {
             hosted_ip(&GITHUB_BLOCKS, 1, rng)
         } else {
-            let second = if start >= self.sim.rollouts.subnet {
-                21
+            let net = self.sim.params.gh_net;
+            let second = if start >= self.sim.rollout_at(svc, 2) {
+                net + 1
             } else {
-                20
+                net
             };
             format!("10.{second}.{}.{}", s.host % 8, rng.range(10, 250))
         }
@@ -1881,6 +2440,21 @@ impl<'a> Renderer<'a> {
             hosted_ip(&GITLAB_BLOCKS, 2, rng)
         } else {
             format!("10.30.{}.{}", rng.range(0, 3), rng.range(10, 250))
+        }
+    }
+}
+
+/// The display name of a workflow file (`deploy.yml` → `Deploy`, `ci.yml` → `CI`).
+fn workflow_name(file: &str) -> String {
+    let stem = file.trim_end_matches(".yml").trim_end_matches(".yaml");
+    match stem {
+        "ci" => "CI".to_string(),
+        _ => {
+            let mut name: String = stem.replace('-', " ");
+            if let Some(f) = name.get_mut(..1) {
+                f.make_ascii_uppercase();
+            }
+            name
         }
     }
 }
@@ -1958,7 +2532,7 @@ mod tests {
         let (attacks, skipped) = sim.plan_attacks();
         assert_eq!(skipped, 0);
         let variants: HashSet<Variant> = attacks.iter().map(|a| a.variant).collect();
-        assert_eq!(variants.len(), Variant::ALL.len(), "{variants:?}");
+        assert_eq!(variants.len(), Variant::CLASSIC.len(), "{variants:?}");
         let services: HashSet<u32> = attacks.iter().map(|a| a.svc).collect();
         assert_eq!(services.len(), attacks.len(), "one attack per service");
     }

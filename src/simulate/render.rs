@@ -37,7 +37,11 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
     pub(crate) fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.unit() < p
+    }
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
     pub(crate) fn uuid(&mut self) -> String {
         let a = self.next();
@@ -146,6 +150,8 @@ pub(crate) struct GithubClaims<'a> {
     pub jti: &'a str,
     pub repo: &'a str,
     pub workflow: &'a str,
+    /// The workflow's display name (`Deploy`).
+    pub name: &'a str,
     pub env: Option<&'a str>,
     pub hosted: bool,
     pub git_ref: &'a str,
@@ -195,14 +201,7 @@ pub(crate) fn github(c: &GithubClaims<'_>, out: &mut String) {
         },
     );
     o.str("actor", c.actor);
-    o.str(
-        "workflow",
-        if c.workflow == "deploy.yml" {
-            "Deploy"
-        } else {
-            "Nightly"
-        },
-    );
+    o.str("workflow", c.name);
     o.str("head_ref", "");
     o.str("base_ref", "");
     o.str("event_name", c.event);
@@ -223,7 +222,8 @@ pub(crate) fn github(c: &GithubClaims<'_>, out: &mut String) {
 pub(crate) struct GitlabClaims<'a> {
     pub jti: &'a str,
     pub project: &'a str,
-    pub env: &'a str,
+    /// `None` for a job that names no environment.
+    pub env: Option<&'a str>,
     pub runner_id: u32,
     pub hosted: bool,
     pub source: &'a str,
@@ -251,10 +251,12 @@ pub(crate) fn gitlab_claims(c: &GitlabClaims<'_>, out: &mut String) {
     o.str("ref_type", "branch");
     o.str("ref_path", "refs/heads/main");
     o.str("ref_protected", "true");
-    o.str("environment", c.env);
-    o.str("environment_protected", "true");
-    o.str("deployment_tier", c.env);
-    o.str("environment_action", "start");
+    if let Some(env) = c.env {
+        o.str("environment", env);
+        o.str("environment_protected", "true");
+        o.str("deployment_tier", env);
+        o.str("environment_action", "start");
+    }
     o.num("runner_id", i64::from(c.runner_id));
     o.str(
         "runner_environment",
@@ -295,7 +297,7 @@ pub(crate) struct VaultToken<'a> {
     pub policies: &'a [&'a str],
     pub role_key: &'a str,
     pub role: &'a str,
-    pub env: &'a str,
+    pub env: Option<&'a str>,
     pub project: Option<&'a str>,
     pub entity: &'a str,
     pub ttl: i64,
@@ -313,7 +315,9 @@ fn vault_auth(o: &mut Obj<'_>, key: &str, tok: &VaultToken<'_>) {
             if let Some(p) = tok.project {
                 m.str("project_path", p);
             }
-            m.str("environment", tok.env);
+            if let Some(env) = tok.env {
+                m.str("environment", env);
+            }
         });
         a.str("entity_id", tok.entity);
         a.str("token_type", "service");
@@ -429,7 +433,8 @@ fn expiration_text(t: Timestamp) -> String {
 pub(crate) struct StsMint<'a> {
     pub event_id: &'a str,
     pub repo: &'a str,
-    pub env: &'a str,
+    /// The job's environment; `None` for a job that names none (its subject is its ref).
+    pub env: Option<&'a str>,
     pub account: &'a str,
     pub role_arn: &'a str,
     pub session: &'a str,
@@ -444,7 +449,10 @@ pub(crate) fn sts_mint(m: &StsMint<'_>, rng: &mut Rng, out: &mut String) {
         "arn:aws:iam::{}:oidc-provider/token.actions.githubusercontent.com",
         m.account
     );
-    let sub = format!("repo:{}:environment:{}", m.repo, m.env);
+    let sub = match m.env {
+        Some(env) => format!("repo:{}:environment:{env}", m.repo),
+        None => format!("repo:{}:ref:refs/heads/main", m.repo),
+    };
     let token = format!("IQoJb3JpZ2luX2VjE{}", rng.b64(280));
     let role_id = format!("AROA{}", rng.upper(17));
     let role_name = m.role_arn.rsplit('/').next().unwrap_or(m.role_arn);
