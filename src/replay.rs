@@ -211,6 +211,7 @@ impl Summary {
             let mut names: Vec<&str> = d.alerts.keys().map(|(n, _)| n.as_str()).collect();
             names.extend(d.suppressed.keys().map(String::as_str));
             names.extend(d.rollouts.keys().map(String::as_str));
+            names.extend(d.peer_routine.keys().map(String::as_str));
             names.sort_unstable();
             names.dedup();
             for name in names {
@@ -232,6 +233,9 @@ impl Summary {
                 }
                 if let Some(n) = d.rollouts.get(name) {
                     line.push_str(&format!("  dropped as fleet rollouts {}", thousands(*n)));
+                }
+                if let Some(n) = d.peer_routine.get(name) {
+                    line.push_str(&format!("  routine among peers {}", thousands(*n)));
                 }
                 s.push_str(&line);
                 s.push('\n');

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::peers::{GroupId, LEVELS};
 use super::timeofweek::TimeOfWeek;
 use super::values::ValueSet;
 use super::{Day, Interner, Tier, View, attr_text};
@@ -74,6 +75,25 @@ pub struct IdentityBaseline {
     pub prod_mints: u32,
     /// Mints for production from an unprotected ref.
     pub prod_unprotected: u32,
+    /// The last day it minted without naming an environment (0: never). "No environment"
+    /// is a state, not a blank: a build job that never deployed anywhere minting for
+    /// production is judged like a staging deployer doing so.
+    pub noenv_last: Day,
+    /// When it mints for production, kept once it mints for production and for something
+    /// else too (a pipeline that deploys to production by day and runs tests at night).
+    pub prod_tow: Option<Box<TimeOfWeek>>,
+    /// Its candidate peer groups, finest first (set by the engine; not stored, recomputed
+    /// when a snapshot is restored).
+    #[serde(skip)]
+    pub peers: [GroupId; LEVELS],
+    /// Its environment-tier combination as its peer groups count it.
+    pub env_mask: u8,
+    /// The time-of-week windows (bits 0–47) and weekends (bit 48) its peer groups count it
+    /// in.
+    pub peer_windows: u64,
+    /// What it does counts for its peer groups from this day on (it raised a finding the
+    /// day before).
+    pub peer_quiet_from: Day,
 }
 
 impl IdentityBaseline {
@@ -103,6 +123,10 @@ impl IdentityBaseline {
             + self.scopes.heap_bytes()
             + self.envs.heap_bytes()
             + self.env_pairs.heap_bytes()
+            + self
+                .prod_tow
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<TimeOfWeek>())
     }
 
     /// Learns from an event (after every detector inspected it). Refused operations are
@@ -136,6 +160,22 @@ impl IdentityBaseline {
         }
         match event.action {
             Action::Mint => {
+                let production = matches!(view.env, Some((_, Tier::Production)));
+                // A production time of week once it mints for production and for something
+                // else: a copy of the whole one when production was all it did until now.
+                if self.prod_tow.is_none() && self.mints > 0 {
+                    if production && self.prod_mints < self.mints {
+                        self.prod_tow = Some(Box::default());
+                    } else if !production && self.prod_mints == self.mints {
+                        self.prod_tow = Some(Box::new(self.tow.clone()));
+                    }
+                }
+                if production && let Some(t) = &mut self.prod_tow {
+                    t.add(view.tow_bin, day, view.secs, p.mint_half_life_days);
+                }
+                if view.env.is_none() {
+                    self.noenv_last = day.max(1);
+                }
                 self.mints = self.mints.saturating_add(1);
                 self.tow
                     .add(view.tow_bin, day, view.secs, p.mint_half_life_days);

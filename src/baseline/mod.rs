@@ -19,6 +19,7 @@
 mod credentials;
 mod fleet;
 mod identity;
+pub mod peers;
 pub mod report;
 pub mod snapshot;
 pub mod timeofweek;
@@ -35,6 +36,7 @@ use smallvec::SmallVec;
 pub use credentials::{Binding, Credentials, DEFAULT_TTL_SECS};
 pub use fleet::Fleet;
 pub use identity::{IdentityBaseline, LearnParams};
+pub use peers::Peers;
 pub use values::{Entry, ValueSet};
 
 use crate::event::Event;
@@ -354,6 +356,8 @@ pub struct Baselines {
     pub identities: DashMap<Box<str>, IdentityBaseline, MapHasher>,
     /// Fleet-wide context.
     pub fleet: Fleet,
+    /// Peer groups and what their members do.
+    pub peers: Peers,
     /// Live credential bindings.
     pub credentials: Credentials,
     /// Text of hashed values.

@@ -67,6 +67,17 @@ pub struct Report {
     pub production_mints: (u32, u32),
     /// Credentials it minted that are still bound.
     pub live_credentials: usize,
+    /// The peer group it is judged with.
+    pub peer_group: String,
+    /// Members of that group, itself included.
+    pub peer_group_size: u32,
+    /// Its candidate groups with their members, finest first (the finest with enough
+    /// members is used).
+    pub peer_candidates: Vec<(String, u32)>,
+    /// The environments it mints for, as its peer group counts it.
+    pub environment_combination: String,
+    /// When it mints for production, once it mints for something else too.
+    pub production_hours: Option<String>,
 }
 
 fn day_text(d: Day) -> String {
@@ -100,6 +111,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         v
     };
     let class = |aux: u8| super::Class::runner_label(aux).to_string();
+    let ((peer_group, peer_group_size), peer_candidates) = engine.peer_groups(&b);
     let busiest = b
         .tow
         .busiest(6)
@@ -140,6 +152,11 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         longest_ttl: b.ttl_max,
         production_mints: (b.prod_mints, b.prod_unprotected),
         live_credentials: st.credentials.count_for(hash_identity(identity)),
+        peer_group,
+        peer_group_size,
+        peer_candidates,
+        environment_combination: super::peers::mask::describe(b.env_mask),
+        production_hours: b.prod_tow.as_ref().map(|t| t.describe()),
     })
 }
 
@@ -185,5 +202,24 @@ pub fn render(r: &Report) -> String {
         "  highest scope rank: {}; longest lifetime: {} s; production mints: {} ({} from unprotected refs); environment crossings: {}; live credentials: {}\n",
         r.highest_rank, r.longest_ttl, r.production_mints.0, r.production_mints.1, r.environment_crossings, r.live_credentials
     ));
+    if let Some(h) = &r.production_hours {
+        s.push_str(&format!("  production mints: {h}\n"));
+    }
+    s.push_str(&format!(
+        "  environments: {}\n  peers: {} ({} identities, itself included)\n",
+        r.environment_combination, r.peer_group, r.peer_group_size
+    ));
+    let others: Vec<String> = r
+        .peer_candidates
+        .iter()
+        .filter(|(n, _)| *n != r.peer_group)
+        .map(|(n, k)| format!("{n} ({k})"))
+        .collect();
+    if !others.is_empty() {
+        s.push_str(&format!(
+            "  other candidate groups: {}\n",
+            others.join(", ")
+        ));
+    }
     s
 }

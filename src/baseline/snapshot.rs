@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::fleet::FleetEntry;
 use super::{Baselines, Binding, IdentityBaseline};
 
-// Version 2: the engine state carries its housekeeping schedule.
-const MAGIC: &[u8; 8] = b"NHIWSNP2";
+// Version 2: the engine state carries its housekeeping schedule. Version 3: baselines keep
+// when they last minted without an environment and a production time of week.
+const MAGIC: &[u8; 8] = b"NHIWSNP3";
 /// The file name inside the state directory.
 pub const FILE: &str = "baselines.snapshot";
 
@@ -46,6 +47,7 @@ struct Body<E> {
     credentials: Vec<(u128, Binding)>,
     next_sweep: i64,
     strings: Vec<(u64, String)>,
+    peers: super::peers::Export,
     engine: E,
 }
 
@@ -63,6 +65,7 @@ pub fn encode<E: Serialize>(baselines: &Baselines, engine: &E) -> Result<Vec<u8>
         credentials: baselines.credentials.export(),
         next_sweep: baselines.credentials.next_sweep(),
         strings: baselines.interner.export(),
+        peers: baselines.peers.export(),
         engine,
     };
     postcard::to_stdvec(&body)
@@ -84,6 +87,7 @@ pub fn decode<E: DeserializeOwned>(
     for (h, t) in body.strings {
         baselines.interner.intern(h, &t);
     }
+    baselines.peers.import(body.peers);
     Ok(body.engine)
 }
 

@@ -134,6 +134,17 @@ impl TimeOfWeek {
         self.total
     }
 
+    /// Mints held for a day type (0 weekdays, 1 weekends), decayed as of the last mint.
+    pub fn day_type_total(&self, day_type: usize) -> f32 {
+        self.bins[day_type.min(1)].iter().sum()
+    }
+
+    /// The count held in one bin (decayed as of the last mint).
+    pub fn bin_count(&self, bin: u8) -> f32 {
+        let b = usize::from(bin).min(BINS - 1);
+        self.bins[b / 24][b % 24]
+    }
+
     /// The bins holding the most mass, strongest first (for evidence).
     pub fn busiest(&self, n: usize) -> Vec<(u8, f32)> {
         let mut v: Vec<(u8, f32)> = self

@@ -21,6 +21,8 @@ pub struct Entry {
     pub count: u16,
     /// Per-set extra (a scope's privilege rank, an environment's tier).
     pub aux: u8,
+    /// Counted among its peer groups' adopters (on a use that raised no finding).
+    pub peer: bool,
 }
 
 /// A bounded set of observed values.
@@ -94,8 +96,20 @@ impl ValueSet {
             last: day,
             count: 1,
             aux,
+            peer: false,
         });
         true
+    }
+
+    /// Marks a value as counted by the peer groups; true the first time.
+    pub fn mark_peer(&mut self, hash: u64) -> bool {
+        match self.entries.iter_mut().find(|e| e.hash == hash) {
+            Some(e) if !e.peer => {
+                e.peer = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops entries last seen before `forget_before`.

@@ -7,14 +7,25 @@
 //! * an AWS session key is used from a network other than the one that minted it;
 //! * a single-use token (OIDC `jti`) is presented a second time;
 //!
-//! and on mints when an identity that only ever minted for other environments mints for
-//! production, or mints for production from an unprotected branch.
+//! and on mints when an identity that only ever minted for other environments, or never named
+//! an environment at all, mints for production, or mints for production from an unprotected
+//! branch.
+//!
+//! A first production mint is judged against the identity's peers too: among the peers whose
+//! environments include the identity's, the share that also mint for production. Usual among
+//! them (a release train's first production deploy, when its sibling workflows promote to
+//! production too) is routine; done by none of them (a CI workflow minting for production
+//! where no CI workflow ever does) is raised. In between, the finding is held for
+//! `peer_grace`, and dropped if `peer_rollout` members of the group make the same move
+//! meanwhile (the first release of a release train).
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::new_runner::{Cidr, cidrs};
-use super::{Cx, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use super::peers::Verdict;
+use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use crate::baseline::peers::mask;
 use crate::baseline::{Class, IdentityBaseline, Tier, env_pair, hash_value};
 use crate::config::Duration;
 use crate::event::{Action, CredentialKind};
@@ -27,6 +38,12 @@ pub struct Thresholds {
     unprotected_history: u32,
     /// How long bindings outlive their credential (read by the engine).
     pub binding_grace: Duration,
+    /// How long a first production mint is held while the peer group may make the same
+    /// move.
+    peer_grace: Duration,
+    /// Members of a group (the identity included) whose first production mints within a day
+    /// make a rollout.
+    peer_rollout: u32,
 }
 
 pub(super) struct CrossEnvReuse {
@@ -41,6 +58,13 @@ pub(super) struct CrossEnvReuse {
 impl CrossEnvReuse {
     pub(super) fn new(spec: Spec) -> Result<Self, SpecError> {
         let t: Thresholds = spec.thresholds()?;
+        if t.peer_rollout < 2 || t.peer_rollout as usize > crate::baseline::fleet_slots() {
+            return Err(SpecError::Invalid {
+                file: "cross_env_reuse.toml".into(),
+                key: "thresholds.peer_rollout".into(),
+                message: format!("must be between 2 and {}", crate::baseline::fleet_slots()),
+            });
+        }
         Ok(CrossEnvReuse {
             nets: cidrs(&spec)?,
             forget_days: (spec.forgetting.forget_after.as_secs() / 86_400).max(1) as u16,
@@ -70,6 +94,7 @@ impl CrossEnvReuse {
             summary,
             evidence: ev,
             defer: None,
+            routine: false,
         }
     }
 }
@@ -141,7 +166,8 @@ impl Detector for CrossEnvReuse {
                         json!({"ref": git_ref, "ref_protected": false, "production_mints": b.prod_mints, "unprotected_production_mints": b.prod_unprotected}),
                     ));
                 }
-                // A first production mint by an identity that only minted elsewhere.
+                // A first production mint by an identity that only minted elsewhere, or that
+                // never named an environment.
                 if cx.armed
                     && b.mints >= self.spec.learning.min_events
                     && !b.envs.seen_since(env, since)
@@ -151,22 +177,60 @@ impl Detector for CrossEnvReuse {
                         .recent(since)
                         .map(|x| (interner.text(x.hash), Tier::from_u8(x.aux)))
                         .collect();
-                    if !known.is_empty() && known.iter().all(|(_, t)| *t != Tier::Production) {
-                        let names: Vec<String> = known.into_iter().map(|(n, _)| n).collect();
-                        return Some(self.finding(
-                            cx,
-                            self.first_prod_key,
-                            format!("first {env_name} mint"),
-                            format!(
-                                "{} minted a {env_name} credential for the first time; in {} mints over {:.0} days it minted only for {}.",
-                                e.identity,
-                                b.mints,
-                                b.days_known(),
-                                names.join(", ")
-                            ),
-                            json!({"known_environments": names}),
-                        ));
+                    let elsewhere =
+                        !known.is_empty() && known.iter().all(|(_, t)| *t != Tier::Production);
+                    let unnamed = known.is_empty() && b.noenv_last != 0 && b.noenv_last >= since;
+                    if !(elsewhere || unnamed) {
+                        return None;
                     }
+                    let mut names: Vec<String> = known.into_iter().map(|(n, _)| n).collect();
+                    if b.noenv_last != 0 && b.noenv_last >= since {
+                        names.push("no environment".into());
+                    }
+                    let history = if unnamed {
+                        "it never named an environment".to_string()
+                    } else {
+                        format!("it minted only for {}", names.join(", "))
+                    };
+                    let mut f = self.finding(
+                        cx,
+                        self.first_prod_key,
+                        format!("first {env_name} mint"),
+                        format!(
+                            "{} minted a {env_name} credential for the first time; in {} mints over {:.0} days {history}.",
+                            e.identity,
+                            b.mints,
+                            b.days_known(),
+                        ),
+                        json!({"known_environments": names, "environments": mask::describe(b.env_mask)}),
+                    );
+                    if let Some(p) = cx.peers {
+                        let g = p.group();
+                        let share = g.envs(b.env_mask, mask::PRODUCTION);
+                        let what = format!(
+                            "of those minting for {} also mint for production",
+                            mask::describe(b.env_mask)
+                        );
+                        f.evidence.extend(g.evidence(&share, &what));
+                        f.summary.push_str(&g.sentence(&share, &what));
+                        match g.verdict(&share, self.spec.peers.routine_share) {
+                            Verdict::Routine => f.routine = true,
+                            Verdict::Unknown => {}
+                            v => {
+                                if v == Verdict::NewToPeers {
+                                    f.severity = f.severity.raised();
+                                }
+                                f.defer = Some(Defer {
+                                    value: g.transition(b.env_mask, mask::PRODUCTION),
+                                    min_identities: self.t.peer_rollout,
+                                    window_days: 1,
+                                    grace_secs: self.t.peer_grace.as_secs() as i64,
+                                    family: 0,
+                                });
+                            }
+                        }
+                    }
+                    return Some(f);
                 }
                 None
             }

@@ -97,6 +97,7 @@ impl Detector for FirstSeen {
             ),
             evidence: ev,
             defer: None,
+            routine: false,
         })
     }
 

@@ -14,9 +14,12 @@ mod first_seen;
 pub mod glob;
 mod new_runner;
 mod off_hours_mint;
+pub mod peers;
 pub mod privileges;
 mod scope_escalation;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +36,7 @@ use crate::baseline::{
 use crate::config::Config;
 use crate::event::{Action, Event, Outcome};
 use glob::GlobSet;
+use peers::{PeerCx, PeerRules};
 use privileges::Privileges;
 pub use spec::{Severity, Spec, SpecError};
 use zones::Zones;
@@ -52,6 +56,9 @@ pub struct Finding {
     pub evidence: Map<String, Value>,
     /// Hold the alert while the fleet may still adopt this value.
     pub defer: Option<Defer>,
+    /// New to the identity but usual among its peers: routine for its role (dropped, or
+    /// alerted with the `[peers] routine` severity).
+    pub routine: bool,
 }
 
 /// A fleet-level judgement pending on a value.
@@ -88,6 +95,8 @@ pub struct Cx<'a> {
     pub binding: Option<&'a Binding>,
     /// The identity's time zone.
     pub zone: &'a str,
+    /// The identity's peer group, when the detector judges against peers.
+    pub peers: Option<PeerCx<'a>>,
 }
 
 /// A detector: inspects events against baselines.
@@ -195,6 +204,8 @@ pub struct Runtime {
     /// schedule as one that never stopped (regression: after `kill -9` and restore the state
     /// drifted from a clean run's).
     next_prune: i64,
+    /// Fingerprint of the peer grouping the saved peer counts were made with.
+    peer_rules: u64,
 }
 
 /// An identity getting a fleet-new value of a family (see [`Defer::family`]).
@@ -218,6 +229,8 @@ pub struct Stats {
     pub suppressed: BTreeMap<String, u64>,
     /// Alerts dropped because the fleet adopted the value (rollouts), by detector.
     pub rollouts: BTreeMap<String, u64>,
+    /// Findings dropped as routine among the identity's peers, by detector.
+    pub peer_routine: BTreeMap<String, u64>,
     /// Findings on allowlisted identities.
     pub allowlisted: u64,
 }
@@ -240,6 +253,9 @@ impl Stats {
         }
         for (k, v) in &o.rollouts {
             *self.rollouts.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.peer_routine {
+            *self.peer_routine.entry(k.clone()).or_default() += v;
         }
         self.allowlisted += o.allowlisted;
     }
@@ -292,6 +308,7 @@ struct FindingCounters {
     held: prometheus::IntCounter,
     suppressed: prometheus::IntCounter,
     allowlisted: prometheus::IntCounter,
+    peer_routine: prometheus::IntCounter,
     released: prometheus::IntCounter,
     rollout: prometheus::IntCounter,
 }
@@ -306,6 +323,7 @@ impl FindingCounters {
             held: f("held"),
             suppressed: f("suppressed"),
             allowlisted: f("allowlisted"),
+            peer_routine: f("peer_routine"),
             released: h("released"),
             rollout: h("fleet_rollout"),
         }
@@ -318,6 +336,7 @@ pub struct Engine {
     allow: Vec<GlobSet>,
     privileges: Privileges,
     zones: Zones,
+    peer_rules: PeerRules,
     learn: LearnParams,
     binding_grace_secs: i64,
     /// Everything learned.
@@ -342,6 +361,7 @@ impl Engine {
         let dir = cfg.detectors.dir.as_deref();
         let specs = load_specs(dir)?;
         let privileges = Privileges::parse(&spec::text_of("privileges", dir)?)?;
+        let peer_rules = PeerRules::parse(&spec::text_of("peers", dir)?)?;
         let zones = Zones::new(&cfg.time)?;
         let wanted: Option<Vec<String>> = only
             .map(|o| o.to_vec())
@@ -360,7 +380,7 @@ impl Engine {
                 None => s.detector.enabled,
             })
             .collect();
-        Engine::new(chosen, privileges, zones)
+        Engine::new(chosen, privileges, zones, peer_rules)
     }
 
     /// An engine with the built-in specifications of the given detectors, UTC, no mappings.
@@ -373,12 +393,27 @@ impl Engine {
             specs,
             Privileges::parse(spec::EMBEDDED_PRIVILEGES)?,
             Zones::utc(),
+            PeerRules::parse(spec::EMBEDDED_PEERS)?,
         )
     }
 
-    fn new(specs: Vec<Spec>, privileges: Privileges, zones: Zones) -> Result<Engine, SetupError> {
+    fn new(
+        specs: Vec<Spec>,
+        privileges: Privileges,
+        zones: Zones,
+        peer_rules: PeerRules,
+    ) -> Result<Engine, SetupError> {
         let mut learn = LearnParams::default();
         let mut binding_grace_secs = 3600;
+        let mut state = Baselines::new();
+        // Peers are counted by the off-hours detector's time-of-week windows.
+        let radius = specs
+            .iter()
+            .find(|s| s.detector.name == "off_hours_mint")
+            .and_then(|s| s.thresholds.get("window_hours"))
+            .and_then(|v| v.as_integer())
+            .map_or(3, |r| r.clamp(0, 11) as u8);
+        state.peers.set_radius(radius);
         let days = |d: crate::config::Duration| {
             (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16
         };
@@ -415,9 +450,10 @@ impl Engine {
             allow,
             privileges,
             zones,
+            peer_rules,
             learn,
             binding_grace_secs,
-            state: Baselines::new(),
+            state,
             clock: i64::MIN,
             seq: 0,
             suppress: HashMap::new(),
@@ -443,6 +479,20 @@ impl Engine {
     /// The time zone used for an identity.
     pub fn zone_of(&self, identity: &str) -> &str {
         self.zones.name_for(identity)
+    }
+
+    /// The peer group an identity is judged with and its members, then every candidate
+    /// group with its members, finest first.
+    pub fn peer_groups(&self, b: &IdentityBaseline) -> ((String, u32), Vec<(String, u32)>) {
+        let g = PeerCx::new(b.peers, &self.state.peers, self.peer_rules.min_peers).group();
+        let mut all: Vec<(String, u32)> = Vec::new();
+        for id in b.peers {
+            let entry = (self.state.peers.name(id), self.state.peers.size(id));
+            if !all.contains(&entry) {
+                all.push(entry);
+            }
+        }
+        ((self.state.peers.name(g.id), g.size), all)
     }
 
     /// The detectors whose learning period an identity has passed.
@@ -475,12 +525,20 @@ impl Engine {
         let mut fleet_news: smallvec::SmallVec<[u64; 8]> = smallvec::SmallVec::new();
         let zone = self.zones.name_for(&event.identity);
         let mut findings: smallvec::SmallVec<[(usize, Finding); 2]> = smallvec::SmallVec::new();
+        // Values new to the identity (its peer groups count it as adopting them), and the
+        // group's value for a member's first production mint (a peer-level rollout).
+        let mut adopted: smallvec::SmallVec<[u64; 4]> = smallvec::SmallVec::new();
+        let mut transition = None;
         {
             let identities = &self.state.identities;
             let mut entry = match identities.get_mut(event.identity.as_str()) {
                 Some(e) => e,
                 None => {
-                    identities.insert(event.identity.as_str().into(), IdentityBaseline::new(secs));
+                    let mut b = IdentityBaseline::new(secs);
+                    let (ids, names) = self.peer_rules.candidates(&event.identity);
+                    b.peers = ids;
+                    self.state.peers.join(&ids, &names);
+                    identities.insert(event.identity.as_str().into(), b);
                     match identities.get_mut(event.identity.as_str()) {
                         Some(e) => e,
                         None => return,
@@ -488,6 +546,7 @@ impl Engine {
                 }
             };
             let baseline: &mut IdentityBaseline = &mut entry;
+            let peers = PeerCx::new(baseline.peers, &self.state.peers, self.peer_rules.min_peers);
             for (i, d) in self.detectors.iter().enumerate() {
                 let cx = Cx {
                     event,
@@ -497,6 +556,7 @@ impl Engine {
                     state: &self.state,
                     binding: binding.as_deref(),
                     zone,
+                    peers: d.spec().peers.judge.then_some(peers),
                 };
                 if let Some(f) = d.inspect(&cx) {
                     findings.push((i, f));
@@ -526,7 +586,50 @@ impl Engine {
                     }
                 }
             }
+            let mask_before = baseline.env_mask;
             baseline.learn(event, &view, &self.learn, &self.state.interner);
+            // What a member does counts as usual for its peer groups only when it raised no
+            // finding that day or the day before: an attack on one member (whose later
+            // records of the same run look ordinary to the member itself) must not make the
+            // same attack routine for the others.
+            if findings.iter().any(|(_, f)| !f.routine) {
+                baseline.peer_quiet_from = view.day.saturating_add(2);
+            }
+            if event.outcome == Outcome::Success && view.day >= baseline.peer_quiet_from {
+                for a in &view.attrs {
+                    if baseline.attrs.mark_peer(a.hash) {
+                        adopted.push(a.hash);
+                    }
+                }
+                if event.action == Action::Mint {
+                    for s in &view.scopes {
+                        if baseline.scopes.mark_peer(s.hash) {
+                            adopted.push(s.hash);
+                        }
+                    }
+                    let ids = baseline.peers;
+                    self.state
+                        .peers
+                        .count_windows(&ids, &mut baseline.peer_windows, view.tow_bin);
+                }
+            }
+            if event.action == Action::Mint && event.outcome == Outcome::Success {
+                let since = view.day.saturating_sub(self.learn.env_forget_days);
+                let mask = baseline::peers::env_mask(&baseline.envs, baseline.noenv_last, since);
+                if mask != mask_before {
+                    self.state
+                        .peers
+                        .move_mask(&baseline.peers, mask_before, mask);
+                    baseline.env_mask = mask;
+                    use baseline::peers::mask::PRODUCTION;
+                    if mask & PRODUCTION != 0 && mask_before & PRODUCTION == 0 {
+                        transition = Some(peers.group().transition(mask_before, PRODUCTION));
+                    }
+                }
+            }
+            for v in &adopted {
+                self.state.peers.adopt(&baseline.peers, *v, view.day);
+            }
             if event.action == Action::Use
                 && event.outcome == Outcome::Success
                 && let (Some(b), Some((used_in, _))) = (&binding, view.env)
@@ -543,8 +646,8 @@ impl Engine {
         drop(binding);
         if event.outcome == Outcome::Success {
             let who = hash_identity(&event.identity);
-            for v in fleet_news {
-                self.state.fleet.observe(v, who, view.day);
+            for v in fleet_news.iter().chain(&transition) {
+                self.state.fleet.observe(*v, who, view.day);
             }
             if event.action == Action::Mint
                 && let Some(key) = view.cred
@@ -571,7 +674,7 @@ impl Engine {
         for (i, f) in findings {
             self.emit(i, f, event, secs, out);
         }
-        self.drop_rollouts(&view);
+        self.drop_rollouts(&view, transition);
     }
 
     /// Releases every held alert (end of input).
@@ -586,6 +689,17 @@ impl Engine {
             self.stats.allowlisted += 1;
             self.counters[i].allowlisted.inc();
             return;
+        }
+        let mut f = f;
+        if f.routine {
+            match d.spec().peers.routine_severity() {
+                Some(severity) => f.severity = severity,
+                None => {
+                    *self.stats.peer_routine.entry(name.to_string()).or_default() += 1;
+                    self.counters[i].peer_routine.inc();
+                    return;
+                }
+            }
         }
         let key = SuppressKey {
             detector: i as u8,
@@ -677,8 +791,8 @@ impl Engine {
         }
     }
 
-    /// Drops held alerts on values the fleet has now adopted.
-    fn drop_rollouts(&mut self, view: &View) {
+    /// Drops held alerts on values the fleet (or a peer group) has now adopted.
+    fn drop_rollouts(&mut self, view: &View, transition: Option<u64>) {
         if self.by_value.is_empty() {
             return;
         }
@@ -687,7 +801,8 @@ impl Engine {
             .iter()
             .map(|a| a.hash)
             .chain(view.net.map(|n| n.hash))
-            .chain(view.scopes.iter().map(|s| s.hash));
+            .chain(view.scopes.iter().map(|s| s.hash))
+            .chain(transition);
         let mut adopted = Vec::new();
         for v in values {
             if let Some(keys) = self.by_value.get(&v) {
@@ -753,6 +868,7 @@ impl Engine {
                 .max(self.learn.scope_forget_days),
         );
         self.state.fleet.forget(horizon);
+        self.state.peers.forget(horizon);
         self.state.prune_interner();
     }
 
@@ -768,6 +884,35 @@ impl Engine {
             pending: self.pending.iter().map(|(k, p)| (*k, p.clone())).collect(),
             news: self.news.clone(),
             next_prune: self.next_prune,
+            peer_rules: self.peer_rules.fingerprint(),
+        }
+    }
+
+    /// Counts every identity into its peer groups again, from its baseline (after restoring
+    /// a snapshot taken with other grouping rules).
+    fn rebuild_peers(&mut self) {
+        let peers = &self.state.peers;
+        peers.clear();
+        let day = baseline::day_of(crate::time::Timestamp::from_micros(
+            self.clock.max(0).saturating_mul(1_000_000),
+        ));
+        let runner_since = day.saturating_sub(self.learn.runner_forget_days);
+        let scope_since = day.saturating_sub(self.learn.scope_forget_days);
+        let env_since = day.saturating_sub(self.learn.env_forget_days);
+        for mut e in self.state.identities.iter_mut() {
+            let (ids, names) = self.peer_rules.candidates(e.key());
+            let b = e.value_mut();
+            b.peers = ids;
+            peers.join(&ids, &names);
+            b.env_mask = baseline::peers::env_mask(&b.envs, b.noenv_last, env_since);
+            peers.move_mask(&ids, 0, b.env_mask);
+            for x in b.attrs.recent(runner_since).filter(|x| x.peer) {
+                peers.adopt(&ids, x.hash, x.last);
+            }
+            for x in b.scopes.recent(scope_since).filter(|x| x.peer) {
+                peers.adopt(&ids, x.hash, x.last);
+            }
+            peers.rebuild_windows(&ids, b.peer_windows);
         }
     }
 
@@ -783,6 +928,15 @@ impl Engine {
         for (k, p) in rt.pending {
             self.by_value.entry(p.defer.value).or_default().push(k);
             self.pending.insert(k, p);
+        }
+        if rt.peer_rules == self.peer_rules.fingerprint() {
+            for mut e in self.state.identities.iter_mut() {
+                let (ids, _) = self.peer_rules.candidates(e.key());
+                e.value_mut().peers = ids;
+            }
+        } else {
+            // The grouping changed: count the identities into the new groups.
+            self.rebuild_peers();
         }
     }
 
@@ -814,7 +968,7 @@ impl Engine {
                 .zip(armed)
                 .map(|(d, n)| (d.name(), n))
                 .collect(),
-            baseline_bytes: bytes as u64,
+            baseline_bytes: (bytes + self.state.peers.heap_bytes()) as u64,
             credentials: self.state.credentials.len() as u64,
             held: self.pending.len() as u64,
         }

@@ -4,9 +4,15 @@
 //! runner id, Kubernetes token requester group, named source, network prefix. A value the
 //! fleet already shares is not news; one that is new to the whole fleet is held for
 //! `fleet_grace` and dropped if the fleet adopts it (a runner-pool rollout, a subnet
-//! migration). Identities whose networks churn (cloud-hosted runners get a new /16 nearly
-//! every job) are only alerted on a network outside the public /8 blocks they run in that no
-//! other identity has used.
+//! migration). A runner id is judged by itself: a project's job on a runner id nobody used
+//! alerts unless that runner reaches the rollout threshold, however many other new runners
+//! appear at the time. Identities whose networks churn (cloud-hosted runners get a new /16
+//! nearly every job) are only alerted on a network outside the public /8 blocks they run in
+//! that no other identity has used.
+//!
+//! Each new value is also judged against the identity's peers: one most of its peers use (a
+//! workflow moving to the self-hosted runners its sibling workflows run on) is routine; one
+//! none of them uses raises the severity.
 
 use std::net::IpAddr;
 
@@ -14,8 +20,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::glob::GlobSet;
+use super::peers::{Share, Verdict};
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
-use crate::baseline::{Class, IdentityBaseline, attr_text, hash_value};
+use crate::baseline::{Class, IdentityBaseline, attr_text};
 use crate::config::Duration;
 use crate::event::Action;
 
@@ -129,6 +136,7 @@ struct Novel {
     fleet: u32,
     defer: Option<u32>,
     family: u64,
+    peers: Option<(Share, Verdict)>,
 }
 
 impl Detector for NewRunner {
@@ -172,6 +180,7 @@ impl Detector for NewRunner {
                             fleet: 0,
                             defer: None,
                             family: 0,
+                            peers: None,
                         });
                     }
                 }
@@ -190,12 +199,8 @@ impl Detector for NewRunner {
                         hash: a.hash,
                         fleet: others,
                         defer: Some(min),
-                        // A new pool of runners shows up as several new runner ids at once.
-                        family: if a.class == Class::RunnerId {
-                            hash_value(Class::RunnerId, "\0family")
-                        } else {
-                            0
-                        },
+                        family: 0,
+                        peers: None,
                     });
                 }
             }
@@ -231,17 +236,42 @@ impl Detector for NewRunner {
                     fleet: others,
                     defer: Some(min),
                     family: net.family(),
+                    peers: None,
                 });
             }
         }
         if novel.is_empty() {
             return None;
         }
+        // The peers: a runner attribute most of them use is routine for the role. Networks
+        // are judged at fleet level only (peers of one role often run in different ones).
+        let group = cx.peers.map(|p| p.group());
+        let mut routine = Vec::new();
+        if let Some(g) = &group {
+            for n in &mut novel {
+                if n.class != Class::Network {
+                    let share = g.value(n.hash, since);
+                    n.peers = Some((share, g.verdict(&share, self.spec.peers.routine_share)));
+                }
+            }
+            let (r, rest): (Vec<Novel>, Vec<Novel>) = novel
+                .into_iter()
+                .partition(|n| n.peers.is_some_and(|(_, v)| v == Verdict::Routine));
+            routine = r;
+            novel = rest;
+        }
+        let all_routine = novel.is_empty();
+        if all_routine {
+            novel = routine;
+        }
         let mut severity = self.spec.severity_for(tier_of(v));
         if novel.len() > 1
             || novel
                 .iter()
                 .any(|n| n.class == Class::RunnerKind || n.class == Class::RunnerGroup)
+            || novel
+                .iter()
+                .any(|n| n.peers.is_some_and(|(_, v)| v == Verdict::NewToPeers))
         {
             severity = severity.raised();
         }
@@ -286,15 +316,27 @@ impl Detector for NewRunner {
             Value::Array(
                 novel
                     .iter()
-                    .map(|n| json!({"kind": n.class.label(), "value": n.text, "fleet_identities": n.fleet}))
+                    .map(|n| {
+                        let mut x = json!({"kind": n.class.label(), "value": n.text, "fleet_identities": n.fleet});
+                        if let (Some((share, _)), Value::Object(m)) = (n.peers, &mut x) {
+                            m.insert("peers_with".into(), json!(share.with));
+                        }
+                        x
+                    })
                     .collect(),
             ),
         );
+        let mut summary = summary;
+        if let (Some(g), Some((share, _))) = (&group, novel.iter().find_map(|n| n.peers)) {
+            let what = format!("use {} {}", novel[0].class.label(), novel[0].text);
+            ev.extend(g.evidence(&share, &what));
+            summary.push_str(&g.sentence(&share, &what));
+        }
         ev.insert("known_runners".into(), json!(known_runners));
         ev.insert("known_networks".into(), json!(known_networks));
         ev.insert("network_observations".into(), json!(b.net_obs));
         // Hold the alert for a fleet judgement only when every new value could be a rollout.
-        let defer = if novel.iter().all(|n| n.defer.is_some()) {
+        let defer = if !all_routine && novel.iter().all(|n| n.defer.is_some()) {
             novel.first().and_then(|n| {
                 n.defer.map(|m| Defer {
                     family: n.family,
@@ -314,6 +356,7 @@ impl Detector for NewRunner {
             summary,
             evidence: ev,
             defer,
+            routine: all_routine,
         })
     }
 }

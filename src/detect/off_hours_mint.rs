@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use statrs::distribution::{Beta, ContinuousCDF};
 
+use super::peers::Verdict;
 use super::{Cx, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::{Class, IdentityBaseline, hash_value};
 use crate::event::Action;
@@ -26,6 +27,9 @@ pub struct Thresholds {
     confidence: f64,
     prior_mints: f64,
     very_improbable: f64,
+    /// A weekend mint at one of the identity's weekday working hours is routine when at
+    /// least this share of its peers mint at weekends (people who work some weekends).
+    weekend_peer_share: f64,
 }
 
 pub(super) struct OffHoursMint {
@@ -54,6 +58,9 @@ impl OffHoursMint {
         }
         if t.prior_mints <= 0.0 {
             return Err(bad("prior_mints", "must be positive"));
+        }
+        if !(0.0 < t.weekend_peer_share && t.weekend_peer_share <= 1.0) {
+            return Err(bad("weekend_peer_share", "must be in (0, 1]"));
         }
         Ok(OffHoursMint {
             half_life_days: (spec.forgetting.half_life.as_secs() as f32 / 86_400.0).max(0.01),
@@ -84,10 +91,162 @@ impl Detector for OffHoursMint {
             return None;
         }
         let v = cx.view;
-        let (k, n) =
-            cx.baseline
-                .tow
-                .window(v.tow_bin, self.t.window_hours, v.day, self.half_life_days);
+        let b = cx.baseline;
+        // Judged on all its mints, and for a production mint also on its production mints
+        // alone once it mints for production and for something else too: a pipeline whose
+        // nightly tests make the night ordinary for it still deploys only by day.
+        let (odd, production) = match self.judge(&b.tow, v) {
+            Some(o) => (o, false),
+            None => {
+                let prod = match (v.env, &b.prod_tow) {
+                    (Some((_, crate::baseline::Tier::Production)), Some(t)) => t,
+                    _ => return None,
+                };
+                (self.judge(prod, v)?, true)
+            }
+        };
+        let Odd {
+            k,
+            n,
+            mean,
+            below,
+            upper,
+        } = odd;
+        let mut severity = self.spec.severity_for(tier_of(v));
+        if mean < self.t.very_improbable {
+            severity = severity.raised();
+        }
+        let (weekday, hour, minute, _) = v.local;
+        let when = format!(
+            "{} {hour:02}:{minute:02}",
+            WEEKDAYS[usize::from(weekday.min(6))]
+        );
+        let usual = if production {
+            b.prod_tow
+                .as_ref()
+                .map(|t| t.describe())
+                .unwrap_or_default()
+        } else {
+            b.tow.describe()
+        };
+        let env = cx
+            .event
+            .environment
+            .as_deref()
+            .map(|e| format!(" {e}"))
+            .unwrap_or_default();
+        let what = if production {
+            "production mints"
+        } else {
+            "mints"
+        };
+        let mut summary = format!(
+            "{} minted a{env} credential on {when} ({}), a time it rarely mints{}: {k:.1} of its {n:.0} recent {what} fall within {} h of it (estimated probability {:.2} %); it usually mints{} {usual}.",
+            cx.event.identity,
+            cx.zone,
+            if production { " for production" } else { "" },
+            self.t.window_hours,
+            mean * 100.0,
+            if production { " for production" } else { "" },
+        );
+        let mut ev = evidence::base(cx.baseline);
+        ev.insert("local_time".into(), json!(when));
+        ev.insert("timezone".into(), json!(cx.zone));
+        ev.insert("window_hours".into(), json!(self.t.window_hours));
+        ev.insert("judged_on".into(), json!(what));
+        ev.insert("mints_in_window".into(), json!((k * 100.0).round() / 100.0));
+        ev.insert("mints_weighted".into(), json!((n * 100.0).round() / 100.0));
+        ev.insert("probability".into(), json!(mean));
+        ev.insert("probability_90th_percentile".into(), json!(upper));
+        ev.insert("probability_below_threshold".into(), json!(below));
+        ev.insert("threshold".into(), json!(self.t.max_probability));
+        ev.insert("usual_hours".into(), json!(usual));
+        // The peers. A weekend mint at an hour the identity works on weekdays is routine
+        // when most of its peers work at weekends too (builds people trigger when they work
+        // at a weekend); any other time of week is routine when most peers mint within the
+        // same window. Peers are counted by all their mints, so a production-only judgement
+        // is not compared with them.
+        let mut routine = false;
+        if let Some(p) = cx.peers
+            && !production
+        {
+            let g = p.group();
+            // The weekday window at this hour, against all weekday mints (both decayed alike).
+            let (k_weekday, n_all) = b.tow.window(
+                v.tow_bin % 24,
+                self.t.window_hours,
+                v.day,
+                self.half_life_days,
+            );
+            let total = f64::from(b.tow.total());
+            let weekday_share = if total > 0.0 {
+                f64::from(b.tow.day_type_total(0)) / total
+            } else {
+                0.0
+            };
+            let usual_hour = n_all > 0.0 && k_weekday >= WORKING_HOUR_SHARE * weekday_share * n_all;
+            let weekend_work = v.tow_bin >= 24 && usual_hour;
+            let (share, what) = if weekend_work {
+                (
+                    g.weekends(),
+                    format!("minted at weekends (it mints at {hour:02}h on weekdays)"),
+                )
+            } else {
+                (
+                    g.window(v.tow_bin, false),
+                    format!(
+                        "minted within {} h of {} {hour:02}h",
+                        self.t.window_hours,
+                        if v.tow_bin / 24 == 0 {
+                            "weekdays"
+                        } else {
+                            "weekends"
+                        }
+                    ),
+                )
+            };
+            ev.extend(g.evidence(&share, &what));
+            summary.push_str(&g.sentence(&share, &what));
+            let routine_share = if weekend_work {
+                self.t.weekend_peer_share
+            } else {
+                self.spec.peers.routine_share
+            };
+            match g.verdict(&share, routine_share) {
+                Verdict::Routine => routine = true,
+                Verdict::NewToPeers => severity = severity.raised(),
+                _ => {}
+            }
+        }
+        Some(Finding {
+            severity,
+            reason_key: self.reason_key,
+            reason: format!("mint on {when} ({})", cx.zone),
+            summary,
+            evidence: ev,
+            defer: None,
+            routine,
+        })
+    }
+}
+
+/// An improbable time of week, with the numbers behind it.
+struct Odd {
+    k: f64,
+    n: f64,
+    mean: f64,
+    below: f64,
+    upper: f64,
+}
+
+impl OffHoursMint {
+    /// The Beta test of a mint's time of week against a time-of-week model.
+    fn judge(
+        &self,
+        tow: &crate::baseline::timeofweek::TimeOfWeek,
+        v: &crate::baseline::View,
+    ) -> Option<Odd> {
+        let (k, n) = tow.window(v.tow_bin, self.t.window_hours, v.day, self.half_life_days);
         if n <= 0.0 {
             return None;
         }
@@ -96,11 +255,14 @@ impl Detector for OffHoursMint {
         let days = if weekend == 1 { 2.0 } else { 5.0 };
         let w = f64::from(2 * self.t.window_hours + 1) / 24.0 * days / 7.0;
         // Mints only speak for the day type in proportion to how long it was watched: with
-        // no weekend watched yet, weekday mints say nothing about a Saturday.
-        let exposure = cx
-            .baseline
-            .tow
-            .exposure_at(v.day, v.secs, self.half_life_days);
+        // no weekend watched yet, weekday mints say nothing about a Saturday. Until a whole
+        // day of the type was watched, some of its hours never were: no evidence (an
+        // around-the-clock identity first seen on a Sunday evening is not off-hours on its
+        // first Saturday night).
+        let exposure = tow.exposure_at(v.day, v.secs, self.half_life_days);
+        if exposure[weekend] < MIN_EXPOSURE_HOURS {
+            return None;
+        }
         let watched = exposure[0] + exposure[1];
         let n = if watched > 0.0 {
             n * (exposure[weekend] / watched / (days / 7.0)).min(1.0)
@@ -123,48 +285,19 @@ impl Detector for OffHoursMint {
         if below < self.t.confidence {
             return None;
         }
-        let upper = beta.inverse_cdf(0.9);
-        let mut severity = self.spec.severity_for(tier_of(v));
-        if mean < self.t.very_improbable {
-            severity = severity.raised();
-        }
-        let (weekday, hour, minute, _) = v.local;
-        let when = format!(
-            "{} {hour:02}:{minute:02}",
-            WEEKDAYS[usize::from(weekday.min(6))]
-        );
-        let usual = cx.baseline.tow.describe();
-        let env = cx
-            .event
-            .environment
-            .as_deref()
-            .map(|e| format!(" {e}"))
-            .unwrap_or_default();
-        let summary = format!(
-            "{} minted a{env} credential on {when} ({}), a time it rarely mints: {k:.1} of its {n:.0} recent mints fall within {} h of it (estimated probability {:.2} %); it usually mints {usual}.",
-            cx.event.identity,
-            cx.zone,
-            self.t.window_hours,
-            mean * 100.0
-        );
-        let mut ev = evidence::base(cx.baseline);
-        ev.insert("local_time".into(), json!(when));
-        ev.insert("timezone".into(), json!(cx.zone));
-        ev.insert("window_hours".into(), json!(self.t.window_hours));
-        ev.insert("mints_in_window".into(), json!((k * 100.0).round() / 100.0));
-        ev.insert("mints_weighted".into(), json!((n * 100.0).round() / 100.0));
-        ev.insert("probability".into(), json!(mean));
-        ev.insert("probability_90th_percentile".into(), json!(upper));
-        ev.insert("probability_below_threshold".into(), json!(below));
-        ev.insert("threshold".into(), json!(self.t.max_probability));
-        ev.insert("usual_hours".into(), json!(usual));
-        Some(Finding {
-            severity,
-            reason_key: self.reason_key,
-            reason: format!("mint on {when} ({})", cx.zone),
-            summary,
-            evidence: ev,
-            defer: None,
+        Some(Odd {
+            k,
+            n,
+            mean,
+            below,
+            upper: beta.inverse_cdf(0.9),
         })
     }
 }
+
+/// Share of its weekday mints an hour's window must hold to be one of the identity's
+/// working hours.
+const WORKING_HOUR_SHARE: f64 = 0.05;
+
+/// Hours of a day type that must have been watched before its quiet hours are evidence.
+const MIN_EXPOSURE_HOURS: f64 = 24.0;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::glob::GlobSet;
+use super::peers::{Share, Verdict};
 use super::privileges::Rank;
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::{Class, IdentityBaseline, hash_value};
@@ -94,81 +95,47 @@ impl Detector for ScopeEscalation {
         }
         let (v, b, e) = (cx.view, cx.baseline, cx.event);
         let since = v.day.saturating_sub(self.forget_days);
+        let fleet_since = v.day.saturating_sub(self.fleet_days);
         let held = Rank::from_u8(b.max_rank(since));
-        let interner = &cx.state.interner;
-        let held_scopes: Vec<String> = b
-            .scopes
-            .recent(since)
-            .take(12)
-            .map(|x| {
-                format!(
-                    "{} ({})",
-                    interner.text(x.hash),
-                    Rank::from_u8(x.aux).as_str()
-                )
-            })
-            .collect();
-        let mut ev = evidence::base(b);
-        ev.insert("held_rank".into(), json!(held.as_str()));
-        ev.insert("held_scopes".into(), json!(held_scopes));
 
-        // Scopes beyond what was held.
-        let mut above: Vec<(u64, &str, Rank, u32)> = Vec::new();
+        // Scopes beyond what was held, and audiences new to the identity whatever their
+        // rank: a token for a new audience reaches a system the identity never reached.
+        let mut news: Vec<New<'_>> = Vec::new();
         for (s, text) in v.scopes.iter().zip(&e.scopes) {
             let rank = Rank::from_u8(s.rank);
-            if rank <= held || b.scopes.seen_since(s.hash, since) || self.allow.matches(text) {
+            let audience = text.starts_with("aud:");
+            if (rank <= held && !audience)
+                || b.scopes.seen_since(s.hash, since)
+                || self.allow.matches(text)
+            {
                 continue;
             }
-            let others = cx
+            let others = cx.state.fleet.identities_since(s.hash, fleet_since);
+            // A value the fleet is adopting right now is a rollout, judged at fleet level;
+            // an audience others have long used is judged against the identity's peers.
+            let fresh = cx
                 .state
                 .fleet
-                .identities_since(s.hash, v.day.saturating_sub(self.fleet_days));
-            if rank < Rank::Admin && others + 1 >= self.t.fleet_min_identities {
+                .first_seen(s.hash)
+                .is_none_or(|d| d >= fleet_since);
+            if rank < Rank::Admin
+                && others + 1 >= self.t.fleet_min_identities
+                && (!audience || fresh)
+            {
                 continue;
             }
-            above.push((s.hash, text, rank, others));
+            news.push(New {
+                hash: s.hash,
+                text,
+                rank,
+                fleet: others,
+                audience,
+                defer: rank < Rank::Admin && (!audience || fresh),
+                peers: None,
+            });
         }
-        if let Some(&(hash, text, rank, _)) = above.iter().max_by_key(|(_, _, r, _)| *r) {
-            let mut severity = self.spec.severity_for(tier_of(v));
-            if rank == Rank::Admin {
-                severity = severity.raised();
-            }
-            ev.insert(
-                "new_scopes".into(),
-                Value::Array(
-                    above
-                        .iter()
-                        .map(|(_, t, r, f)| json!({"scope": t, "rank": r.as_str(), "fleet_identities": f}))
-                        .collect(),
-                ),
-            );
-            let summary = format!(
-                "{} minted a credential with {text} ({}), beyond the {} scopes it held: {}.",
-                e.identity,
-                rank.as_str(),
-                held.as_str(),
-                if held_scopes.is_empty() {
-                    "none".to_string()
-                } else {
-                    held_scopes.join(", ")
-                }
-            );
-            // Only a non-admin scope can turn out to be a rollout.
-            let defer = (rank < Rank::Admin).then(|| Defer {
-                family: 0,
-                value: hash,
-                min_identities: self.t.fleet_min_identities,
-                window_days: self.fleet_days,
-                grace_secs: self.t.fleet_grace.as_secs() as i64,
-            });
-            return Some(Finding {
-                severity,
-                reason_key: hash,
-                reason: format!("new {} scope {text}", rank.as_str()),
-                summary,
-                evidence: ev,
-                defer,
-            });
+        if !news.is_empty() {
+            return Some(self.scope_finding(cx, held, since, news));
         }
 
         // A lifetime far above the norm.
@@ -182,6 +149,7 @@ impl Detector for ScopeEscalation {
         {
             return None;
         }
+        let mut ev = evidence::base(b);
         ev.insert("ttl_seconds".into(), json!(ttl));
         ev.insert("longest_ttl_seconds".into(), json!(max));
         ev.insert("mints_with_ttl".into(), json!(b.ttl_n));
@@ -202,7 +170,130 @@ impl Detector for ScopeEscalation {
             ),
             evidence: ev,
             defer: None,
+            routine: false,
         })
+    }
+}
+
+/// A scope new to the identity.
+struct New<'a> {
+    hash: u64,
+    text: &'a str,
+    rank: Rank,
+    fleet: u32,
+    audience: bool,
+    /// May turn out to be a rollout.
+    defer: bool,
+    peers: Option<(Share, Verdict)>,
+}
+
+impl ScopeEscalation {
+    fn scope_finding(
+        &self,
+        cx: &Cx<'_>,
+        held: Rank,
+        since: crate::baseline::Day,
+        mut news: Vec<New<'_>>,
+    ) -> Finding {
+        let (v, b, e) = (cx.view, cx.baseline, cx.event);
+        // The peers: a scope most of them hold is routine for the role.
+        let group = cx.peers.map(|p| p.group());
+        if let Some(g) = &group {
+            for n in &mut news {
+                let share = g.value(n.hash, since);
+                n.peers = Some((share, g.verdict(&share, self.spec.peers.routine_share)));
+            }
+        }
+        let routine = news
+            .iter()
+            .all(|n| n.peers.is_some_and(|(_, v)| v == Verdict::Routine));
+        if !routine {
+            news.retain(|n| !n.peers.is_some_and(|(_, v)| v == Verdict::Routine));
+        }
+        // The most privileged new scope speaks for the finding.
+        news.sort_by_key(|n| std::cmp::Reverse((n.rank, !n.audience)));
+        let top = &news[0];
+        let interner = &cx.state.interner;
+        let held_scopes: Vec<String> = b
+            .scopes
+            .recent(since)
+            .take(12)
+            .map(|x| {
+                format!(
+                    "{} ({})",
+                    interner.text(x.hash),
+                    Rank::from_u8(x.aux).as_str()
+                )
+            })
+            .collect();
+        let mut ev = evidence::base(b);
+        ev.insert("held_rank".into(), json!(held.as_str()));
+        ev.insert("held_scopes".into(), json!(held_scopes));
+        let mut severity = self.spec.severity_for(tier_of(v));
+        if top.rank == Rank::Admin || top.peers.is_some_and(|(_, v)| v == Verdict::NewToPeers) {
+            severity = severity.raised();
+        }
+        ev.insert(
+            "new_scopes".into(),
+            Value::Array(
+                news.iter()
+                    .map(|n| {
+                        let mut x = json!({"scope": n.text, "rank": n.rank.as_str(), "fleet_identities": n.fleet});
+                        if let (Some((share, _)), Value::Object(m)) = (n.peers, &mut x) {
+                            m.insert("peers_with".into(), json!(share.with));
+                        }
+                        x
+                    })
+                    .collect(),
+            ),
+        );
+        let held_text = if held_scopes.is_empty() {
+            "none".to_string()
+        } else {
+            held_scopes.join(", ")
+        };
+        let mut summary = if top.audience && top.rank <= held {
+            format!(
+                "{} minted a credential for audience {}, which it never asked for; it held: {held_text}.",
+                e.identity,
+                top.text.trim_start_matches("aud:")
+            )
+        } else {
+            format!(
+                "{} minted a credential with {} ({}), beyond the {} scopes it held: {held_text}.",
+                e.identity,
+                top.text,
+                top.rank.as_str(),
+                held.as_str(),
+            )
+        };
+        if let (Some(g), Some((share, _))) = (&group, top.peers) {
+            let what = format!("hold {}", top.text);
+            ev.extend(g.evidence(&share, &what));
+            summary.push_str(&g.sentence(&share, &what));
+        }
+        // Only a value the fleet may still be adopting can turn out to be a rollout.
+        let defer = (!routine && news.iter().all(|n| n.defer)).then(|| Defer {
+            family: 0,
+            value: top.hash,
+            min_identities: self.t.fleet_min_identities,
+            window_days: self.fleet_days,
+            grace_secs: self.t.fleet_grace.as_secs() as i64,
+        });
+        let reason = if top.audience && top.rank <= held {
+            format!("new audience {}", top.text.trim_start_matches("aud:"))
+        } else {
+            format!("new {} scope {}", top.rank.as_str(), top.text)
+        };
+        Finding {
+            severity,
+            reason_key: top.hash,
+            reason,
+            summary,
+            evidence: ev,
+            defer,
+            routine,
+        }
     }
 }
 

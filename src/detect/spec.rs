@@ -38,6 +38,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 /// The shipped privilege ranking, embedded.
 pub const EMBEDDED_PRIVILEGES: &str = include_str!("../../detectors/privileges.toml");
 
+/// The shipped peer grouping, embedded.
+pub const EMBEDDED_PEERS: &str = include_str!("../../detectors/peers.toml");
+
 /// How bad an alert is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +109,52 @@ pub struct Spec {
     /// What never alerts.
     #[serde(default)]
     pub allowlist: Allowlist,
+    /// How findings are judged against the identity's peer group.
+    #[serde(default)]
+    pub peers: PeerJudgement,
+}
+
+/// `[peers]`: judging a finding against the identity's peer group (`peers.toml`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerJudgement {
+    /// Judge against peers at all.
+    #[serde(default = "yes")]
+    pub judge: bool,
+    /// A behaviour at least this share of the peers show is routine for the role.
+    #[serde(default = "half")]
+    pub routine_share: f64,
+    /// What a routine finding becomes: `"drop"` (not alerted; counted as `peer_routine`) or
+    /// a severity to alert with.
+    #[serde(default = "drop_routine")]
+    pub routine: String,
+}
+
+impl Default for PeerJudgement {
+    fn default() -> Self {
+        PeerJudgement {
+            judge: true,
+            routine_share: half(),
+            routine: drop_routine(),
+        }
+    }
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn drop_routine() -> String {
+    "drop".into()
+}
+
+impl PeerJudgement {
+    /// The severity a routine finding is alerted with, or `None` to drop it.
+    pub fn routine_severity(&self) -> Option<Severity> {
+        Severity::ALL
+            .into_iter()
+            .find(|s| s.as_str() == self.routine)
+    }
 }
 
 /// Name and switch.
@@ -198,6 +247,23 @@ impl Spec {
                 message: format!("is {:?}; it must equal the file name", spec.detector.name),
             });
         }
+        if !(0.0 < spec.peers.routine_share && spec.peers.routine_share <= 1.0) {
+            return Err(SpecError::Invalid {
+                file: format!("{name}.toml"),
+                key: "peers.routine_share".into(),
+                message: "must be in (0, 1]".into(),
+            });
+        }
+        if spec.peers.routine != "drop" && spec.peers.routine_severity().is_none() {
+            return Err(SpecError::Invalid {
+                file: format!("{name}.toml"),
+                key: "peers.routine".into(),
+                message: format!(
+                    "is {:?}; it must be \"drop\" or a severity (info, low, medium, high, critical)",
+                    spec.peers.routine
+                ),
+            });
+        }
         if spec.learning.min_days < 0.0 {
             return Err(SpecError::Invalid {
                 file: format!("{name}.toml"),
@@ -277,7 +343,13 @@ pub fn text_of(name: &str, dir: Option<&Path>) -> Result<String, SpecError> {
     }
     EMBEDDED
         .iter()
-        .chain([("privileges", EMBEDDED_PRIVILEGES)].iter())
+        .chain(
+            [
+                ("privileges", EMBEDDED_PRIVILEGES),
+                ("peers", EMBEDDED_PEERS),
+            ]
+            .iter(),
+        )
         .find(|(n, _)| *n == name)
         .map(|(_, t)| (*t).to_string())
         .ok_or_else(|| SpecError::Invalid {

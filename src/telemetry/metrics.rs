@@ -283,7 +283,7 @@ impl Metrics {
             findings: counter_vec(
                 &r,
                 "nhiwatch_detector_findings_total",
-                "Detector findings by what became of them: alerted, held (for the fleet grace period), suppressed (repeat within the suppression window) or allowlisted.",
+                "Detector findings by what became of them: alerted, held (for the fleet grace period), suppressed (repeat within the suppression window), allowlisted, or peer_routine (usual among the identity's peers, not alerted).",
                 &["detector", "outcome"],
             ),
             held_outcomes: counter_vec(

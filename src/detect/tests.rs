@@ -1,0 +1,343 @@
+//! The engine judged on small, hand-made fleets: each test is one shape of real traffic (a
+//! release train, a build workflow that never named an environment, a runner re-registration
+//! wave, projected tokens for a new audience, a pipeline whose nightly tests make the night
+//! ordinary) and what the detectors must make of it, against the identity and its peers.
+
+use super::*;
+use crate::event::{RunnerKind, Source};
+use crate::time::Timestamp;
+
+/// Monday 2026-03-02, 00:00 UTC.
+const T0: i64 = 1_772_409_600;
+
+fn at(day: i64, secs: i64) -> Timestamp {
+    Timestamp::from_micros((T0 + day * 86_400 + secs) * 1_000_000)
+}
+
+fn weekday(day: i64) -> bool {
+    day.rem_euclid(7) < 5
+}
+
+struct Feed {
+    engine: Engine,
+    out: Vec<Alert>,
+    n: u64,
+}
+
+impl Feed {
+    fn new(detectors: &[&str]) -> Feed {
+        Feed {
+            engine: Engine::with_defaults(detectors).expect("engine"),
+            out: Vec::new(),
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, mut e: Event) {
+        self.n += 1;
+        e.id = format!("e{}", self.n);
+        self.engine.process(&e, &mut self.out);
+    }
+
+    fn done(&mut self) -> Vec<Alert> {
+        self.engine.flush(&mut self.out);
+        std::mem::take(&mut self.out)
+    }
+
+    fn of(&self, detector: &str) -> Vec<&Alert> {
+        self.out.iter().filter(|a| a.detector == detector).collect()
+    }
+}
+
+/// A GitHub workflow's OIDC token.
+fn github(identity: &str, t: Timestamp, env: Option<&str>) -> Event {
+    let mut e = Event::new(
+        "",
+        t,
+        Source::GithubActions,
+        "id_token",
+        Action::Mint,
+        identity,
+    );
+    e.environment = env.map(str::to_string);
+    e.runner.kind = Some(RunnerKind::Hosted);
+    e.scopes = vec!["aud:sts.amazonaws.com".into()];
+    e
+}
+
+fn workflow(repo: usize, file: &str) -> String {
+    format!("github:acme/r{repo}/.github/workflows/{file}")
+}
+
+/// `n` workflows named `file` deploying to `env` three times each weekday for `days` days.
+fn office_days(f: &mut Feed, ids: &[String], days: std::ops::Range<i64>, env: Option<&str>) {
+    for d in days.filter(|d| weekday(*d)) {
+        for (i, id) in ids.iter().enumerate() {
+            for h in [9, 12, 15] {
+                f.push(github(id, at(d, h * 3600 + i as i64 * 60), env));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_release_trains_first_production_deploy_is_routine_among_its_peers() {
+    let mut f = Feed::new(&["cross_env_reuse"]);
+    let ids: Vec<String> = (0..6).map(|i| workflow(i, "deploy.yml")).collect();
+    office_days(&mut f, &ids, 0..2, Some("staging"));
+    // Four of the six promote to production on Tuesday of the first week (still learning).
+    for id in &ids[..4] {
+        f.push(github(id, at(1, 16 * 3600), Some("production")));
+    }
+    office_days(&mut f, &ids, 2..9, Some("staging"));
+    // The sixth's first production deploy, after a week of staging only.
+    f.push(github(&ids[5], at(9, 14 * 3600), Some("production")));
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    assert_eq!(f.engine.stats.peer_routine.get("cross_env_reuse"), Some(&1));
+}
+
+#[test]
+fn a_build_workflow_that_never_named_an_environment_minting_for_production_is_raised() {
+    let mut f = Feed::new(&["cross_env_reuse"]);
+    let ci: Vec<String> = (0..5).map(|i| workflow(i, "ci.yml")).collect();
+    office_days(&mut f, &ci, 0..9, None);
+    f.push(github(&ci[2], at(9, 11 * 3600), Some("production")));
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(a.reason, "first production mint");
+    assert_eq!(a.severity, Severity::Critical);
+    assert!(
+        a.summary.contains("never named an environment"),
+        "{}",
+        a.summary
+    );
+    assert_eq!(a.evidence["peer_group"], "github workflows ci");
+    assert_eq!(a.evidence["peers_judged"], 4);
+    assert_eq!(a.evidence["peers_with"], 0);
+}
+
+#[test]
+fn a_release_trains_first_release_is_a_rollout_not_five_alerts() {
+    let mut f = Feed::new(&["cross_env_reuse"]);
+    let ids: Vec<String> = (0..5).map(|i| workflow(i, "release.yml")).collect();
+    office_days(&mut f, &ids, 0..9, Some("staging"));
+    for (i, id) in ids.iter().enumerate() {
+        f.push(github(
+            id,
+            at(9, 14 * 3600 + i as i64 * 600),
+            Some("production"),
+        ));
+    }
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    let s = &f.engine.stats;
+    let dropped = s.rollouts.get("cross_env_reuse").copied().unwrap_or(0)
+        + s.peer_routine.get("cross_env_reuse").copied().unwrap_or(0);
+    assert_eq!(dropped, 5, "{s:?}");
+
+    // Alone, on another day, a staging-only deployer of another group still alerts.
+    let mut g = Feed::new(&["cross_env_reuse"]);
+    office_days(&mut g, &ids, 0..9, Some("staging"));
+    g.push(github(&ids[3], at(9, 14 * 3600), Some("production")));
+    let alerts = g.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].evidence["peers_with"], 0);
+}
+
+/// A kubelet's TokenRequest for a service account.
+fn token(identity: &str, t: Timestamp, audience: &str) -> Event {
+    let mut e = Event::new(
+        "",
+        t,
+        Source::Kubernetes,
+        "serviceaccounts/token",
+        Action::Mint,
+        identity,
+    );
+    e.environment = Some("production".into());
+    e.runner.group = Some("system:nodes".into());
+    e.scopes = vec![format!("aud:{audience}")];
+    e.ttl = Some(3607);
+    e
+}
+
+const API: &str = "https://kubernetes.default.svc.cluster.local";
+
+fn kubelets(f: &mut Feed, sas: &[String], days: i64, sts: &[bool]) {
+    for d in 0..days {
+        for h in 0..24 {
+            for (i, sa) in sas.iter().enumerate() {
+                f.push(token(sa, at(d, h * 3600 + i as i64), API));
+                if sts[i] {
+                    f.push(token(
+                        sa,
+                        at(d, h * 3600 + i as i64 + 1),
+                        "sts.amazonaws.com",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_token_for_an_audience_the_account_never_had_is_an_escalation_even_from_a_kubelet() {
+    let sas: Vec<String> = (0..4).map(|i| format!("k8s:app{i}-prod/app{i}")).collect();
+    let mut f = Feed::new(&["scope_escalation"]);
+    kubelets(&mut f, &sas, 10, &[false; 4]);
+    f.push(token(&sas[0], at(10, 3600), "sts.amazonaws.com"));
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].reason, "new audience sts.amazonaws.com");
+    assert_eq!(alerts[0].evidence["peers_with"], 0);
+
+    // The same request, where every peer has long asked for that audience: routine.
+    let mut f = Feed::new(&["scope_escalation"]);
+    kubelets(&mut f, &sas, 10, &[false, true, true, true]);
+    f.push(token(&sas[0], at(10, 3600), "sts.amazonaws.com"));
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    assert_eq!(
+        f.engine.stats.peer_routine.get("scope_escalation"),
+        Some(&1)
+    );
+}
+
+/// A GitLab pipeline's ID token from a self-hosted runner.
+fn pipeline(project: usize, t: Timestamp, runner: u32) -> Event {
+    let mut e = Event::new(
+        "",
+        t,
+        Source::GitlabCi,
+        "id_token",
+        Action::Mint,
+        format!("gitlab:acme/p{project}/.gitlab-ci.yml"),
+    );
+    e.environment = Some("staging".into());
+    e.runner.kind = Some(RunnerKind::SelfHosted);
+    e.runner.id = Some(runner.to_string());
+    e.runner.ip = Some(format!("10.30.0.{}", 10 + project));
+    e
+}
+
+#[test]
+fn a_runner_nobody_registered_alerts_even_while_other_runners_are_registered() {
+    let mut f = Feed::new(&["new_runner"]);
+    for d in 0..6 {
+        for p in 0..4 {
+            for (k, h) in [9, 12, 15].iter().enumerate() {
+                f.push(pipeline(p, at(d, h * 3600 + p as i64), 100 + k as u32));
+            }
+        }
+    }
+    // The same hour: three projects pick up newly registered runners, one a rogue runner.
+    for p in 1..4 {
+        f.push(pipeline(p, at(6, 10 * 3600 + p as i64), 500 + p as u32));
+    }
+    f.push(pipeline(0, at(6, 10 * 3600 + 30), 999));
+    let alerts = f.done();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.identity.contains("/p0/") && a.reason == "runner id 999"),
+        "{alerts:#?}"
+    );
+}
+
+#[test]
+fn a_night_production_deploy_is_judged_on_production_mints_when_nightly_tests_fill_the_night() {
+    let mut f = Feed::new(&["off_hours_mint"]);
+    let id = "gitlab:acme/p/.gitlab-ci.yml";
+    let mint = |t, env: Option<&str>| {
+        let mut e = pipeline(0, t, 100);
+        e.identity = id.into();
+        e.environment = env.map(str::to_string);
+        e
+    };
+    for d in 0..14 {
+        // The nightly schedule: tests, no environment.
+        f.push(mint(at(d, 2 * 3600 + 60), None));
+        if weekday(d) {
+            for h in [10, 13, 16] {
+                f.push(mint(at(d, h * 3600), Some("production")));
+            }
+        }
+    }
+    f.push(mint(at(15, 2 * 3600 + 1800), Some("production")));
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].evidence["judged_on"], "production mints");
+    // A nightly test run at the same time is ordinary.
+    f.push(mint(at(16, 2 * 3600 + 1800), None));
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn a_time_of_week_never_watched_is_no_evidence() {
+    // Around the clock every four hours from Sunday 20:00; its first Saturday night is not
+    // off-hours: no Saturday night was ever watched.
+    let mut f = Feed::new(&["off_hours_mint"]);
+    let id = "vault:approle/reports";
+    let mut t = T0 - 4 * 3600;
+    while t < T0 + 5 * 86_400 + 8 * 3600 {
+        let mut e = Event::new(
+            "",
+            Timestamp::from_micros(t * 1_000_000),
+            Source::Vault,
+            "login",
+            Action::Mint,
+            id,
+        );
+        e.environment = Some("production".into());
+        f.push(e);
+        t += 4 * 3600;
+    }
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn a_restored_engine_judges_peers_exactly_as_one_that_never_stopped() {
+    let ids: Vec<String> = (0..5).map(|i| workflow(i, "release.yml")).collect();
+    let mut events = Vec::new();
+    {
+        let mut capture = |e: Event| events.push(e);
+        for d in (0..9).filter(|d| weekday(*d)) {
+            for (i, id) in ids.iter().enumerate() {
+                for h in [9, 12, 15] {
+                    capture(github(id, at(d, h * 3600 + i as i64 * 60), Some("staging")));
+                }
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            capture(github(id, at(9 + i as i64, 14 * 3600), Some("production")));
+        }
+    }
+    let run = |split: Option<usize>| {
+        let mut f = Feed::new(&["cross_env_reuse", "off_hours_mint", "new_runner"]);
+        for (i, e) in events.iter().enumerate() {
+            if Some(i) == split {
+                let bytes = f.engine.snapshot_bytes().expect("snapshot");
+                let mut g = Feed::new(&["cross_env_reuse", "off_hours_mint", "new_runner"]);
+                g.engine.restore_bytes(&bytes).expect("restore");
+                g.n = f.n;
+                g.out = std::mem::take(&mut f.out);
+                f = g;
+            }
+            f.push(e.clone());
+        }
+        let alerts: Vec<String> = f.done().into_iter().map(|a| a.id).collect();
+        (alerts, f.engine.state.peers.export())
+    };
+    let whole = run(None);
+    assert!(
+        !whole.0.is_empty(),
+        "the later members' first production mints alert"
+    );
+    for split in [events.len() / 2, events.len() - 3] {
+        assert_eq!(run(Some(split)), whole, "restored at event {split}");
+    }
+}
