@@ -667,7 +667,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 only: args.format,
             })?;
             if let Some(p) = &args.config_out {
-                std::fs::write(p, sim.config_toml())
+                // Whole or not at all: a replay may read it while the records stream.
+                crate::baseline::snapshot::write_atomic(p, &[sim.config_toml().as_bytes()])
                     .with_context(|| format!("cannot write {}", p.display()))?;
             }
             let mut labels = match &args.labels {

@@ -127,6 +127,9 @@ pub struct Summary {
     pub credentials: usize,
     /// Approximate bytes of the identity baselines at the end (keys, structs and heap).
     pub baseline_bytes: usize,
+    /// Peer groups at the end, the values their members adopted, and their approximate
+    /// bytes.
+    pub peers: (usize, usize, usize),
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss: Option<u64>,
     /// What was written to the lake, when one was given.
@@ -206,6 +209,12 @@ impl Summary {
                 thousands(self.identities as u64),
                 thousands((self.baseline_bytes / self.identities.max(1)) as u64),
                 thousands(self.credentials as u64)
+            ));
+            s.push_str(&format!(
+                "  peer groups: {} ({} adopted values, {} B per identity)\n",
+                thousands(self.peers.0 as u64),
+                thousands(self.peers.1 as u64),
+                thousands((self.peers.2 / self.identities.max(1)) as u64)
             ));
             s.push_str(&format!("  alerts: {}\n", thousands(d.alerts_total())));
             let mut names: Vec<&str> = d.alerts.keys().map(|(n, _)| n.as_str()).collect();
@@ -577,6 +586,10 @@ pub fn run(
             run.summary.identities += engine.state.identities.len();
             run.summary.credentials += engine.state.credentials.len();
             run.summary.baseline_bytes += engine.state.identity_bytes();
+            let p = &engine.state.peers;
+            run.summary.peers.0 += p.len();
+            run.summary.peers.1 += p.values_len();
+            run.summary.peers.2 += p.heap_bytes();
         }
         run.summary.detection = Some(stats);
     }

@@ -56,6 +56,15 @@ pub mod mask {
         }
     }
 
+    /// The highest tier of a combination without production, as a combination of its own
+    /// (`STAGING` for staging + testing; `NONE` for a build job).
+    pub fn highest(m: u8) -> u8 {
+        [STAGING, OTHER, NONE]
+            .into_iter()
+            .find(|b| m & b != 0)
+            .unwrap_or(0)
+    }
+
     /// The combination as words (`staging+production`, `none`).
     pub fn describe(m: u8) -> String {
         let mut v = Vec::new();
@@ -391,6 +400,11 @@ impl Peers {
         self.groups.get(&id).map_or(0, |g| {
             u32::from(g.windows.get(usize::from(bin)).copied().unwrap_or(0)).min(g.size)
         })
+    }
+
+    /// (group, value) adoptions tracked.
+    pub fn values_len(&self) -> usize {
+        self.values.len()
     }
 
     /// Groups tracked.

@@ -44,6 +44,10 @@ pub struct Thresholds {
     /// Members of a group (the identity included) whose first production mints within a day
     /// make a rollout.
     peer_rollout: u32,
+    /// A first production mint is routine among peers only this soon after the identity
+    /// was first seen: a member that deployed elsewhere for longer than its peers' release
+    /// cycles is not on their train.
+    peer_first_release: Duration,
 }
 
 pub(super) struct CrossEnvReuse {
@@ -206,14 +210,29 @@ impl Detector for CrossEnvReuse {
                     );
                     if let Some(p) = cx.peers {
                         let g = p.group();
-                        let share = g.envs(b.env_mask, mask::PRODUCTION);
+                        // Peers are compared on the highest tier the identity deploys to
+                        // (staging, else another environment, else none): a release train
+                        // that also runs tests in `testing` is still a staging deployer.
+                        let basis = mask::highest(b.env_mask);
+                        let share = g.envs(basis, mask::PRODUCTION);
                         let what = format!(
                             "of those minting for {} also mint for production",
-                            mask::describe(b.env_mask)
+                            mask::describe(basis)
                         );
                         f.evidence.extend(g.evidence(&share, &what));
                         f.summary.push_str(&g.sentence(&share, &what));
-                        match g.verdict(&share, self.spec.peers.routine_share) {
+                        let mut verdict = g.verdict(&share, self.spec.peers.routine_share);
+                        if verdict == Verdict::Routine
+                            && b.days_known() * 86_400.0
+                                > self.t.peer_first_release.as_secs() as f64
+                        {
+                            verdict = Verdict::Some;
+                            f.evidence.insert(
+                                "peer_first_release_days".into(),
+                                json!(self.t.peer_first_release.as_secs() / 86_400),
+                            );
+                        }
+                        match verdict {
                             Verdict::Routine => f.routine = true,
                             Verdict::Unknown => {}
                             v => {
@@ -221,7 +240,7 @@ impl Detector for CrossEnvReuse {
                                     f.severity = f.severity.raised();
                                 }
                                 f.defer = Some(Defer {
-                                    value: g.transition(b.env_mask, mask::PRODUCTION),
+                                    value: g.transition(basis, mask::PRODUCTION),
                                     min_identities: self.t.peer_rollout,
                                     window_days: 1,
                                     grace_secs: self.t.peer_grace.as_secs() as i64,

@@ -623,7 +623,8 @@ impl Engine {
                     baseline.env_mask = mask;
                     use baseline::peers::mask::PRODUCTION;
                     if mask & PRODUCTION != 0 && mask_before & PRODUCTION == 0 {
-                        transition = Some(peers.group().transition(mask_before, PRODUCTION));
+                        let basis = baseline::peers::mask::highest(mask_before);
+                        transition = Some(peers.group().transition(basis, PRODUCTION));
                     }
                 }
             }

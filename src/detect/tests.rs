@@ -43,10 +43,6 @@ impl Feed {
         self.engine.flush(&mut self.out);
         std::mem::take(&mut self.out)
     }
-
-    fn of(&self, detector: &str) -> Vec<&Alert> {
-        self.out.iter().filter(|a| a.detector == detector).collect()
-    }
 }
 
 /// A GitHub workflow's OIDC token.

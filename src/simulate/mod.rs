@@ -2,8 +2,18 @@
 //! formats, with injected attacks and an answer key, to measure what the detectors catch and
 //! what they cost in false alerts.
 //!
-//! The organisation runs five kinds of service, each behaving the way its real counterpart
-//! does:
+//! `--profile` picks the organisation's archetype ([`Profile`]): `classic`, described below
+//! and fixed for a seed, or one of seven others whose parameters are drawn from the seed
+//! (see `profile.rs`): release trains that deploy to staging all week and promote to
+//! production on a cadence, CI workflows that name no environment and build whenever people
+//! push (weekends included), monorepos with dozens of workflows, self-hosted GitLab runner
+//! fleets that grow during the run, pipelines that run tests on a nightly schedule beside
+//! production deploys by day, Kubernetes accounts with projected tokens for several
+//! audiences, Vault AppRoles with long-lived tokens and roles that name no environment, small
+//! and large organisations, all in a time zone of their own.
+//!
+//! The `classic` organisation runs five kinds of service, each behaving the way its real
+//! counterpart does:
 //!
 //! | service | identities | behaviour |
 //! |---|---|---|
@@ -18,8 +28,8 @@
 //! workloads start requesting tokens for a new audience, a daylight-saving change moves every
 //! office-hours schedule against UTC, and some services are onboarded mid-run.
 //!
-//! Attacks of four kinds (sixteen variants, see [`Variant`]) are injected into services that
-//! have a history; every record an attack writes is listed in the answer key with its native
+//! Attacks of four kinds (sixteen variants in `classic`, twenty in the other profiles, see
+//! [`Variant`]) are injected into services that have a history; every record an attack writes is listed in the answer key with its native
 //! id (`--labels`), so `nhiwatch score` can compute recall and precision.
 //!
 //! Output is deterministic for a seed and sorted by time; nothing depends on the wall clock.
@@ -296,7 +306,9 @@ impl Variant {
     /// Local seconds of day of the attack.
     fn local_secs(self, rng: &mut Rng) -> u32 {
         match self {
-            Variant::DeployAtNight => rng.range(3600, 4 * 3600 + 1800) as u32,
+            Variant::DeployAtNight | Variant::ScheduledNightDeploy => {
+                rng.range(3600, 4 * 3600 + 1800) as u32
+            }
             Variant::PipelineAtWeekendNight => rng.range(1800, 5 * 3600) as u32,
             Variant::NightlyInDaytime => rng.range(12 * 3600, 16 * 3600) as u32,
             _ => rng.range(9 * 3600 + 1800, 16 * 3600) as u32,
@@ -1184,10 +1196,13 @@ impl Simulation {
                     if used_services.contains(&svc) || !variant.fits(s) {
                         continue;
                     }
-                    // A workflow that moved to self-hosted runners can't be moved there.
-                    if variant == Variant::SelfHostedRunner
+                    // A workflow that moved to self-hosted runners can't be moved there, and a
+                    // role given a write policy can't be given it again.
+                    if (variant == Variant::SelfHostedRunner
                         && s.change
-                            .is_some_and(|(c, _)| c == Change::MovedToSelfHosted)
+                            .is_some_and(|(c, _)| c == Change::MovedToSelfHosted))
+                        || (variant == Variant::WritePolicyAdded
+                            && s.change.is_some_and(|(c, _)| c == Change::PolicyAdded))
                     {
                         continue;
                     }
