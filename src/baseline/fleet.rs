@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Day, MapHasher};
 
+/// The fleet key under which identities *taking up* a value are counted (as opposed to
+/// using it): a value many identities have long used is rolled out to more of them when
+/// several take it up at once.
+pub fn adoption_key(value: u64) -> u64 {
+    value.rotate_left(29) ^ 0x6164_6f70_7469_6f6e
+}
+
 /// Distinct identities remembered per value. Fleet thresholds must not exceed it.
 pub const SLOTS: usize = 12;
 

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 pub use credentials::{Binding, Credentials, DEFAULT_TTL_SECS};
-pub use fleet::Fleet;
+pub use fleet::{Fleet, adoption_key};
 pub use identity::{IdentityBaseline, LearnParams};
 pub use peers::Peers;
 pub use values::{Entry, ValueSet};

@@ -227,6 +227,9 @@ pub struct Group {
     windows: Vec<u16>,
     /// Members that minted at a weekend at all.
     weekend: u32,
+    /// The longest a member deployed elsewhere before its first production mint, days
+    /// (members whose first production mint raised no finding): the group's release cycle.
+    first_release: u16,
 }
 
 /// What peer groups hold.
@@ -388,6 +391,20 @@ impl Peers {
                 g.weekend += 1;
             }
         });
+    }
+
+    /// Records how many days a member deployed elsewhere before its first production mint.
+    pub fn record_first_release(&self, ids: &[GroupId; LEVELS], days: u16) {
+        for_each_distinct(ids, |id| {
+            let mut g = self.groups.entry(id).or_default();
+            g.first_release = g.first_release.max(days);
+        });
+    }
+
+    /// The longest a member of the group deployed elsewhere before its first production mint
+    /// (0: none recorded).
+    pub fn first_release(&self, id: GroupId) -> u16 {
+        self.groups.get(&id).map_or(0, |g| g.first_release)
     }
 
     /// Members of a group that minted at a weekend.

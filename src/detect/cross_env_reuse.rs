@@ -45,9 +45,13 @@ pub struct Thresholds {
     /// make a rollout.
     peer_rollout: u32,
     /// A first production mint is routine among peers only this soon after the identity
-    /// was first seen: a member that deployed elsewhere for longer than its peers' release
-    /// cycles is not on their train.
+    /// was first seen (and within the group's learned release cycle): a member that deployed
+    /// elsewhere for longer than its peers do before their first release is not on their
+    /// train.
     peer_first_release: Duration,
+    /// The shortest release cycle assumed while the group's members are still making their
+    /// first releases (a release train promotes at least fortnightly).
+    peer_release_min: Duration,
 }
 
 pub(super) struct CrossEnvReuse {
@@ -209,28 +213,36 @@ impl Detector for CrossEnvReuse {
                         json!({"known_environments": names, "environments": mask::describe(b.env_mask)}),
                     );
                     if let Some(p) = cx.peers {
-                        let g = p.group();
                         // Peers are compared on the highest tier the identity deploys to
                         // (staging, else another environment, else none): a release train
-                        // that also runs tests in `testing` is still a staging deployer.
+                        // that also runs tests in `testing` is still a staging deployer. The
+                        // finest group with enough such peers judges.
                         let basis = mask::highest(b.env_mask);
-                        let share = g.envs(basis, mask::PRODUCTION);
+                        let (g, share) = p.group_for(|g| g.envs(basis, mask::PRODUCTION));
                         let what = format!(
                             "of those minting for {} also mint for production",
                             mask::describe(basis)
                         );
                         f.evidence.extend(g.evidence(&share, &what));
                         f.summary.push_str(&g.sentence(&share, &what));
+                        // Routine only within the group's release cycle: the longest its
+                        // members deployed elsewhere before their first production deploy
+                        // (a day of slack), at least `peer_release_min` (more members are
+                        // still to make their first release: a fortnight) and at most
+                        // `peer_first_release`.
+                        let cap = self.t.peer_first_release.as_secs() as f64 / 86_400.0;
+                        let floor = self.t.peer_release_min.as_secs() as f64 / 86_400.0;
+                        let cycle = match g.first_release_days() {
+                            0 => cap,
+                            d => (f64::from(d) + 1.0).clamp(floor.min(cap), cap),
+                        };
                         let mut verdict = g.verdict(&share, self.spec.peers.routine_share);
-                        if verdict == Verdict::Routine
-                            && b.days_known() * 86_400.0
-                                > self.t.peer_first_release.as_secs() as f64
-                        {
+                        f.evidence.insert(
+                            "peer_release_cycle_days".into(),
+                            json!((cycle * 10.0).round() / 10.0),
+                        );
+                        if verdict == Verdict::Routine && b.days_known() > cycle {
                             verdict = Verdict::Some;
-                            f.evidence.insert(
-                                "peer_first_release_days".into(),
-                                json!(self.t.peer_first_release.as_secs() / 86_400),
-                            );
                         }
                         match verdict {
                             Verdict::Routine => f.routine = true,

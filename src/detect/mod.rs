@@ -173,6 +173,8 @@ struct Pending {
     #[serde(with = "alert_json")]
     alert: Alert,
     defer: Defer,
+    /// Held once more because another identity took up the value meanwhile.
+    extended: bool,
 }
 
 mod alert_json {
@@ -528,7 +530,9 @@ impl Engine {
         // Values new to the identity (its peer groups count it as adopting them), and the
         // group's value for a member's first production mint (a peer-level rollout).
         let mut adopted: smallvec::SmallVec<[u64; 4]> = smallvec::SmallVec::new();
-        let mut transition = None;
+        // Scopes this identity takes up (counted fleet-wide under their adoption keys).
+        let mut adoptions: smallvec::SmallVec<[u64; 2]> = smallvec::SmallVec::new();
+        let mut transition: Option<[u64; baseline::peers::LEVELS]> = None;
         {
             let identities = &self.state.identities;
             let mut entry = match identities.get_mut(event.identity.as_str()) {
@@ -579,9 +583,13 @@ impl Engine {
                     fleet_news.extend(n.block_hash());
                 }
                 if event.action == Action::Mint {
+                    let scope_since = view.day.saturating_sub(self.learn.scope_forget_days);
                     for s in &view.scopes {
                         if !today(&baseline.scopes, s.hash) {
                             fleet_news.push(s.hash);
+                        }
+                        if !baseline.scopes.seen_since(s.hash, scope_since) {
+                            adoptions.push(baseline::adoption_key(s.hash));
                         }
                     }
                 }
@@ -624,7 +632,15 @@ impl Engine {
                     use baseline::peers::mask::PRODUCTION;
                     if mask & PRODUCTION != 0 && mask_before & PRODUCTION == 0 {
                         let basis = baseline::peers::mask::highest(mask_before);
-                        transition = Some(peers.group().transition(basis, PRODUCTION));
+                        transition = Some(peers.transitions(basis, PRODUCTION));
+                        // A first production deploy nobody found odd tells the group how
+                        // long its members deploy elsewhere first (its release cycle).
+                        if !findings.iter().any(|(_, f)| !f.routine) {
+                            let days = baseline.days_known().ceil().min(f64::from(u16::MAX));
+                            self.state
+                                .peers
+                                .record_first_release(&baseline.peers, days as u16);
+                        }
                     }
                 }
             }
@@ -647,7 +663,8 @@ impl Engine {
         drop(binding);
         if event.outcome == Outcome::Success {
             let who = hash_identity(&event.identity);
-            for v in fleet_news.iter().chain(&transition) {
+            let moves = transition.iter().flatten();
+            for v in fleet_news.iter().chain(moves).chain(&adoptions) {
                 self.state.fleet.observe(*v, who, view.day);
             }
             if event.action == Action::Mint
@@ -675,7 +692,7 @@ impl Engine {
         for (i, f) in findings {
             self.emit(i, f, event, secs, out);
         }
-        self.drop_rollouts(&view, transition);
+        self.drop_rollouts(&view, transition.into_iter().flatten().chain(adoptions));
     }
 
     /// Releases every held alert (end of input).
@@ -731,7 +748,14 @@ impl Engine {
                 self.seq += 1;
                 let at = (secs.saturating_add(defer.grace_secs), self.seq);
                 self.by_value.entry(defer.value).or_default().push(at);
-                self.pending.insert(at, Pending { alert, defer });
+                self.pending.insert(
+                    at,
+                    Pending {
+                        alert,
+                        defer,
+                        extended: false,
+                    },
+                );
             }
             None => {
                 self.counters[i].alerted.inc();
@@ -755,6 +779,27 @@ impl Engine {
                 v.retain(|k| *k != at);
                 if v.is_empty() {
                     self.by_value.remove(&p.defer.value);
+                }
+            }
+            // Another identity took the value up meanwhile: a rollout may be under way that
+            // reaches the threshold only slowly (a re-registered runner its projects pick up
+            // as their pipelines run). Hold it once more.
+            if !p.extended {
+                let day = baseline::day_of(crate::time::Timestamp::from_micros(
+                    at.0.saturating_mul(1_000_000),
+                ));
+                let since = day.saturating_sub(p.defer.window_days);
+                if self.state.fleet.identities_since(p.defer.value, since) >= 2 {
+                    let next = (at.0.saturating_add(p.defer.grace_secs), at.1);
+                    self.by_value.entry(p.defer.value).or_default().push(next);
+                    self.pending.insert(
+                        next,
+                        Pending {
+                            extended: true,
+                            ..p
+                        },
+                    );
+                    continue;
                 }
             }
             if p.defer.family != 0 {
@@ -793,7 +838,7 @@ impl Engine {
     }
 
     /// Drops held alerts on values the fleet (or a peer group) has now adopted.
-    fn drop_rollouts(&mut self, view: &View, transition: Option<u64>) {
+    fn drop_rollouts(&mut self, view: &View, extra: impl Iterator<Item = u64>) {
         if self.by_value.is_empty() {
             return;
         }
@@ -803,7 +848,7 @@ impl Engine {
             .map(|a| a.hash)
             .chain(view.net.map(|n| n.hash))
             .chain(view.scopes.iter().map(|s| s.hash))
-            .chain(transition);
+            .chain(extra);
         let mut adopted = Vec::new();
         for v in values {
             if let Some(keys) = self.by_value.get(&v) {

@@ -173,6 +173,39 @@ impl<'a> PeerCx<'a> {
         }
     }
 
+    /// The finest candidate in which a behaviour is judged among at least `min_peers`
+    /// comparable peers (`share` says how many there are in a group), else the coarsest.
+    pub fn group_for(&self, share: impl Fn(&PeerGroup<'a>) -> Share) -> (PeerGroup<'a>, Share) {
+        let mut last = None;
+        for id in self.ids {
+            let g = PeerGroup {
+                id,
+                size: self.state.size(id),
+                state: self.state,
+                min_peers: self.min_peers,
+            };
+            if g.size < self.min_peers + 1 && id != self.ids[LEVELS - 1] {
+                continue;
+            }
+            let s = share(&g);
+            if s.peers >= self.min_peers {
+                return (g, s);
+            }
+            last = Some((g, s));
+        }
+        last.unwrap_or_else(|| {
+            let g = self.group();
+            let s = share(&g);
+            (g, s)
+        })
+    }
+
+    /// A member's move (see [`PeerGroup::transition`]) in every candidate group, whichever
+    /// a detector judged it with.
+    pub fn transitions(&self, from: u8, to: u8) -> [u64; LEVELS] {
+        self.ids.map(|id| transition_value(id, from, to))
+    }
+
     /// The finest candidate with at least `min_peers` other members.
     pub fn group(&self) -> PeerGroup<'a> {
         let id = self.state.choose(&self.ids, self.min_peers + 1);
@@ -232,14 +265,16 @@ impl PeerGroup<'_> {
         }
     }
 
+    /// The longest a member deployed elsewhere before its first production mint, days.
+    pub fn first_release_days(&self) -> u16 {
+        self.state.first_release(self.id)
+    }
+
     /// The value of a member's move from environments `from` to including `to`: when
     /// enough members make the same move at once (a release train's first release), it is
     /// a rollout, judged like one.
     pub fn transition(&self, from: u8, to: u8) -> u64 {
-        crate::baseline::hash_value(
-            crate::baseline::Class::EnvPair,
-            &format!("peer-transition {:08x} {from} {to}", self.id),
-        )
+        transition_value(self.id, from, to)
     }
 
     /// The evidence an alert carries about the peers.
@@ -272,6 +307,13 @@ impl PeerGroup<'_> {
             self.state.name(self.id)
         )
     }
+}
+
+fn transition_value(group: GroupId, from: u8, to: u8) -> u64 {
+    crate::baseline::hash_value(
+        crate::baseline::Class::EnvPair,
+        &format!("peer-transition {group:08x} {from} {to}"),
+    )
 }
 
 #[cfg(test)]

@@ -110,27 +110,29 @@ impl Detector for ScopeEscalation {
             {
                 continue;
             }
-            let others = cx.state.fleet.identities_since(s.hash, fleet_since);
-            // A value the fleet is adopting right now is a rollout, judged at fleet level;
-            // an audience others have long used is judged against the identity's peers.
-            let fresh = cx
-                .state
-                .fleet
-                .first_seen(s.hash)
-                .is_none_or(|d| d >= fleet_since);
-            if rank < Rank::Admin
-                && others + 1 >= self.t.fleet_min_identities
-                && (!audience || fresh)
-            {
+            let fleet = &cx.state.fleet;
+            let others = fleet.identities_since(s.hash, fleet_since);
+            // A value the fleet is adopting right now is a rollout, judged at fleet level.
+            // An audience others have long used is judged by who takes it up: several
+            // identities at once is a rollout (workloads start mounting a Vault token); one
+            // alone is judged against its peers.
+            let (rollout, key) = if audience {
+                let key = crate::baseline::adoption_key(s.hash);
+                (fleet.identities_since(key, v.day), key)
+            } else {
+                (others, s.hash)
+            };
+            if rank < Rank::Admin && rollout + 1 >= self.t.fleet_min_identities {
                 continue;
             }
             news.push(New {
                 hash: s.hash,
+                key,
                 text,
                 rank,
                 fleet: others,
                 audience,
-                defer: rank < Rank::Admin && (!audience || fresh),
+                defer: rank < Rank::Admin,
                 peers: None,
             });
         }
@@ -178,6 +180,8 @@ impl Detector for ScopeEscalation {
 /// A scope new to the identity.
 struct New<'a> {
     hash: u64,
+    /// The fleet value a rollout of it is counted by.
+    key: u64,
     text: &'a str,
     rank: Rank,
     fleet: u32,
@@ -275,9 +279,10 @@ impl ScopeEscalation {
         // Only a value the fleet may still be adopting can turn out to be a rollout.
         let defer = (!routine && news.iter().all(|n| n.defer)).then(|| Defer {
             family: 0,
-            value: top.hash,
+            value: top.key,
             min_identities: self.t.fleet_min_identities,
-            window_days: self.fleet_days,
+            // Taking up an audience is a rollout when several do it the same day.
+            window_days: if top.audience { 0 } else { self.fleet_days },
             grace_secs: self.t.fleet_grace.as_secs() as i64,
         });
         let reason = if top.audience && top.rank <= held {

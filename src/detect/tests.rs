@@ -79,18 +79,34 @@ fn office_days(f: &mut Feed, ids: &[String], days: std::ops::Range<i64>, env: Op
 #[test]
 fn a_release_trains_first_production_deploy_is_routine_among_its_peers() {
     let mut f = Feed::new(&["cross_env_reuse"]);
-    let ids: Vec<String> = (0..6).map(|i| workflow(i, "deploy.yml")).collect();
-    office_days(&mut f, &ids, 0..2, Some("staging"));
-    // Four of the six promote to production on Tuesday of the first week (still learning).
-    for id in &ids[..4] {
-        f.push(github(id, at(1, 16 * 3600), Some("production")));
+    let ids: Vec<String> = (0..7).map(|i| workflow(i, "deploy.yml")).collect();
+    office_days(&mut f, &ids, 0..8, Some("staging"));
+    // Four of the seven promote to production after their first week, within an hour.
+    for (i, id) in ids[..4].iter().enumerate() {
+        f.push(github(
+            id,
+            at(8, 16 * 3600 + i as i64 * 600),
+            Some("production"),
+        ));
     }
-    office_days(&mut f, &ids, 2..9, Some("staging"));
-    // The sixth's first production deploy, after a week of staging only.
-    f.push(github(&ids[5], at(9, 14 * 3600), Some("production")));
+    office_days(&mut f, &ids, 9..10, Some("staging"));
+    // The sixth's first production deploy, the next day: routine for the group.
+    f.push(github(&ids[5], at(9, 17 * 3600), Some("production")));
+    assert!(f.done().is_empty());
+    let s = &f.engine.stats;
+    assert_eq!(s.peer_routine.get("cross_env_reuse"), Some(&2), "{s:?}");
+    assert_eq!(s.rollouts.get("cross_env_reuse"), Some(&3), "{s:?}");
+
+    // The seventh deployed to staging for three weeks, far longer than its peers did before
+    // their first release: not on their train.
+    office_days(&mut f, &ids, 10..22, Some("staging"));
+    f.push(github(&ids[6], at(22, 11 * 3600), Some("production")));
     let alerts = f.done();
-    assert!(alerts.is_empty(), "{alerts:#?}");
-    assert_eq!(f.engine.stats.peer_routine.get("cross_env_reuse"), Some(&1));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0].evidence["peer_share"].as_f64().unwrap_or(0.0) >= 0.5);
+    // The longest first release recorded (the sixth's, after 9.3 days) is below the
+    // fortnight a group's cycle is assumed to reach.
+    assert_eq!(alerts[0].evidence["peer_release_cycle_days"], 15.0);
 }
 
 #[test]
