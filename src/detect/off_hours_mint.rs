@@ -30,6 +30,10 @@ pub struct Thresholds {
     /// A weekend mint at one of the identity's weekday working hours is routine when at
     /// least this share of its peers mint at weekends (people who work some weekends).
     weekend_peer_share: f64,
+    /// A time of week at which the identity minted at least this many times (decayed) is
+    /// never off-hours, however small a share of its mints that is (a nightly job of a busy
+    /// identity shared by many workflows).
+    min_window_mints: f64,
 }
 
 pub(super) struct OffHoursMint {
@@ -58,6 +62,9 @@ impl OffHoursMint {
         }
         if t.prior_mints <= 0.0 {
             return Err(bad("prior_mints", "must be positive"));
+        }
+        if t.min_window_mints <= 0.0 {
+            return Err(bad("min_window_mints", "must be positive"));
         }
         if !(0.0 < t.weekend_peer_share && t.weekend_peer_share <= 1.0) {
             return Err(bad("weekend_peer_share", "must be in (0, 1]"));
@@ -270,6 +277,9 @@ impl OffHoursMint {
             n
         };
         let k = k.min(n);
+        if k >= self.t.min_window_mints {
+            return None;
+        }
         let a = k + self.t.prior_mints * w;
         let b = (n - k).max(0.0) + self.t.prior_mints * (1.0 - w);
         let mean = a / (a + b);

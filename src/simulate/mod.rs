@@ -1138,12 +1138,20 @@ impl Simulation {
     fn plan_attacks(&self) -> (Vec<Attack>, u32) {
         let days = self.settings.days;
         let (_, identity_days) = self.identity_count();
+        let first = (days * 2 / 3).min(8);
+        // One attack per 100 identity-days; outside `classic`, at most three a day on
+        // average: independent compromises are rare events, and dozens a day in a large
+        // organisation would look like the coordinated rollouts the fleet judgement drops.
+        let per_day = if self.settings.profile == Profile::Classic {
+            u64::MAX
+        } else {
+            3 * u64::from(days.saturating_sub(first + 1).max(1))
+        };
         let wanted = self
             .settings
             .attacks
-            .unwrap_or_else(|| (identity_days / 100).max(5) as u32);
+            .unwrap_or_else(|| (identity_days / 100).min(per_day).max(5) as u32);
         let mut rng = Rng::from(&[self.settings.seed, 2]);
-        let first = (days * 2 / 3).min(8);
         if days < 4 || first + 1 >= days {
             return (Vec::new(), wanted);
         }
