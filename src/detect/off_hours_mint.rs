@@ -220,7 +220,10 @@ impl Detector for OffHoursMint {
                 self.spec.peers.routine_share
             };
             match g.verdict(&share, routine_share) {
-                Verdict::Routine => routine = true,
+                // An hour of the day peers mint at does not make the identity's own schedule
+                // less strict (a nightly job dispatched at noon, where some nightly jobs run at
+                // noon); peers working weekends do make its weekend work routine.
+                Verdict::Routine if weekend_work => routine = true,
                 Verdict::NewToPeers => severity = severity.raised(),
                 _ => {}
             }
