@@ -605,6 +605,24 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     spec.forgetting.half_life,
                     spec.suppression.window
                 );
+                let p = &spec.peers;
+                println!(
+                    "{:<17} peers: {}",
+                    "",
+                    if p.judge {
+                        format!(
+                            "judged; routine when {:.0} % of them do it ({})",
+                            p.routine_share * 100.0,
+                            if p.routine == "drop" {
+                                "not alerted".to_string()
+                            } else {
+                                format!("alerted as {}", p.routine)
+                            }
+                        )
+                    } else {
+                        "not judged".into()
+                    }
+                );
             }
             Ok(Outcome::Ok)
         }

@@ -261,8 +261,8 @@ pub struct IdentityZone {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorsConfig {
-    /// A directory whose `<detector>.toml` and `privileges.toml` override the built-in ones,
-    /// file by file.
+    /// A directory whose `<detector>.toml`, `privileges.toml` and `peers.toml` override the
+    /// built-in ones, file by file.
     #[serde(default)]
     pub dir: Option<PathBuf>,
     /// Detectors to run, overriding each specification's `enabled`.

@@ -152,6 +152,8 @@ impl Detector for ScopeEscalation {
             return None;
         }
         let mut ev = evidence::base(b);
+        ev.insert("held_rank".into(), json!(held.as_str()));
+        ev.insert("held_scopes".into(), json!(held_scope_texts(cx, since)));
         ev.insert("ttl_seconds".into(), json!(ttl));
         ev.insert("longest_ttl_seconds".into(), json!(max));
         ev.insert("mints_with_ttl".into(), json!(b.ttl_n));
@@ -175,6 +177,23 @@ impl Detector for ScopeEscalation {
             routine: false,
         })
     }
+}
+
+/// The scopes an identity held, with their ranks (evidence).
+fn held_scope_texts(cx: &Cx<'_>, since: crate::baseline::Day) -> Vec<String> {
+    let interner = &cx.state.interner;
+    cx.baseline
+        .scopes
+        .recent(since)
+        .take(12)
+        .map(|x| {
+            format!(
+                "{} ({})",
+                interner.text(x.hash),
+                Rank::from_u8(x.aux).as_str()
+            )
+        })
+        .collect()
 }
 
 /// A scope new to the identity.
@@ -217,19 +236,7 @@ impl ScopeEscalation {
         // The most privileged new scope speaks for the finding.
         news.sort_by_key(|n| std::cmp::Reverse((n.rank, !n.audience)));
         let top = &news[0];
-        let interner = &cx.state.interner;
-        let held_scopes: Vec<String> = b
-            .scopes
-            .recent(since)
-            .take(12)
-            .map(|x| {
-                format!(
-                    "{} ({})",
-                    interner.text(x.hash),
-                    Rank::from_u8(x.aux).as_str()
-                )
-            })
-            .collect();
+        let held_scopes = held_scope_texts(cx, since);
         let mut ev = evidence::base(b);
         ev.insert("held_rank".into(), json!(held.as_str()));
         ev.insert("held_scopes".into(), json!(held_scopes));
