@@ -584,11 +584,17 @@ impl Engine {
                 }
                 if event.action == Action::Mint {
                     let scope_since = view.day.saturating_sub(self.learn.scope_forget_days);
+                    // Only an identity known before today takes a value up: a service
+                    // onboarded today starts with its scopes (in a large organisation
+                    // several a day), which is no rollout to anyone else.
+                    let known_before = baseline::day_of(crate::time::Timestamp::from_micros(
+                        baseline.first_seen.saturating_mul(1_000_000),
+                    )) < view.day;
                     for s in &view.scopes {
                         if !today(&baseline.scopes, s.hash) {
                             fleet_news.push(s.hash);
                         }
-                        if !baseline.scopes.seen_since(s.hash, scope_since) {
+                        if known_before && !baseline.scopes.seen_since(s.hash, scope_since) {
                             adoptions.push(baseline::adoption_key(s.hash));
                         }
                     }

@@ -217,6 +217,33 @@ fn a_token_for_an_audience_the_account_never_had_is_an_escalation_even_from_a_ku
     );
 }
 
+#[test]
+fn services_onboarded_the_same_day_do_not_make_an_audience_escalation_a_rollout() {
+    let sas: Vec<String> = (0..8).map(|i| format!("k8s:app{i}-prod/app{i}")).collect();
+    let fresh: Vec<String> = (0..3).map(|i| format!("k8s:new{i}-prod/new{i}")).collect();
+    // Three new services start on day 10 with the STS audience, and an old account asks
+    // for it the same day: only the old account took it up.
+    let mut f = Feed::new(&["scope_escalation"]);
+    kubelets(&mut f, &sas, 10, &[false; 8]);
+    for (i, sa) in fresh.iter().enumerate() {
+        f.push(token(sa, at(10, 600 + i as i64), API));
+        f.push(token(sa, at(10, 601 + i as i64), "sts.amazonaws.com"));
+    }
+    f.push(token(&sas[0], at(10, 3600), "sts.amazonaws.com"));
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].identity, sas[0]);
+
+    // Three old accounts taking it up the same day is a rollout.
+    let mut f = Feed::new(&["scope_escalation"]);
+    kubelets(&mut f, &sas, 10, &[false; 8]);
+    for (i, sa) in sas[..3].iter().enumerate() {
+        f.push(token(sa, at(10, 3600 + i as i64), "sts.amazonaws.com"));
+    }
+    let alerts = f.done();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
 /// A GitLab pipeline's ID token from a self-hosted runner.
 fn pipeline(project: usize, t: Timestamp, runner: u32) -> Event {
     let mut e = Event::new(
