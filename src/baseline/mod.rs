@@ -55,7 +55,12 @@ const EPOCH_2000: i64 = 946_684_800;
 
 /// The baseline day of an instant.
 pub fn day_of(t: Timestamp) -> Day {
-    ((t.as_unix_seconds() - EPOCH_2000).max(0) / 86_400).min(i64::from(Day::MAX)) as Day
+    day_of_secs(t.as_unix_seconds())
+}
+
+/// [`day_of`] a Unix time in seconds (as baselines and held alerts keep it).
+pub fn day_of_secs(secs: i64) -> Day {
+    (secs.saturating_sub(EPOCH_2000).max(0) / 86_400).min(i64::from(Day::MAX)) as Day
 }
 
 /// The map hasher for in-memory tables (randomized per process).

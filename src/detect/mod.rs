@@ -587,9 +587,7 @@ impl Engine {
                     // Only an identity known before today takes a value up: a service
                     // onboarded today starts with its scopes (in a large organisation
                     // several a day), which is no rollout to anyone else.
-                    let known_before = baseline::day_of(crate::time::Timestamp::from_micros(
-                        baseline.first_seen.saturating_mul(1_000_000),
-                    )) < view.day;
+                    let known_before = baseline::day_of_secs(baseline.first_seen) < view.day;
                     for s in &view.scopes {
                         if !today(&baseline.scopes, s.hash) {
                             fleet_news.push(s.hash);
@@ -791,9 +789,7 @@ impl Engine {
             // reaches the threshold only slowly (a re-registered runner its projects pick up
             // as their pipelines run). Hold it once more.
             if !p.extended {
-                let day = baseline::day_of(crate::time::Timestamp::from_micros(
-                    at.0.saturating_mul(1_000_000),
-                ));
+                let day = baseline::day_of_secs(at.0);
                 let since = day.saturating_sub(p.defer.window_days);
                 if self.state.fleet.identities_since(p.defer.value, since) >= 2 {
                     let next = (at.0.saturating_add(p.defer.grace_secs), at.1);
@@ -911,10 +907,7 @@ impl Engine {
         // News matter for two grace periods; none is longer than the fleet window.
         self.news
             .retain(|n| n.secs.saturating_add(8 * 86_400) > now);
-        let horizon = baseline::day_of(crate::time::Timestamp::from_micros(
-            now.saturating_mul(1_000_000),
-        ))
-        .saturating_sub(
+        let horizon = baseline::day_of_secs(now).saturating_sub(
             self.learn
                 .runner_forget_days
                 .max(self.learn.scope_forget_days),
@@ -945,9 +938,7 @@ impl Engine {
     fn rebuild_peers(&mut self) {
         let peers = &self.state.peers;
         peers.clear();
-        let day = baseline::day_of(crate::time::Timestamp::from_micros(
-            self.clock.max(0).saturating_mul(1_000_000),
-        ));
+        let day = baseline::day_of_secs(self.clock.max(0));
         let runner_since = day.saturating_sub(self.learn.runner_forget_days);
         let scope_since = day.saturating_sub(self.learn.scope_forget_days);
         let env_since = day.saturating_sub(self.learn.env_forget_days);
