@@ -257,6 +257,8 @@ impl Detector for CrossEnvReuse {
                                     window_days: 1,
                                     grace_secs: self.t.peer_grace.as_secs() as i64,
                                     family: 0,
+                                    replace_secs: 0,
+                                    replace_class: 0,
                                 });
                             }
                         }

@@ -77,6 +77,18 @@ pub struct Defer {
     /// different value (a pool of new runners). 0: judge the value alone.
     #[serde(default)]
     pub family: u64,
+    /// A runner value new to an identity that already runs on others of its class (a runner
+    /// id, hosted or self-hosted, a network): held this long (seconds; 0: not judged so) to
+    /// see whether the identity's runners were replaced. Its later jobs all on values new to
+    /// it, the new one among them, make a move (for runner ids only together with other
+    /// identities getting new ones of the `family` at the same time: a fleet
+    /// re-registration); a job back on a value it used before makes the new one an addition
+    /// (what a rogue runner or a stolen credential is) and ends the wait.
+    #[serde(default)]
+    pub replace_secs: i64,
+    /// What was replaced: the [`Class`] of the value (runner id, runner kind, network).
+    #[serde(default)]
+    pub replace_class: u8,
 }
 
 /// What a detector sees of one event.
@@ -129,6 +141,9 @@ pub enum SetupError {
     Unknown(String),
 }
 
+/// Records of an identity this soon after a held runner change belong to the same job.
+const LATER_JOB_SECS: i64 = 600;
+
 /// Every detector nhiwatch knows, in output order.
 pub const NAMES: [&str; 5] = [
     "off_hours_mint",
@@ -175,6 +190,33 @@ struct Pending {
     defer: Defer,
     /// Held once more because another identity took up the value meanwhile.
     extended: bool,
+    /// Whether the identity's runners are being replaced (see [`Defer::replace_secs`]).
+    #[serde(default)]
+    replacing: Option<Replacing>,
+}
+
+/// What a held runner change has shown since it was held.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Replacing {
+    /// The identity (hashed).
+    identity: u32,
+    /// The class of the values replaced.
+    #[serde(default)]
+    class: u8,
+    /// When the new runner was first used.
+    since: i64,
+    /// The runner ids it used before.
+    old: Vec<u64>,
+    /// Its later jobs, all on runners new to it.
+    later: u32,
+    /// A later job ran on a runner it used before.
+    old_seen: bool,
+    /// Held once more because no later job came.
+    waited: bool,
+    /// A later job ran on the new runner again (a runner that replaced others keeps taking
+    /// the identity's jobs; one that ran a single job did not replace anything).
+    #[serde(default)]
+    again: bool,
 }
 
 mod alert_json {
@@ -313,6 +355,7 @@ struct FindingCounters {
     peer_routine: prometheus::IntCounter,
     released: prometheus::IntCounter,
     rollout: prometheus::IntCounter,
+    replacement: prometheus::IntCounter,
 }
 
 impl FindingCounters {
@@ -328,6 +371,7 @@ impl FindingCounters {
             peer_routine: f("peer_routine"),
             released: h("released"),
             rollout: h("fleet_rollout"),
+            replacement: h("runner_replacement"),
         }
     }
 }
@@ -348,6 +392,8 @@ pub struct Engine {
     suppress: HashMap<SuppressKey, i64>,
     pending: BTreeMap<(i64, u64), Pending>,
     by_value: HashMap<u64, Vec<(i64, u64)>>,
+    /// Held runner changes that may be replacements, by identity (hashed).
+    replacing: HashMap<u32, Vec<(i64, u64)>>,
     news: Vec<News>,
     next_prune: i64,
     /// Counters.
@@ -461,6 +507,7 @@ impl Engine {
             suppress: HashMap::new(),
             pending: BTreeMap::new(),
             by_value: HashMap::new(),
+            replacing: HashMap::new(),
             news: Vec::new(),
             next_prune: i64::MIN,
             stats: Stats::default(),
@@ -533,6 +580,7 @@ impl Engine {
         // Scopes this identity takes up (counted fleet-wide under their adoption keys).
         let mut adoptions: smallvec::SmallVec<[u64; 2]> = smallvec::SmallVec::new();
         let mut transition: Option<[u64; baseline::peers::LEVELS]> = None;
+        let mut old_runners: Vec<u64> = Vec::new();
         {
             let identities = &self.state.identities;
             let mut entry = match identities.get_mut(event.identity.as_str()) {
@@ -598,14 +646,54 @@ impl Engine {
                     }
                 }
             }
+            // The runner values of its class the identity ran on, for a runner change that
+            // may be a replacement of them.
+            if let Some(class) = findings.iter().find_map(|(_, f)| {
+                f.defer
+                    .filter(|d| d.replace_secs > 0)
+                    .map(|d| d.replace_class)
+            }) {
+                // Values it took up since yesterday may be the replacement's other new ones
+                // (its jobs spread over the new runners as they come).
+                let since = view.day.saturating_sub(self.learn.runner_forget_days);
+                let set = if class == Class::Network as u8 {
+                    baseline.nets.recent(since).collect::<Vec<_>>()
+                } else {
+                    baseline
+                        .attrs
+                        .recent(since)
+                        .filter(|x| x.aux == class)
+                        .collect::<Vec<_>>()
+                };
+                let settled = view.day.saturating_sub(1);
+                old_runners.extend(set.iter().filter(|x| x.first < settled).map(|x| x.hash));
+            }
             let mask_before = baseline.env_mask;
             baseline.learn(event, &view, &self.learn, &self.state.interner);
             // What a member does counts as usual for its peer groups only when it raised no
             // finding that day or the day before: an attack on one member (whose later
             // records of the same run look ordinary to the member itself) must not make the
-            // same attack routine for the others.
+            // same attack routine for the others. The time of week is the exception: a
+            // mint whose only finding is its time still counts in its peers' windows, or
+            // every member's first weekend of work would alert and none would ever make
+            // weekend work routine for the others (one member's odd hour is a small share
+            // of a group, which is all the windows ever judge).
+            let quiet = view.day < baseline.peer_quiet_from;
+            let only_time = findings
+                .iter()
+                .all(|(i, f)| f.routine || self.detectors[*i].name() == "off_hours_mint");
             if findings.iter().any(|(_, f)| !f.routine) {
                 baseline.peer_quiet_from = view.day.saturating_add(2);
+            }
+            if event.outcome == Outcome::Success
+                && event.action == Action::Mint
+                && !quiet
+                && only_time
+            {
+                let ids = baseline.peers;
+                self.state
+                    .peers
+                    .count_windows(&ids, &mut baseline.peer_windows, view.tow_bin);
             }
             if event.outcome == Outcome::Success && view.day >= baseline.peer_quiet_from {
                 for a in &view.attrs {
@@ -619,10 +707,6 @@ impl Engine {
                             adopted.push(s.hash);
                         }
                     }
-                    let ids = baseline.peers;
-                    self.state
-                        .peers
-                        .count_windows(&ids, &mut baseline.peer_windows, view.tow_bin);
                 }
             }
             if event.action == Action::Mint && event.outcome == Outcome::Success {
@@ -693,8 +777,11 @@ impl Engine {
             }
             self.state.credentials.sweep(secs, self.binding_grace_secs);
         }
+        if event.outcome == Outcome::Success && !self.replacing.is_empty() {
+            self.watch_replacements(event, &view, secs);
+        }
         for (i, f) in findings {
-            self.emit(i, f, event, secs, out);
+            self.emit(i, f, event, secs, &old_runners, out);
         }
         self.drop_rollouts(&view, transition.into_iter().flatten().chain(adoptions));
     }
@@ -704,7 +791,89 @@ impl Engine {
         self.release(i64::MAX, out);
     }
 
-    fn emit(&mut self, i: usize, f: Finding, event: &Event, secs: i64, out: &mut Vec<Alert>) {
+    /// A later job of an identity whose runner change is held: on runners new to it only
+    /// (a replacement goes on), or back on one it used before (the new runner was added:
+    /// judged as an ordinary fleet hold from now on).
+    fn watch_replacements(&mut self, event: &Event, view: &View, secs: i64) {
+        let who = hash_identity(&event.identity);
+        let Some(keys) = self.replacing.get(&who) else {
+            return;
+        };
+        let mut rekey = Vec::new();
+        for k in keys {
+            let Some(p) = self.pending.get_mut(k) else {
+                continue;
+            };
+            let Some(r) = &mut p.replacing else { continue };
+            let ids: smallvec::SmallVec<[u64; 4]> = if r.class == Class::Network as u8 {
+                view.net.iter().map(|n| n.hash).collect()
+            } else {
+                view.attrs
+                    .iter()
+                    .filter(|a| a.class as u8 == r.class)
+                    .map(|a| a.hash)
+                    .collect()
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            // The same job's other records are not a later job.
+            if secs < r.since.saturating_add(LATER_JOB_SECS) || r.old_seen {
+                continue;
+            }
+            if ids.iter().any(|h| r.old.contains(h)) {
+                r.old_seen = true;
+                let at = r.since.saturating_add(p.defer.grace_secs).max(secs);
+                if at < k.0 {
+                    rekey.push((*k, (at, k.1)));
+                }
+            } else {
+                r.later += 1;
+                r.again |= ids.contains(&p.defer.value);
+            }
+        }
+        for (from, to) in rekey {
+            if let Some(p) = self.pending.remove(&from) {
+                self.unindex(&from, &p);
+                self.index(to, &p);
+                self.pending.insert(to, p);
+            }
+        }
+    }
+
+    fn index(&mut self, k: (i64, u64), p: &Pending) {
+        self.by_value.entry(p.defer.value).or_default().push(k);
+        if let Some(r) = &p.replacing {
+            self.replacing.entry(r.identity).or_default().push(k);
+        }
+    }
+
+    fn unindex(&mut self, k: &(i64, u64), p: &Pending) {
+        if let Some(v) = self.by_value.get_mut(&p.defer.value) {
+            v.retain(|x| x != k);
+            if v.is_empty() {
+                self.by_value.remove(&p.defer.value);
+            }
+        }
+        if let Some(r) = &p.replacing
+            && let Some(v) = self.replacing.get_mut(&r.identity)
+        {
+            v.retain(|x| x != k);
+            if v.is_empty() {
+                self.replacing.remove(&r.identity);
+            }
+        }
+    }
+
+    fn emit(
+        &mut self,
+        i: usize,
+        f: Finding,
+        event: &Event,
+        secs: i64,
+        old_runners: &[u64],
+        out: &mut Vec<Alert>,
+    ) {
         let d = &self.detectors[i];
         let name = d.name();
         if self.allow[i].matches(&event.identity) {
@@ -750,16 +919,31 @@ impl Engine {
                     });
                 }
                 self.seq += 1;
-                let at = (secs.saturating_add(defer.grace_secs), self.seq);
-                self.by_value.entry(defer.value).or_default().push(at);
-                self.pending.insert(
-                    at,
-                    Pending {
-                        alert,
-                        defer,
-                        extended: false,
-                    },
-                );
+                let replacing =
+                    (defer.replace_secs > 0 && !old_runners.is_empty()).then(|| Replacing {
+                        identity: hash_identity(&event.identity),
+                        class: defer.replace_class,
+                        since: secs,
+                        old: old_runners.to_vec(),
+                        later: 0,
+                        old_seen: false,
+                        waited: false,
+                        again: false,
+                    });
+                let hold = if replacing.is_some() {
+                    defer.grace_secs.max(defer.replace_secs)
+                } else {
+                    defer.grace_secs
+                };
+                let at = (secs.saturating_add(hold), self.seq);
+                let p = Pending {
+                    alert,
+                    defer,
+                    extended: false,
+                    replacing,
+                };
+                self.index(at, &p);
+                self.pending.insert(at, p);
             }
             None => {
                 self.counters[i].alerted.inc();
@@ -779,11 +963,40 @@ impl Engine {
                 break;
             }
             let (at, p) = entry.remove_entry();
-            if let Some(v) = self.by_value.get_mut(&p.defer.value) {
-                v.retain(|k| *k != at);
-                if v.is_empty() {
-                    self.by_value.remove(&p.defer.value);
+            self.unindex(&at, &p);
+            // A runner change: the identity's later jobs ran on new runners only (for runner
+            // ids: while other identities moved to new ones too): its runners were replaced.
+            if let Some(r) = &p.replacing
+                && r.again
+                && !r.old_seen
+                && (r.class != Class::RunnerId as u8
+                    || self.family_news(p.defer.family, r.since - p.defer.grace_secs, at.0)
+                        >= p.defer.min_identities)
+            {
+                *self
+                    .stats
+                    .rollouts
+                    .entry(p.alert.detector.clone())
+                    .or_default() += 1;
+                if let Some(c) = self.counters_of(&p.alert.detector) {
+                    c.replacement.inc();
                 }
+                continue;
+            }
+            // No later job on it yet to tell a replacement from an addition: wait once more.
+            if let Some(r) = &p.replacing
+                && !r.again
+                && !r.old_seen
+                && !r.waited
+            {
+                let next = (at.0.saturating_add(p.defer.replace_secs), at.1);
+                let mut p = p;
+                if let Some(r) = &mut p.replacing {
+                    r.waited = true;
+                }
+                self.index(next, &p);
+                self.pending.insert(next, p);
+                continue;
             }
             // Another identity took the value up meanwhile: a rollout may be under way that
             // reaches the threshold only slowly (a re-registered runner its projects pick up
@@ -793,29 +1006,24 @@ impl Engine {
                 let since = day.saturating_sub(p.defer.window_days);
                 if self.state.fleet.identities_since(p.defer.value, since) >= 2 {
                     let next = (at.0.saturating_add(p.defer.grace_secs), at.1);
-                    self.by_value.entry(p.defer.value).or_default().push(next);
-                    self.pending.insert(
-                        next,
-                        Pending {
-                            extended: true,
-                            ..p
-                        },
-                    );
+                    let p = Pending {
+                        extended: true,
+                        ..p
+                    };
+                    self.index(next, &p);
+                    self.pending.insert(next, p);
                     continue;
                 }
             }
-            if p.defer.family != 0 {
+            // A runner id's family counts only together with a replacement (above).
+            if p.defer.family != 0
+                && p.replacing
+                    .as_ref()
+                    .is_none_or(|r| r.class != Class::RunnerId as u8)
+            {
                 // Identities that got new values of this family around the same time.
                 let from = at.0.saturating_sub(p.defer.grace_secs.saturating_mul(2));
-                let mut who: Vec<u32> = self
-                    .news
-                    .iter()
-                    .filter(|n| n.family == p.defer.family && n.secs >= from && n.secs <= at.0)
-                    .map(|n| n.identity)
-                    .collect();
-                who.sort_unstable();
-                who.dedup();
-                if who.len() as u32 >= p.defer.min_identities {
+                if self.family_news(p.defer.family, from, at.0) >= p.defer.min_identities {
                     *self
                         .stats
                         .rollouts
@@ -837,6 +1045,19 @@ impl Engine {
             }
             out.push(p.alert);
         }
+    }
+
+    /// Distinct identities that got new values of a family between two times.
+    fn family_news(&self, family: u64, from: i64, to: i64) -> u32 {
+        let mut who: Vec<u32> = self
+            .news
+            .iter()
+            .filter(|n| n.family == family && n.secs >= from && n.secs <= to)
+            .map(|n| n.identity)
+            .collect();
+        who.sort_unstable();
+        who.dedup();
+        who.len() as u32
     }
 
     /// Drops held alerts on values the fleet (or a peer group) has now adopted.
@@ -866,6 +1087,14 @@ impl Engine {
         }
         for (v, k) in adopted {
             if let Some(p) = self.pending.remove(&k) {
+                if let Some(r) = &p.replacing
+                    && let Some(keys) = self.replacing.get_mut(&r.identity)
+                {
+                    keys.retain(|x| *x != k);
+                    if keys.is_empty() {
+                        self.replacing.remove(&r.identity);
+                    }
+                }
                 *self
                     .stats
                     .rollouts
@@ -967,9 +1196,10 @@ impl Engine {
         self.news = rt.news;
         self.next_prune = rt.next_prune;
         self.by_value.clear();
+        self.replacing.clear();
         self.pending.clear();
         for (k, p) in rt.pending {
-            self.by_value.entry(p.defer.value).or_default().push(k);
+            self.index(k, &p);
             self.pending.insert(k, p);
         }
         if rt.peer_rules == self.peer_rules.fingerprint() {

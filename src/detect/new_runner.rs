@@ -5,8 +5,11 @@
 //! fleet already shares is not news; one that is new to the whole fleet is held for
 //! `fleet_grace` and dropped if the fleet adopts it (a runner-pool rollout, a subnet
 //! migration). A runner id is judged by itself: a project's job on a runner id nobody used
-//! alerts unless that runner reaches the rollout threshold, however many other new runners
-//! appear at the time. Identities whose networks churn (cloud-hosted runners get a new /16
+//! alerts unless that runner reaches the rollout threshold, or the project's runners were
+//! replaced: its later jobs run on the new id again and never on an old one, while other
+//! projects get new runner ids too (a re-registered fleet). A new runner kind or network
+//! that the identity keeps using while it never goes back to the old one is a move, not
+//! news (the engine judges it; see [`super::Defer::replace_secs`]). Identities whose networks churn (cloud-hosted runners get a new /16
 //! nearly every job) are only alerted on a network outside the public /8 blocks they run in
 //! that no other identity has used.
 //!
@@ -34,7 +37,19 @@ pub struct Thresholds {
     fleet_window: Duration,
     fleet_grace: Duration,
     churn_min_networks: u32,
+    /// How long a runner id new to an identity that runs on others is held to see whether
+    /// its runners were replaced (a re-registered fleet) or one was added.
+    #[serde(default = "default_replacement_window")]
+    replacement_window: Duration,
 }
+
+fn default_replacement_window() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+/// The family of GitLab runner ids: several identities moving to new ones at once is what a
+/// fleet re-registration looks like (judged with each identity's own later jobs).
+const RUNNER_ID_FAMILY: u64 = 0x5255_4e4e_4552_4944;
 
 /// An IP network (`10.0.0.0/8`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +151,8 @@ struct Novel {
     fleet: u32,
     defer: Option<u32>,
     family: u64,
+    /// A runner id new to an identity that runs on other runner ids.
+    replace: bool,
     peers: Option<(Share, Verdict)>,
 }
 
@@ -173,13 +190,16 @@ impl Detector for NewRunner {
                         .recent(since)
                         .any(|x| x.aux == Class::RunnerKind as u8)
                     {
+                        // Never a fleet rollout (every identity has a kind); held only to see
+                        // whether the identity moved for good.
                         novel.push(Novel {
                             class: a.class,
                             text: attr_text(e, a),
                             hash: a.hash,
                             fleet: 0,
-                            defer: None,
+                            defer: Some(u32::MAX),
                             family: 0,
+                            replace: true,
                             peers: None,
                         });
                     }
@@ -193,13 +213,18 @@ impl Detector for NewRunner {
                     if others + 1 >= min {
                         continue;
                     }
+                    let replace = a.class == Class::RunnerId
+                        && b.attrs
+                            .recent(since)
+                            .any(|x| x.aux == Class::RunnerId as u8);
                     novel.push(Novel {
                         class: a.class,
                         text,
                         hash: a.hash,
                         fleet: others,
                         defer: Some(min),
-                        family: 0,
+                        family: if replace { RUNNER_ID_FAMILY } else { 0 },
+                        replace,
                         peers: None,
                     });
                 }
@@ -236,6 +261,9 @@ impl Detector for NewRunner {
                     fleet: others,
                     defer: Some(min),
                     family: net.family(),
+                    // A move within the address space it runs in (private to private, or
+                    // within one public /8), not churn.
+                    replace: !churning && b.nets.recent(since).any(|x| x.aux == block),
                     peers: None,
                 });
             }
@@ -335,15 +363,31 @@ impl Detector for NewRunner {
         ev.insert("known_runners".into(), json!(known_runners));
         ev.insert("known_networks".into(), json!(known_networks));
         ev.insert("network_observations".into(), json!(b.net_obs));
-        // Hold the alert for a fleet judgement only when every new value could be a rollout.
-        let defer = if !all_routine && novel.iter().all(|n| n.defer.is_some()) {
+        // Hold the alert for a fleet judgement only when every new value could be a rollout,
+        // and to see whether the identity moved for good only when one value is new.
+        let replace = novel.len() == 1 && novel[0].replace;
+        let defer = if !all_routine
+            && novel.iter().all(|n| n.defer.is_some())
+            && (replace || novel.iter().all(|n| n.class != Class::RunnerKind))
+        {
             novel.first().and_then(|n| {
                 n.defer.map(|m| Defer {
-                    family: n.family,
+                    // A runner id's family only counts together with a replacement.
+                    family: if n.class == Class::RunnerId && !replace {
+                        0
+                    } else {
+                        n.family
+                    },
                     value: n.hash,
                     min_identities: m,
                     window_days: self.fleet_days,
                     grace_secs: self.t.fleet_grace.as_secs() as i64,
+                    replace_secs: if replace {
+                        self.t.replacement_window.as_secs() as i64
+                    } else {
+                        0
+                    },
+                    replace_class: n.class as u8,
                 })
             })
         } else {

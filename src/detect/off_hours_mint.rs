@@ -178,10 +178,12 @@ impl Detector for OffHoursMint {
             && !production
         {
             let g = p.group();
-            // The weekday window at this hour, against all weekday mints (both decayed alike).
+            // The weekday hours next to this one, against all weekday mints (both decayed
+            // alike): narrower than the judging window, so that a weekend night at the edge of
+            // its weekday evening hours is not taken for weekend work.
             let (k_weekday, n_all) = b.tow.window(
                 v.tow_bin % 24,
-                self.t.window_hours,
+                self.t.window_hours.min(USUAL_HOUR_RADIUS),
                 v.day,
                 self.half_life_days,
             );
@@ -311,6 +313,9 @@ impl OffHoursMint {
 /// Share of its weekday mints an hour's window must hold to be one of the identity's
 /// working hours.
 const WORKING_HOUR_SHARE: f64 = 0.05;
+
+/// Hours either side of a weekend mint's hour that tell whether it is a weekday working hour.
+const USUAL_HOUR_RADIUS: u8 = 1;
 
 /// Hours of a day type that must have been watched before its quiet hours are evidence.
 const MIN_EXPOSURE_HOURS: f64 = 24.0;

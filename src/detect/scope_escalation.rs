@@ -286,6 +286,8 @@ impl ScopeEscalation {
         // Only a value the fleet may still be adopting can turn out to be a rollout.
         let defer = (!routine && news.iter().all(|n| n.defer)).then(|| Defer {
             family: 0,
+            replace_secs: 0,
+            replace_class: 0,
             value: top.key,
             min_identities: self.t.fleet_min_identities,
             // Taking up an audience is a rollout when several do it the same day.

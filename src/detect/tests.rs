@@ -380,3 +380,207 @@ fn a_restored_engine_judges_peers_exactly_as_one_that_never_stopped() {
         assert_eq!(run(Some(split)), whole, "restored at event {split}");
     }
 }
+
+/// Four projects on two runner managers each for a week, three jobs a weekday, taking turns.
+fn gitlab_week(f: &mut Feed, projects: std::ops::Range<usize>) {
+    for d in 0..7 {
+        for p in projects.clone() {
+            for (k, h) in [9, 12, 15].iter().enumerate() {
+                let runner = 100 + 2 * p as u32 + (k as u32 % 2);
+                f.push(pipeline(p, at(d, h * 3600 + p as i64 * 60), runner));
+            }
+        }
+    }
+}
+
+/// Day 7: projects `wave` move to re-registered managers (old id + 1000), five jobs each.
+fn re_registered(f: &mut Feed, wave: std::ops::Range<usize>) {
+    for p in wave {
+        for (k, h) in [9, 11, 13, 15, 17].iter().enumerate() {
+            let runner = 1100 + 2 * p as u32 + (k as u32 % 2);
+            f.push(pipeline(p, at(7, h * 3600 + p as i64 * 60), runner));
+        }
+    }
+}
+
+fn runner_alerts(alerts: &[Alert]) -> Vec<String> {
+    alerts
+        .iter()
+        .filter(|a| a.detector == "new_runner")
+        .map(|a| format!("{} {}", a.identity, a.reason))
+        .collect()
+}
+
+#[test]
+fn a_re_registered_runner_fleet_is_a_replacement_not_an_alert_per_project() {
+    // Each new manager serves one project, so no single runner id reaches the rollout
+    // threshold: only the projects moving off their old managers together tell.
+    let mut f = Feed::new(&["new_runner"]);
+    gitlab_week(&mut f, 0..4);
+    re_registered(&mut f, 0..4);
+    let alerts = f.done();
+    assert_eq!(runner_alerts(&alerts), Vec::<String>::new());
+}
+
+#[test]
+fn a_runner_added_beside_the_ones_a_project_keeps_using_alerts_during_a_re_registration() {
+    let mut f = Feed::new(&["new_runner"]);
+    gitlab_week(&mut f, 0..5);
+    // Four projects are re-registered; the fifth keeps its managers and gets one job on a
+    // runner nobody registered; one re-registered project also runs a single job on another.
+    re_registered(&mut f, 0..4);
+    f.push(pipeline(4, at(7, 10 * 3600), 999));
+    for (k, h) in [12, 14].iter().enumerate() {
+        f.push(pipeline(4, at(7, h * 3600), 108 + k as u32));
+    }
+    f.push(pipeline(0, at(7, 12 * 3600 + 30 * 60), 998));
+    let alerts = runner_alerts(&f.done());
+    assert_eq!(
+        alerts,
+        vec![
+            "gitlab:acme/p4/.gitlab-ci.yml runner id 999".to_string(),
+            "gitlab:acme/p0/.gitlab-ci.yml runner id 998".to_string(),
+        ],
+        "only the added runners alert"
+    );
+}
+
+#[test]
+fn a_project_alone_moving_to_new_runner_ids_still_alerts() {
+    // One project's managers change while no other project's do: no fleet re-registration,
+    // and a lone project taking all its jobs to runners nobody else knows is what a
+    // hijacked pipeline looks like.
+    let mut f = Feed::new(&["new_runner"]);
+    gitlab_week(&mut f, 0..4);
+    re_registered(&mut f, 0..1);
+    let alerts = runner_alerts(&f.done());
+    assert!(!alerts.is_empty(), "{alerts:?}");
+    assert!(alerts.iter().all(|a| a.contains("/p0/")), "{alerts:?}");
+}
+
+#[test]
+fn a_service_moving_subnet_for_good_is_no_alert_but_a_login_from_a_new_subnet_beside_it_is() {
+    let job = |p: usize, t: Timestamp, ip: &str| {
+        let mut e = pipeline(p, t, 100);
+        e.runner.ip = Some(ip.to_string());
+        e
+    };
+    let mut f = Feed::new(&["new_runner"]);
+    for d in 0..7 {
+        for h in [9, 12, 15] {
+            f.push(job(0, at(d, h * 3600), "10.30.0.10"));
+            f.push(job(1, at(d, h * 3600 + 60), "10.40.0.10"));
+        }
+    }
+    for h in [9, 12, 15, 18] {
+        // p0 moves to a new subnet for good; p1's credential is used once from another
+        // subnet while its own jobs go on from the old one.
+        f.push(job(0, at(7, h * 3600), "10.31.0.10"));
+        f.push(job(1, at(7, h * 3600 + 60), "10.40.0.10"));
+    }
+    f.push(job(1, at(7, 10 * 3600), "10.77.3.4"));
+    let alerts = runner_alerts(&f.done());
+    assert_eq!(
+        alerts,
+        vec!["gitlab:acme/p1/.gitlab-ci.yml network 10.77.0.0/16".to_string()]
+    );
+}
+
+#[test]
+fn a_restored_engine_judges_a_held_runner_change_as_one_that_never_stopped() {
+    let mut events = Vec::new();
+    // The traffic of the test above, recorded.
+    let mut rec = Feed::new(&["new_runner"]);
+    let mut capture = |e: Event| {
+        events.push(e.clone());
+        rec.push(e);
+    };
+    for d in 0..7 {
+        for p in 0..5 {
+            for (k, h) in [9, 12, 15].iter().enumerate() {
+                capture(pipeline(
+                    p,
+                    at(d, h * 3600 + p as i64 * 60),
+                    100 + 2 * p as u32 + (k as u32 % 2),
+                ));
+            }
+        }
+    }
+    for p in 0..4 {
+        for (k, h) in [9, 11, 13, 15, 17].iter().enumerate() {
+            capture(pipeline(
+                p,
+                at(7, h * 3600 + p as i64 * 60),
+                1100 + 2 * p as u32 + (k as u32 % 2),
+            ));
+        }
+    }
+    capture(pipeline(4, at(7, 10 * 3600), 999));
+    capture(pipeline(4, at(7, 12 * 3600), 108));
+    let whole = runner_alerts(&rec.done());
+    assert_eq!(
+        whole,
+        vec!["gitlab:acme/p4/.gitlab-ci.yml runner id 999".to_string()]
+    );
+    // Restored in the middle of the holds: the same verdicts.
+    let first_new = events
+        .iter()
+        .position(|e| e.runner.id.as_deref() == Some("1100"))
+        .expect("wave");
+    for split in [first_new + 3, events.len() - 2] {
+        let mut f = Feed::new(&["new_runner"]);
+        for (i, e) in events.iter().enumerate() {
+            if i == split {
+                let bytes = f.engine.snapshot_bytes().expect("snapshot");
+                let mut g = Feed::new(&["new_runner"]);
+                g.engine.restore_bytes(&bytes).expect("restore");
+                g.n = f.n;
+                g.out = std::mem::take(&mut f.out);
+                f = g;
+            }
+            f.push(e.clone());
+        }
+        assert_eq!(runner_alerts(&f.done()), whole, "restored at event {split}");
+    }
+}
+
+#[test]
+fn weekend_work_some_peers_do_becomes_routine_but_a_weekend_night_does_not() {
+    let ids: Vec<String> = (0..8).map(|i| workflow(i, "ci.yml")).collect();
+    let mut f = Feed::new(&["off_hours_mint"]);
+    // Builds on pushes 10–21 h, weekdays, for three weeks.
+    let office = |f: &mut Feed, days: std::ops::Range<i64>| {
+        for d in days.filter(|d| weekday(*d)) {
+            for (i, id) in ids.iter().enumerate() {
+                for h in [10, 13, 16, 19, 21] {
+                    f.push(github(id, at(d, h * 3600 + i as i64 * 60), None));
+                }
+            }
+        }
+    };
+    office(&mut f, 0..19);
+    // A first weekend of work: three members build on Saturday around noon.
+    for (i, id) in ids.iter().take(3).enumerate() {
+        f.push(github(id, at(19, 12 * 3600 + i as i64 * 600), None));
+    }
+    office(&mut f, 21..26);
+    // The next weekend another member does; and another builds at 00:40 on Sunday, just
+    // past its latest weekday hour.
+    f.push(github(&ids[5], at(26, 13 * 3600), None));
+    f.push(github(&ids[6], at(27, 40 * 60), None));
+    let alerts: Vec<String> = f
+        .done()
+        .into_iter()
+        .map(|a| format!("{} {}", a.identity, a.reason))
+        .collect();
+    assert!(
+        !alerts.iter().any(|a| a.contains("/r5/")),
+        "weekend work three of its seven peers did is routine: {alerts:#?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.contains("/r6/") && a.contains("Sun 00:40")),
+        "a weekend night is not weekend work: {alerts:#?}"
+    );
+}

@@ -289,7 +289,7 @@ impl Metrics {
             held_outcomes: counter_vec(
                 &r,
                 "nhiwatch_detector_held_total",
-                "Held findings resolved: released (became an alert) or fleet_rollout (dropped because the fleet adopted the value).",
+                "Held findings resolved: released (became an alert), fleet_rollout (dropped because the fleet adopted the value) or runner_replacement (dropped because the identity moved to the new runner for good).",
                 &["detector", "outcome"],
             ),
             alerts_held: gauge(
