@@ -3,11 +3,12 @@
 //! parameters drawn from a seed no one tuned with) with injected attacks and an answer key,
 //! the binary replays it with the organisation's configuration, and `score` holds the
 //! detectors, over all report profiles together, to the targets: recall ≥ 0.95 for every
-//! attack kind and at most one false alert per 1,000 identity-days. Precision is held to 0.8,
-//! below the 0.9 target: on held-out seeds it measures 0.83 (README, "Quality, measured"),
-//! mostly GitLab runner re-registrations and first production deploys of release trains a
-//! group has not released with yet. The naive first-seen rule on the same data shows what the
-//! detectors are measured against.
+//! attack kind and at most one false alert per 1,000 identity-days. Precision is held to
+//! 0.85, below the 0.9 target: on held-out seeds it measures 0.88 (README, "Quality,
+//! measured"), half of the false alerts on announced benign changes, the rest mostly weekend
+//! work few peers share yet, first production deploys of pipelines whose peers have not
+//! released yet and runner changes in the small organisation. The naive first-seen rule on
+//! the same data shows what the detectors are measured against.
 //!
 //! The tuning profiles (classic, release-train) are deliberately not held here: numbers on
 //! the data a detector was tuned on say little.
@@ -134,7 +135,7 @@ fn report_profiles_meet_the_targets_and_the_naive_rule_does_not() {
             .flat_map(|h| h.join().expect("profile thread"))
             .collect()
     });
-    let (o, s) = score(&pairs, &["--min-recall", "0.95", "--min-precision", "0.8"]);
+    let (o, s) = score(&pairs, &["--min-recall", "0.95", "--min-precision", "0.85"]);
     let pretty = serde_json::to_string_pretty(&s).unwrap_or_default();
     assert!(o.status.success(), "below target: {pretty}");
     let kinds = s["kinds"].as_array().expect("kinds");
@@ -146,7 +147,7 @@ fn report_profiles_meet_the_targets_and_the_naive_rule_does_not() {
         );
         assert!(k["recall_own"].as_f64().unwrap_or(0.0) >= 0.95, "{k}");
     }
-    assert!(s["precision"].as_f64().unwrap_or(0.0) >= 0.8, "{pretty}");
+    assert!(s["precision"].as_f64().unwrap_or(0.0) >= 0.85, "{pretty}");
     assert!(
         s["false_per_1000_identity_days"].as_f64().unwrap_or(9e9) <= 1.0,
         "{pretty}"
