@@ -243,6 +243,9 @@ impl Summary {
                 if let Some(n) = d.rollouts.get(name) {
                     line.push_str(&format!("  dropped as fleet rollouts {}", thousands(*n)));
                 }
+                if let Some(n) = d.replacements.get(name) {
+                    line.push_str(&format!("  moved for good {}", thousands(*n)));
+                }
                 if let Some(n) = d.peer_routine.get(name) {
                     line.push_str(&format!("  routine among peers {}", thousands(*n)));
                 }

@@ -273,6 +273,8 @@ pub struct Stats {
     pub suppressed: BTreeMap<String, u64>,
     /// Alerts dropped because the fleet adopted the value (rollouts), by detector.
     pub rollouts: BTreeMap<String, u64>,
+    /// Alerts dropped because the identity moved to the new runner for good, by detector.
+    pub replacements: BTreeMap<String, u64>,
     /// Findings dropped as routine among the identity's peers, by detector.
     pub peer_routine: BTreeMap<String, u64>,
     /// Findings on allowlisted identities.
@@ -297,6 +299,9 @@ impl Stats {
         }
         for (k, v) in &o.rollouts {
             *self.rollouts.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.replacements {
+            *self.replacements.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &o.peer_routine {
             *self.peer_routine.entry(k.clone()).or_default() += v;
@@ -975,7 +980,7 @@ impl Engine {
             {
                 *self
                     .stats
-                    .rollouts
+                    .replacements
                     .entry(p.alert.detector.clone())
                     .or_default() += 1;
                 if let Some(c) = self.counters_of(&p.alert.detector) {

@@ -420,6 +420,8 @@ fn a_re_registered_runner_fleet_is_a_replacement_not_an_alert_per_project() {
     re_registered(&mut f, 0..4);
     let alerts = f.done();
     assert_eq!(runner_alerts(&alerts), Vec::<String>::new());
+    // One held alert per project and new id, each dropped as a move.
+    assert_eq!(f.engine.stats.replacements.get("new_runner"), Some(&8));
 }
 
 #[test]
