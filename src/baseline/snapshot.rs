@@ -14,8 +14,9 @@ use super::fleet::FleetEntry;
 use super::{Baselines, Binding, IdentityBaseline};
 
 // Version 2: the engine state carries its housekeeping schedule. Version 3: baselines keep
-// when they last minted without an environment and a production time of week.
-const MAGIC: &[u8; 8] = b"NHIWSNP3";
+// when they last minted without an environment and a production time of week. Version 4:
+// held runner changes carry what tells a replacement from an addition.
+const MAGIC: &[u8; 8] = b"NHIWSNP4";
 /// The file name inside the state directory.
 pub const FILE: &str = "baselines.snapshot";
 

@@ -205,10 +205,8 @@ struct Replacing {
     class: u8,
     /// When the new runner was first used.
     since: i64,
-    /// The runner ids it used before.
+    /// The values of that class it used before.
     old: Vec<u64>,
-    /// Its later jobs, all on runners new to it.
-    later: u32,
     /// A later job ran on a runner it used before.
     old_seen: bool,
     /// Held once more because no later job came.
@@ -833,7 +831,6 @@ impl Engine {
                     rekey.push((*k, (at, k.1)));
                 }
             } else {
-                r.later += 1;
                 r.again |= ids.contains(&p.defer.value);
             }
         }
@@ -930,7 +927,6 @@ impl Engine {
                         class: defer.replace_class,
                         since: secs,
                         old: old_runners.to_vec(),
-                        later: 0,
                         old_seen: false,
                         waited: false,
                         again: false,

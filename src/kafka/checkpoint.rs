@@ -25,7 +25,8 @@ use super::client::{self, Producer, Role};
 use crate::config::KafkaConfig;
 
 // Version 3: the snapshot body of version 3 (baselines with their production time of week).
-const MAGIC: &[u8; 8] = b"NHIWCKP3";
+// Version 4: the snapshot body of version 4 (held runner changes).
+const MAGIC: &[u8; 8] = b"NHIWCKP4";
 /// Largest chunk of a snapshot in one changelog message (below the brokers' default 1 MiB
 /// message limit, with room for the key and headers).
 const CHUNK: usize = 512 << 10;
