@@ -659,17 +659,17 @@ impl Engine {
                 // Values it took up since yesterday may be the replacement's other new ones
                 // (its jobs spread over the new runners as they come).
                 let since = view.day.saturating_sub(self.learn.runner_forget_days);
-                let set = if class == Class::Network as u8 {
-                    baseline.nets.recent(since).collect::<Vec<_>>()
-                } else {
-                    baseline
-                        .attrs
-                        .recent(since)
-                        .filter(|x| x.aux == class)
-                        .collect::<Vec<_>>()
-                };
                 let settled = view.day.saturating_sub(1);
-                old_runners.extend(set.iter().filter(|x| x.first < settled).map(|x| x.hash));
+                let (set, of_class) = if class == Class::Network as u8 {
+                    (&baseline.nets, None)
+                } else {
+                    (&baseline.attrs, Some(class))
+                };
+                old_runners.extend(
+                    set.recent(since)
+                        .filter(|x| of_class.is_none_or(|c| x.aux == c) && x.first < settled)
+                        .map(|x| x.hash),
+                );
             }
             let mask_before = baseline.env_mask;
             baseline.learn(event, &view, &self.learn, &self.state.interner);
@@ -974,14 +974,7 @@ impl Engine {
                     || self.family_news(p.defer.family, r.since - p.defer.grace_secs, at.0)
                         >= p.defer.min_identities)
             {
-                *self
-                    .stats
-                    .replacements
-                    .entry(p.alert.detector.clone())
-                    .or_default() += 1;
-                if let Some(c) = self.counters_of(&p.alert.detector) {
-                    c.replacement.inc();
-                }
+                self.count_dropped(&p.alert.detector, true);
                 continue;
             }
             // No later job on it yet to tell a replacement from an addition: wait once more.
@@ -1025,14 +1018,7 @@ impl Engine {
                 // Identities that got new values of this family around the same time.
                 let from = at.0.saturating_sub(p.defer.grace_secs.saturating_mul(2));
                 if self.family_news(p.defer.family, from, at.0) >= p.defer.min_identities {
-                    *self
-                        .stats
-                        .rollouts
-                        .entry(p.alert.detector.clone())
-                        .or_default() += 1;
-                    if let Some(c) = self.counters_of(&p.alert.detector) {
-                        c.rollout.inc();
-                    }
+                    self.count_dropped(&p.alert.detector, false);
                     continue;
                 }
             }
@@ -1080,36 +1066,34 @@ impl Engine {
                     if let Some(p) = self.pending.get(k) {
                         let since = view.day.saturating_sub(p.defer.window_days);
                         if self.state.fleet.identities_since(v, since) >= p.defer.min_identities {
-                            adopted.push((v, *k));
+                            adopted.push(*k);
                         }
                     }
                 }
             }
         }
-        for (v, k) in adopted {
+        for k in adopted {
             if let Some(p) = self.pending.remove(&k) {
-                if let Some(r) = &p.replacing
-                    && let Some(keys) = self.replacing.get_mut(&r.identity)
-                {
-                    keys.retain(|x| *x != k);
-                    if keys.is_empty() {
-                        self.replacing.remove(&r.identity);
-                    }
-                }
-                *self
-                    .stats
-                    .rollouts
-                    .entry(p.alert.detector.clone())
-                    .or_default() += 1;
-                if let Some(c) = self.counters_of(&p.alert.detector) {
-                    c.rollout.inc();
-                }
+                self.unindex(&k, &p);
+                self.count_dropped(&p.alert.detector, false);
             }
-            if let Some(keys) = self.by_value.get_mut(&v) {
-                keys.retain(|x| *x != k);
-                if keys.is_empty() {
-                    self.by_value.remove(&v);
-                }
+        }
+    }
+
+    /// Counts a held alert dropped: as a fleet rollout, or as the identity's move to its new
+    /// runner for good.
+    fn count_dropped(&mut self, detector: &str, replaced: bool) {
+        let by = if replaced {
+            &mut self.stats.replacements
+        } else {
+            &mut self.stats.rollouts
+        };
+        *by.entry(detector.to_string()).or_default() += 1;
+        if let Some(c) = self.counters_of(detector) {
+            if replaced {
+                c.replacement.inc()
+            } else {
+                c.rollout.inc()
             }
         }
     }
