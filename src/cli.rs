@@ -213,10 +213,16 @@ pub struct ReplayArgs {
     /// history replayed from files carries over to later runs.
     #[arg(long, env = "NHIWATCH_STATE_DIR")]
     pub state: Option<PathBuf>,
-    /// Split identities over this many independent engines as `nhiwatch run` splits them over
-    /// the partitions of its events topic (`kafka.partitions`), to reproduce a run's alerts.
+    /// Split identities over this many engines as `nhiwatch run` splits them over the
+    /// partitions of its events topic (`kafka.partitions`). The engines share their
+    /// cross-identity context (fleet and peer context, credential bindings), as designed in
+    /// `docs/scale-out.md`, so the alerts are the same as with one partition.
     #[arg(long, default_value_t = 1, env = "NHIWATCH_REPLAY_PARTITIONS")]
     pub partitions: u32,
+    /// With `--partitions N`: each engine judges its identities against its own context
+    /// only, as `run`'s partitions do today, to reproduce a run's alerts exactly.
+    #[arg(long, requires = "partitions")]
+    pub isolated_partitions: bool,
     /// Do not release alerts still held in their fleet grace period at the end of the input:
     /// a live `run` would hold them until event time passes the grace period.
     #[arg(long)]
@@ -517,6 +523,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 None
             };
+            if !args.isolated_partitions {
+                for e in engines.iter_mut() {
+                    e.share_context(&mut engine);
+                }
+            }
             engines.insert(0, engine);
             // State is restored: ready.
             ready.store(true, std::sync::atomic::Ordering::Release);

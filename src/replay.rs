@@ -382,12 +382,16 @@ struct Run<'a> {
     error: Option<Error>,
     output_name: String,
     meters: Meters,
+    /// Scratch: the values an event may have rolled out (engines sharing their context).
+    rollout: Vec<u64>,
 }
 
 /// Runs a replay. With engines (and `--emit alerts` or `none`), every decoded event is
 /// inspected and learned in input order, and held alerts are released at the end. With more
 /// than one engine, each identity goes to engine `hash(identity) % n`: the partitioning of
-/// `nhiwatch run`, so a replay reproduces a run's alerts exactly.
+/// `nhiwatch run`. Engines that [share their context](Engine::share_context) then decide as
+/// one engine would (the design of `docs/scale-out.md`); engines that do not judge their
+/// identities alone, as `run`'s partitions do today.
 ///
 /// Framing and decoding run on a second thread, which hands events over in batches, in
 /// order; the detectors run on the calling thread. The output does not depend on timing.
@@ -484,6 +488,7 @@ pub fn run(
         logged_rejects: 0,
         error: None,
         output_name,
+        rollout: Vec::new(),
     };
 
     let names: Vec<String> = inputs.iter().map(Input::name).collect();
@@ -587,8 +592,11 @@ pub fn run(
         for engine in run.engines.iter() {
             stats.merge(&engine.stats);
             run.summary.identities += engine.state.identities.len();
-            run.summary.credentials += engine.state.credentials.len();
             run.summary.baseline_bytes += engine.state.identity_bytes();
+            if engine.borrows_context() {
+                continue;
+            }
+            run.summary.credentials += engine.state.credentials.len();
             let p = &engine.state.peers;
             run.summary.peers.0 += p.len();
             run.summary.peers.1 += p.values_len();
@@ -825,7 +833,11 @@ impl Run<'_> {
                         1 => self.engines[0].process(&event, &mut self.alerts),
                         n => {
                             let i = crate::baseline::hash_identity(&event.identity) as usize % n;
-                            self.engines[i].process(&event, &mut self.alerts);
+                            if self.engines[i].shares_context() {
+                                self.shared_process(i, &event);
+                            } else {
+                                self.engines[i].process(&event, &mut self.alerts);
+                            }
                         }
                     }
                     if self.lake.is_some() {
@@ -871,6 +883,26 @@ impl Run<'_> {
         }
         if !self.engines.is_empty() {
             self.meters.detected.inc_by(total);
+        }
+    }
+
+    /// One event through engines that share their cross-identity context: every engine's
+    /// clock moves to it (held alerts due are released), the identity's engine judges it, and
+    /// the values it may have rolled out drop the other engines' held alerts on them; so the
+    /// engines decide as one engine would.
+    fn shared_process(&mut self, i: usize, event: &Event) {
+        let secs = event.time.as_unix_seconds();
+        for e in self.engines.iter_mut() {
+            e.advance(secs, &mut self.alerts);
+        }
+        self.engines[i].process(event, &mut self.alerts);
+        let (day, values) = self.engines[i].rollout_values();
+        self.rollout.clear();
+        self.rollout.extend_from_slice(values);
+        for (j, e) in self.engines.iter_mut().enumerate() {
+            if j != i {
+                e.drop_rollouts_of(day, &self.rollout);
+            }
         }
     }
 

@@ -94,7 +94,8 @@ checkpoint_interval = "1s"
         Nhiwatch::start(&self.config, &args, self.path(&format!("{name}.log")))
     }
 
-    /// Alert ids `replay --partitions N --hold` writes for the same records.
+    /// Alert ids `replay --partitions N --isolated-partitions --hold` writes for the same
+    /// records (`run`'s partitions judge their identities alone).
     pub(crate) fn replay_ids(&self, records: &[Vec<u8>], partitions: u32) -> BTreeSet<String> {
         let file = self.path("input.jsonl");
         let mut text = Vec::new();
@@ -111,6 +112,7 @@ checkpoint_interval = "1s"
                 "--hold",
                 "--partitions",
                 &partitions.to_string(),
+                "--isolated-partitions",
                 file.to_str().expect("utf-8"),
             ],
             None,

@@ -7,6 +7,7 @@ mod decode;
 mod kafka;
 mod lake;
 mod metrics;
+mod partitions;
 mod quality;
 mod samples;
 mod schema;

@@ -26,6 +26,7 @@ pub mod timeofweek;
 mod values;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -354,19 +355,22 @@ impl Interner {
     }
 }
 
-/// All learned state.
+/// All learned state. The cross-identity parts (fleet and peer context, credential bindings
+/// and the texts of hashed values) are behind `Arc`s so that several engines, each with its own
+/// identities, can judge against one shared context (`replay --partitions N`; see
+/// `docs/scale-out.md`).
 #[derive(Debug, Default)]
 pub struct Baselines {
     /// Per-identity baselines.
     pub identities: DashMap<Box<str>, IdentityBaseline, MapHasher>,
     /// Fleet-wide context.
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     /// Peer groups and what their members do.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     /// Live credential bindings.
-    pub credentials: Credentials,
+    pub credentials: Arc<Credentials>,
     /// Text of hashed values.
-    pub interner: Interner,
+    pub interner: Arc<Interner>,
 }
 
 impl Baselines {

@@ -24,6 +24,7 @@ pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -139,6 +140,12 @@ pub enum SetupError {
         "unknown detector {0:?} (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, first_seen)"
     )]
     Unknown(String),
+}
+
+/// The fleet news, whether or not another engine sharing them panicked while holding them
+/// (the list stays consistent: every change is a single push or retain).
+fn lock(news: &Mutex<Vec<News>>) -> MutexGuard<'_, Vec<News>> {
+    news.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Records of an identity this soon after a held runner change belong to the same job.
@@ -397,7 +404,16 @@ pub struct Engine {
     by_value: HashMap<u64, Vec<(i64, u64)>>,
     /// Held runner changes that may be replacements, by identity (hashed).
     replacing: HashMap<u32, Vec<(i64, u64)>>,
-    news: Vec<News>,
+    /// Identities that got fleet-new values, by family: cross-identity, so shared like the
+    /// fleet context (see [`Engine::share_context`]).
+    news: Arc<Mutex<Vec<News>>>,
+    /// Judging against a context shared with other engines: interned texts are then not
+    /// pruned by one engine's identities alone.
+    shared: bool,
+    /// Another engine's context is judged against (its sizes are counted there, not here).
+    borrowed: bool,
+    /// The values the last event may have rolled out (see [`Engine::rollout_values`]).
+    rollout: (Day, Vec<u64>),
     next_prune: i64,
     /// Counters.
     pub stats: Stats,
@@ -464,7 +480,9 @@ impl Engine {
             .and_then(|s| s.thresholds.get("window_hours"))
             .and_then(|v| v.as_integer())
             .map_or(3, |r| r.clamp(0, 11) as u8);
-        state.peers.set_radius(radius);
+        let mut peers = baseline::Peers::default();
+        peers.set_radius(radius);
+        state.peers = std::sync::Arc::new(peers);
         let days = |d: crate::config::Duration| {
             (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16
         };
@@ -511,7 +529,10 @@ impl Engine {
             pending: BTreeMap::new(),
             by_value: HashMap::new(),
             replacing: HashMap::new(),
-            news: Vec::new(),
+            news: Arc::default(),
+            shared: false,
+            borrowed: false,
+            rollout: (0, Vec::new()),
             next_prune: i64::MIN,
             stats: Stats::default(),
             counters,
@@ -786,7 +807,71 @@ impl Engine {
         for (i, f) in findings {
             self.emit(i, f, event, secs, &old_runners, out);
         }
-        self.drop_rollouts(&view, transition.into_iter().flatten().chain(adoptions));
+        self.rollout.0 = view.day;
+        self.rollout.1.clear();
+        self.rollout.1.extend(
+            view.attrs
+                .iter()
+                .map(|a| a.hash)
+                .chain(view.net.map(|n| n.hash))
+                .chain(view.scopes.iter().map(|s| s.hash))
+                .chain(transition.into_iter().flatten())
+                .chain(adoptions),
+        );
+        let (day, values) = std::mem::take(&mut self.rollout);
+        self.drop_rollouts(day, &values);
+        self.rollout = (day, values);
+    }
+
+    /// The day and the values the last processed event may have rolled out: an engine that
+    /// shares its context with others passes them on, so their held alerts on those values
+    /// are dropped at the same event as one engine's would be
+    /// ([`Engine::drop_rollouts_of`]).
+    pub fn rollout_values(&self) -> (Day, &[u64]) {
+        (self.rollout.0, &self.rollout.1)
+    }
+
+    /// Drops held alerts on values another engine's event rolled out (shared context only).
+    pub fn drop_rollouts_of(&mut self, day: Day, values: &[u64]) {
+        self.drop_rollouts(day, values);
+    }
+
+    /// Advances the engine's clock to an event another engine processes: held alerts due by
+    /// then are released and housekeeping runs, as in one engine that saw every event.
+    pub fn advance(&mut self, secs: i64, out: &mut Vec<Alert>) {
+        if secs > self.clock {
+            self.clock = secs;
+            self.release(secs, out);
+            self.prune(secs);
+        }
+    }
+
+    /// Judges against `other`'s cross-identity context from now on (fleet and peer context,
+    /// credential bindings, value texts, fleet news): engines that each hold some of the
+    /// identities then decide as one engine holding all of them would, given the same events
+    /// in the same order, every engine [advanced](Engine::advance) to each event and each
+    /// event's [rollouts](Engine::rollout_values) passed to the others. Call before any
+    /// event is processed.
+    pub fn share_context(&mut self, other: &mut Engine) {
+        self.state.fleet = other.state.fleet.clone();
+        self.state.peers = other.state.peers.clone();
+        self.state.credentials = other.state.credentials.clone();
+        self.state.interner = other.state.interner.clone();
+        self.news = other.news.clone();
+        self.shared = true;
+        self.borrowed = true;
+        other.shared = true;
+    }
+
+    /// Whether the engine judges against a context shared with other engines.
+    pub fn shares_context(&self) -> bool {
+        self.shared
+    }
+
+    /// Whether the shared context this engine judges against is counted with another engine
+    /// (sizes in summaries and metrics are counted once, with the engine that owns it).
+    pub fn borrows_context(&self) -> bool {
+        self.borrowed
     }
 
     /// Releases every held alert (end of input).
@@ -914,7 +999,7 @@ impl Engine {
             Some(defer) => {
                 self.counters[i].held.inc();
                 if defer.family != 0 {
-                    self.news.push(News {
+                    lock(&self.news).push(News {
                         secs,
                         family: defer.family,
                         identity: hash_identity(&event.identity),
@@ -1036,8 +1121,7 @@ impl Engine {
 
     /// Distinct identities that got new values of a family between two times.
     fn family_news(&self, family: u64, from: i64, to: i64) -> u32 {
-        let mut who: Vec<u32> = self
-            .news
+        let mut who: Vec<u32> = lock(&self.news)
             .iter()
             .filter(|n| n.family == family && n.secs >= from && n.secs <= to)
             .map(|n| n.identity)
@@ -1048,23 +1132,16 @@ impl Engine {
     }
 
     /// Drops held alerts on values the fleet (or a peer group) has now adopted.
-    fn drop_rollouts(&mut self, view: &View, extra: impl Iterator<Item = u64>) {
+    fn drop_rollouts(&mut self, day: Day, values: &[u64]) {
         if self.by_value.is_empty() {
             return;
         }
-        let values = view
-            .attrs
-            .iter()
-            .map(|a| a.hash)
-            .chain(view.net.map(|n| n.hash))
-            .chain(view.scopes.iter().map(|s| s.hash))
-            .chain(extra);
         let mut adopted = Vec::new();
-        for v in values {
+        for &v in values {
             if let Some(keys) = self.by_value.get(&v) {
                 for k in keys {
                     if let Some(p) = self.pending.get(k) {
-                        let since = view.day.saturating_sub(p.defer.window_days);
+                        let since = day.saturating_sub(p.defer.window_days);
                         if self.state.fleet.identities_since(v, since) >= p.defer.min_identities {
                             adopted.push(*k);
                         }
@@ -1119,8 +1196,7 @@ impl Engine {
             .unwrap_or(0);
         self.suppress.retain(|_, t| t.saturating_add(longest) > now);
         // News matter for two grace periods; none is longer than the fleet window.
-        self.news
-            .retain(|n| n.secs.saturating_add(8 * 86_400) > now);
+        lock(&self.news).retain(|n| n.secs.saturating_add(8 * 86_400) > now);
         let horizon = baseline::day_of_secs(now).saturating_sub(
             self.learn
                 .runner_forget_days
@@ -1128,7 +1204,9 @@ impl Engine {
         );
         self.state.fleet.forget(horizon);
         self.state.peers.forget(horizon);
-        self.state.prune_interner();
+        if !self.shared {
+            self.state.prune_interner();
+        }
     }
 
     /// The engine state to save with the baselines.
@@ -1141,7 +1219,7 @@ impl Engine {
             seq: self.seq,
             suppress,
             pending: self.pending.iter().map(|(k, p)| (*k, p.clone())).collect(),
-            news: self.news.clone(),
+            news: lock(&self.news).clone(),
             next_prune: self.next_prune,
             peer_rules: self.peer_rules.fingerprint(),
         }
@@ -1178,7 +1256,7 @@ impl Engine {
         self.clock = rt.clock;
         self.seq = rt.seq;
         self.suppress = rt.suppress.into_iter().collect();
-        self.news = rt.news;
+        *lock(&self.news) = rt.news;
         self.next_prune = rt.next_prune;
         self.by_value.clear();
         self.replacing.clear();
@@ -1226,8 +1304,16 @@ impl Engine {
                 .zip(armed)
                 .map(|(d, n)| (d.name(), n))
                 .collect(),
-            baseline_bytes: (bytes + self.state.peers.heap_bytes()) as u64,
-            credentials: self.state.credentials.len() as u64,
+            baseline_bytes: if self.borrowed {
+                bytes as u64
+            } else {
+                (bytes + self.state.peers.heap_bytes()) as u64
+            },
+            credentials: if self.borrowed {
+                0
+            } else {
+                self.state.credentials.len() as u64
+            },
             held: self.pending.len() as u64,
         }
     }
