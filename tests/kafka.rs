@@ -3,7 +3,7 @@
 //! topic, `kill -9` and restarts lose and double-learn nothing, two instances split the work,
 //! and a broker that is not there yet is waited for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -525,6 +525,76 @@ fn two_instances_split_the_partitions_and_one_dying_loses_nothing() {
         log.contains("from=\"changelog\"") || log.contains("from=changelog"),
         "b took over a's partitions without restoring their state:\n{log}"
     );
+}
+
+/// The epochs of the checkpoints in `<group>-changelog`, per partition state, in the order
+/// they were written (from each checkpoint's first chunk, whose value starts with its epoch).
+fn changelog_epochs(broker: &Broker, s: &Setup) -> BTreeMap<String, Vec<u64>> {
+    let topic = format!("{}-changelog", s.group);
+    let msgs = broker.read(
+        &topic,
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+        |_| false,
+    );
+    let mut by_state: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for m in msgs {
+        let Some(key) = m.key.as_deref() else {
+            continue;
+        };
+        // `<topic>/<partition>/<slot>/<chunk>`: only first chunks.
+        let Some(state) = key
+            .strip_suffix("/a/0")
+            .or_else(|| key.strip_suffix("/b/0"))
+        else {
+            continue;
+        };
+        let epoch = u64::from_le_bytes(m.value[..8].try_into().expect("epoch"));
+        by_state.entry(state.to_string()).or_default().push(epoch);
+    }
+    by_state
+}
+
+#[test]
+fn a_stalled_instance_writes_nothing_for_the_partitions_it_lost() {
+    // An instance stopped (SIGSTOP) past `session.timeout.ms` loses its partitions to another
+    // one, which restores their state and checkpoints it on; when the stalled instance
+    // resumes, it must not write its stale state over the new owner's.
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 2, "stall");
+    let mut a = s.start("a", &[]);
+    a.wait_for("event partitions assigned", Duration::from_secs(60));
+    let producer = produce_slowly(&broker, &s.input, week(), 30);
+    a.wait_for("partition starts empty", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(4));
+    a.signal("STOP");
+    let mut b = s.start("b", &[]);
+    b.wait_for("partition state restored", Duration::from_secs(60));
+    // The new owner processes and checkpoints for a while.
+    std::thread::sleep(Duration::from_secs(4));
+    a.signal("CONT");
+    a.wait_for("event partitions lost", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    producer.join().expect("producer");
+    std::thread::sleep(Duration::from_secs(3));
+    let (a_log, b_log) = (a.log(), b.log());
+    let epochs = changelog_epochs(&broker, &s);
+    assert!(!epochs.is_empty(), "no checkpoint in the changelog");
+    for (state, e) in &epochs {
+        assert!(
+            e.windows(2).all(|w| w[0] < w[1]),
+            "{state}: checkpoint epochs {e:?} go back: a stale owner wrote after the new one\n== a:\n{a_log}\n== b:\n{b_log}"
+        );
+    }
+    assert!(
+        b_log.contains("from=\"changelog\"") || b_log.contains("from=changelog"),
+        "b did not take over a's state:\n{b_log}"
+    );
+    // The stalled instance carries on as a member of the group (it does not exit on the
+    // commit the group refused).
+    assert!(a.running(), "a exited after it resumed:\n{a_log}");
+    assert_eq!(a.terminate(), Some(0), "{a_log}");
+    assert_eq!(b.terminate(), Some(0), "{b_log}");
 }
 
 #[test]

@@ -26,6 +26,9 @@ use crate::decode::{Decoded, Decoder};
 use crate::detect::Engine;
 use crate::telemetry::metrics::{self, stage};
 
+/// librdkafka's default `session.timeout.ms`.
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// The least time between two checkpoints taken because the stream went quiet.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How long a checkpoint may wait for the cluster.
@@ -95,6 +98,12 @@ struct Saver {
     stdout_encoder: crate::encode::Encoder,
     /// The lake: alerts (and, in direct mode, events), synced before offsets are committed.
     lake: Option<Mutex<Lake>>,
+    /// The group's session timeout: a process that stood still this long (SIGSTOP, a frozen
+    /// VM) has most likely lost its partitions to another instance.
+    session_timeout: Duration,
+    /// Until when no state is written because the process stood still (see
+    /// [`Saver::fenced`]).
+    stalled_until: Mutex<Option<Instant>>,
 }
 
 /// The detect stage's lake writer and when it last wrote the baselines.
@@ -157,6 +166,17 @@ impl ConsumerContext for Ctx {
             metrics::get().revoked(stage::DETECT);
             let revoked = super::partitions_of(tpl);
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+            if consumer.assignment_lost() {
+                // The group gave them to another instance while this one did not answer:
+                // that owner restored the last checkpoint and writes its own from there, so
+                // this instance's newer but unwritten state is dropped, never written.
+                metrics::get().error(stage::STATE, "partitions_lost");
+                tracing::warn!(partitions = ?revoked, "event partitions lost (the group's session timed out): their state since the last checkpoint is dropped unwritten; the new owner re-reads those records");
+                for p in &revoked {
+                    parts.remove(p);
+                }
+                return;
+            }
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
             }
@@ -191,12 +211,50 @@ impl Saver {
             .inspect_err(|_| metrics::get().error(stage::STATE, "checkpoint"))
     }
 
+    /// Whether writing state now could overwrite another owner's: the group has taken the
+    /// partitions away, or the process stood still long enough that it may have and the
+    /// consumer has not told yet. Fencing by the writer; the epoch a restore starts from
+    /// (see [`Saver::restore`]) makes a write that slips through lose to the new owner's.
+    fn fenced(&self, consumer: &BaseConsumer<Ctx>) -> bool {
+        if consumer.assignment_lost() {
+            return true;
+        }
+        let mut until = self.stalled_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The poll loop stood still for `gap`: longer than the session timeout, and the group
+    /// may have given the partitions away. No state is written for another session timeout,
+    /// time enough for the consumer to learn whether it is still a member.
+    fn stood_still(&self, gap: Duration) {
+        if gap > self.session_timeout {
+            tracing::warn!(
+                seconds = gap.as_secs_f64(),
+                "the process stood still longer than the group's session timeout; no state is written until the group confirms this instance still owns its partitions"
+            );
+            *self.stalled_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + self.session_timeout);
+        }
+    }
+
     fn write_checkpoint(
         &self,
         consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Key, Part>,
         only: Option<&[Key]>,
     ) -> Result<(), Error> {
+        if self.fenced(consumer) {
+            metrics::get().error(stage::STATE, "checkpoint_fenced");
+            tracing::info!("checkpoint skipped: this instance may no longer own its partitions");
+            return Ok(());
+        }
         let chosen: Vec<Key> = parts
             .iter()
             .filter(|(p, part)| part.dirty && only.is_none_or(|o| o.contains(p)))
@@ -278,11 +336,15 @@ impl Saver {
             }
             m.checkpoints.inc();
         }
+        // A failed commit loses nothing: the checkpoint holds the offset it includes, and a
+        // restore skips what it covers. It fails when the group has moved on (the rebalance
+        // that follows drops the partitions) or the coordinator is away (the next checkpoint
+        // commits again).
         let committed = consumer.commit(&tpl, CommitMode::Sync);
         metrics::get().committed(stage::DETECT, committed.is_ok());
-        committed.map_err(|e| Error::Unavailable {
-            message: format!("commit after checkpoint: {e}"),
-        })?;
+        if let Err(e) = committed {
+            tracing::warn!(error = %e, "commit after checkpoint failed (committed again at the next checkpoint)");
+        }
         m.checkpoint_seconds
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(partitions = ?chosen, "checkpoint written and committed");
@@ -340,6 +402,9 @@ impl Saver {
         };
         let mut engine = Engine::from_config(cfg, None).map_err(|e| Error::Setup(e.to_string()))?;
         let (next_offset, epoch, marks) = match cp {
+            // The first checkpoint of a new owner skips an epoch: a previous owner that
+            // stood still and writes once more before it learns it lost the partition writes
+            // the next epoch at most, which then never wins over this owner's.
             Some(cp) => {
                 engine.restore_bytes(&cp.engine).map_err(|e| Error::State {
                     partition,
@@ -354,7 +419,7 @@ impl Saver {
                     identities = engine.state.identities.len(),
                     "partition state restored"
                 );
-                (cp.next_offset, cp.epoch, cp.marks.to_map())
+                (cp.next_offset, cp.epoch + 1, cp.marks.to_map())
             }
             None => {
                 tracing::info!(
@@ -470,6 +535,12 @@ impl Detect {
             deliveries,
             stdout: self.stdout.then(std::io::stdout),
             watermarks: checkpoint::restore_client(&k, &self.group)?,
+            session_timeout: k
+                .consumer_options
+                .get("session.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .map_or(DEFAULT_SESSION_TIMEOUT, Duration::from_millis),
+            stalled_until: Mutex::new(None),
         });
         let parts: Arc<Mutex<HashMap<Key, Part>>> = Arc::default();
         let assigned: Arc<Mutex<Option<Vec<Key>>>> = Arc::default();
@@ -494,10 +565,13 @@ impl Detect {
         let mut last = Instant::now();
         let mut last_census = Instant::now();
         let mut idle_dirty = false;
+        let mut turn = Instant::now();
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
+            saver.stood_still(turn.elapsed());
+            turn = Instant::now();
             if last_census.elapsed() >= CENSUS_EVERY {
                 last_census = Instant::now();
                 census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
@@ -509,6 +583,7 @@ impl Detect {
                     if idle_dirty && last.elapsed() >= IDLE_CHECKPOINT.min(self.interval) {
                         idle_dirty = false;
                         last = Instant::now();
+                        saver.stood_still(turn.elapsed());
                         let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
                             break Err(e);
@@ -541,6 +616,8 @@ impl Detect {
             }
             if last.elapsed() >= self.interval {
                 last = Instant::now();
+                // A stop inside this turn (in the poll, most likely) counts before writing.
+                saver.stood_still(turn.elapsed());
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
                     break Err(e);

@@ -67,6 +67,8 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "checkpoint"),
     (stage::STATE, "restore"),
     (stage::STATE, "local_checkpoint_unusable"),
+    (stage::STATE, "partitions_lost"),
+    (stage::STATE, "checkpoint_fenced"),
     (stage::SINK, "delivery"),
     (stage::SINK, "write"),
     (stage::LAKE, "write"),

@@ -334,6 +334,15 @@ impl Nhiwatch {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) and leaves the process be.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", self.child.id());
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
