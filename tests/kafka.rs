@@ -597,6 +597,63 @@ fn a_stalled_instance_writes_nothing_for_the_partitions_it_lost() {
     assert_eq!(b.terminate(), Some(0), "{b_log}");
 }
 
+/// Issue 19's live proof, not yet dependable here: in about half of the runs on this machine
+/// a consumer group (ingest, detect, or both) stops rebalancing after the second kill: the
+/// surviving instance's partitions are revoked and never assigned again, the restarted
+/// instances are never assigned any, for the three minutes the test waits (also with
+/// `max.poll.interval.ms` at 10 s; Tansu logs nothing). Whether the broker or nhiwatch holds
+/// the group is not known yet. Run it with `cargo nextest run --run-ignored only
+/// three_instances`.
+#[test]
+#[ignore = "a consumer group stalls after the second kill in about half of the runs (issue 19)"]
+fn three_instances_through_two_kills_and_a_restart_alert_what_replay_does() {
+    // Six partitions over three instances; one instance is killed (-9) twice mid-stream and
+    // restarted, another stopped with SIGTERM and restarted. The alerts topic must hold the
+    // alerts of `replay --partitions 6 --isolated-partitions` (each partition judged alone,
+    // as `run`'s are today), none missing and none extra.
+    let broker = Broker::start();
+    let partitions = 6;
+    let s = Setup::new(&broker, partitions, "trio");
+    let records = week();
+    let expected = s.replay_ids(&records, partitions);
+    assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
+    let mut b = s.start("b", &[]);
+    let mut c = s.start("c", &[]);
+    b.wait_for("event partitions assigned", Duration::from_secs(60));
+    c.wait_for("event partitions assigned", Duration::from_secs(60));
+    let producer = produce_slowly(&broker, &s.input, records, 40);
+    for round in 0..2 {
+        let mut a = s.start("a", &[]);
+        a.wait_for_any(
+            &["partition starts empty", "partition state restored"],
+            Duration::from_secs(90),
+        );
+        std::thread::sleep(Duration::from_millis(2500 + 1000 * round));
+        assert!(a.running(), "{}", a.log());
+        a.kill9();
+    }
+    let a = s.start("a", &[]);
+    assert_eq!(b.terminate(), Some(0), "b did not stop cleanly");
+    let b = s.start("b", &[]);
+    producer.join().expect("producer");
+    let msgs = read_alerts(&broker, &s, &expected);
+    let (a_log, b_log, c_log) = (a.log(), b.log(), c.log());
+    for nw in [a, b, c] {
+        assert_eq!(nw.terminate(), Some(0));
+    }
+    let got = ids(&msgs);
+    let twice = msgs.len() - got.len();
+    eprintln!(
+        "three instances: {} alerts on the topic, {} distinct, {twice} repeated",
+        msgs.len(),
+        got.len()
+    );
+    assert_eq!(
+        got, expected,
+        "== a:\n{a_log}\n== b:\n{b_log}\n== c:\n{c_log}"
+    );
+}
+
 #[test]
 fn broker_unavailable_at_start_is_retried_with_a_clear_error() {
     let port = free_port();
