@@ -287,7 +287,12 @@ impl Nhiwatch {
             .arg(config)
             .arg("run")
             .args(args)
-            .env("RUST_LOG", "info")
+            // NHIWATCH_TEST_LOG=debug (with `"debug" = "cgrp"` among the consumer options)
+            // shows librdkafka's group protocol in the instances' logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("NHIWATCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
