@@ -901,7 +901,7 @@ impl Run<'_> {
         self.rollout.extend_from_slice(values);
         for (j, e) in self.engines.iter_mut().enumerate() {
             if j != i {
-                e.drop_rollouts_of(day, &self.rollout);
+                e.drop_rollouts(day, &self.rollout);
             }
         }
     }

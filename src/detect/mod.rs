@@ -807,33 +807,29 @@ impl Engine {
         for (i, f) in findings {
             self.emit(i, f, event, secs, &old_runners, out);
         }
-        self.rollout.0 = view.day;
-        self.rollout.1.clear();
-        self.rollout.1.extend(
-            view.attrs
-                .iter()
-                .map(|a| a.hash)
-                .chain(view.net.map(|n| n.hash))
-                .chain(view.scopes.iter().map(|s| s.hash))
-                .chain(transition.into_iter().flatten())
-                .chain(adoptions),
-        );
-        let (day, values) = std::mem::take(&mut self.rollout);
-        self.drop_rollouts(day, &values);
-        self.rollout = (day, values);
+        // Collected only when something may be held on them, here or (shared) elsewhere.
+        if self.shared || !self.by_value.is_empty() {
+            let mut values = std::mem::take(&mut self.rollout.1);
+            values.clear();
+            values.extend(
+                view.attrs
+                    .iter()
+                    .map(|a| a.hash)
+                    .chain(view.net.map(|n| n.hash))
+                    .chain(view.scopes.iter().map(|s| s.hash))
+                    .chain(transition.into_iter().flatten())
+                    .chain(adoptions),
+            );
+            self.drop_rollouts(view.day, &values);
+            self.rollout = (view.day, values);
+        }
     }
 
     /// The day and the values the last processed event may have rolled out: an engine that
     /// shares its context with others passes them on, so their held alerts on those values
-    /// are dropped at the same event as one engine's would be
-    /// ([`Engine::drop_rollouts_of`]).
+    /// are dropped at the same event as one engine's would be ([`Engine::drop_rollouts`]).
     pub fn rollout_values(&self) -> (Day, &[u64]) {
         (self.rollout.0, &self.rollout.1)
-    }
-
-    /// Drops held alerts on values another engine's event rolled out (shared context only).
-    pub fn drop_rollouts_of(&mut self, day: Day, values: &[u64]) {
-        self.drop_rollouts(day, values);
     }
 
     /// Advances the engine's clock to an event another engine processes: held alerts due by
@@ -1131,8 +1127,9 @@ impl Engine {
         who.len() as u32
     }
 
-    /// Drops held alerts on values the fleet (or a peer group) has now adopted.
-    fn drop_rollouts(&mut self, day: Day, values: &[u64]) {
+    /// Drops held alerts on values the fleet (or a peer group) has now adopted: this
+    /// engine's event's values, or (shared context) another engine's.
+    pub fn drop_rollouts(&mut self, day: Day, values: &[u64]) {
         if self.by_value.is_empty() {
             return;
         }

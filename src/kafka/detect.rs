@@ -101,9 +101,15 @@ struct Saver {
     /// The group's session timeout: a process that stood still this long (SIGSTOP, a frozen
     /// VM) has most likely lost its partitions to another instance.
     session_timeout: Duration,
-    /// Until when no state is written because the process stood still (see
-    /// [`Saver::fenced`]).
-    stalled_until: Mutex<Option<Instant>>,
+    /// When the poll loop's current turn began, and until when no state is written because
+    /// a turn stood still (see [`Saver::fenced`]).
+    turns: Mutex<Turns>,
+}
+
+/// The poll loop's pace, for fencing.
+struct Turns {
+    began: Instant,
+    stalled_until: Option<Instant>,
 }
 
 /// The detect stage's lake writer and when it last wrote the baselines.
@@ -213,35 +219,41 @@ impl Saver {
 
     /// Whether writing state now could overwrite another owner's: the group has taken the
     /// partitions away, or the process stood still long enough that it may have and the
-    /// consumer has not told yet. Fencing by the writer; the epoch a restore starts from
-    /// (see [`Saver::restore`]) makes a write that slips through lose to the new owner's.
+    /// consumer has not told yet. A turn of the poll loop (the current one included: a stop
+    /// inside the poll, most likely) longer than the session timeout means the group may have
+    /// moved on; no state is written for another session timeout, time enough for the
+    /// consumer to learn whether it is still a member. Fencing by the writer; the epoch a
+    /// restore starts from (see [`Saver::restore`]) makes a write that slips through lose to
+    /// the new owner's.
     fn fenced(&self, consumer: &BaseConsumer<Ctx>) -> bool {
         if consumer.assignment_lost() {
             return true;
         }
-        let mut until = self.stalled_until.lock().unwrap_or_else(|e| e.into_inner());
-        match *until {
-            Some(t) if Instant::now() < t => true,
+        let mut t = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let gap = now.duration_since(t.began);
+        if gap > self.session_timeout {
+            tracing::warn!(
+                seconds = gap.as_secs_f64(),
+                "the process stood still longer than the group's session timeout; no state is written until the group confirms this instance still owns its partitions"
+            );
+            t.began = now;
+            t.stalled_until = Some(now + self.session_timeout);
+        }
+        match t.stalled_until {
+            Some(until) if now < until => true,
             Some(_) => {
-                *until = None;
+                t.stalled_until = None;
                 false
             }
             None => false,
         }
     }
 
-    /// The poll loop stood still for `gap`: longer than the session timeout, and the group
-    /// may have given the partitions away. No state is written for another session timeout,
-    /// time enough for the consumer to learn whether it is still a member.
-    fn stood_still(&self, gap: Duration) {
-        if gap > self.session_timeout {
-            tracing::warn!(
-                seconds = gap.as_secs_f64(),
-                "the process stood still longer than the group's session timeout; no state is written until the group confirms this instance still owns its partitions"
-            );
-            *self.stalled_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + self.session_timeout);
-        }
+    /// A new turn of the poll loop begins (a turn that stood still is judged first).
+    fn next_turn(&self, consumer: &BaseConsumer<Ctx>) {
+        self.fenced(consumer);
+        self.turns.lock().unwrap_or_else(|e| e.into_inner()).began = Instant::now();
     }
 
     fn write_checkpoint(
@@ -540,7 +552,10 @@ impl Detect {
                 .get("session.timeout.ms")
                 .and_then(|v| v.parse().ok())
                 .map_or(DEFAULT_SESSION_TIMEOUT, Duration::from_millis),
-            stalled_until: Mutex::new(None),
+            turns: Mutex::new(Turns {
+                began: Instant::now(),
+                stalled_until: None,
+            }),
         });
         let parts: Arc<Mutex<HashMap<Key, Part>>> = Arc::default();
         let assigned: Arc<Mutex<Option<Vec<Key>>>> = Arc::default();
@@ -565,13 +580,11 @@ impl Detect {
         let mut last = Instant::now();
         let mut last_census = Instant::now();
         let mut idle_dirty = false;
-        let mut turn = Instant::now();
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
-            saver.stood_still(turn.elapsed());
-            turn = Instant::now();
+            saver.next_turn(&consumer);
             if last_census.elapsed() >= CENSUS_EVERY {
                 last_census = Instant::now();
                 census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
@@ -583,7 +596,6 @@ impl Detect {
                     if idle_dirty && last.elapsed() >= IDLE_CHECKPOINT.min(self.interval) {
                         idle_dirty = false;
                         last = Instant::now();
-                        saver.stood_still(turn.elapsed());
                         let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
                             break Err(e);
@@ -616,8 +628,6 @@ impl Detect {
             }
             if last.elapsed() >= self.interval {
                 last = Instant::now();
-                // A stop inside this turn (in the poll, most likely) counts before writing.
-                saver.stood_still(turn.elapsed());
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
                     break Err(e);
