@@ -12,7 +12,6 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use nhiwatch::config::Config;
-use nhiwatch::detect::Engine;
 use nhiwatch::event::Event;
 use nhiwatch::simulate::{Settings, Simulation};
 
@@ -52,7 +51,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(day.len() as u64));
     let learned = |only: Option<&[String]>| {
-        let mut e = Engine::from_config(&cfg, only).expect("engine");
+        let mut e = cfg.engine(only).expect("engine");
         let mut alerts = Vec::new();
         for ev in &history {
             e.process(ev, &mut alerts);
@@ -75,7 +74,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("cold", |b| {
         b.iter_batched(
-            || Engine::from_config(&cfg, None).expect("engine"),
+            || cfg.engine(None).expect("engine"),
             |mut e| {
                 let mut alerts = Vec::new();
                 for ev in &day {

@@ -181,7 +181,8 @@ fn main() {
     let events_expected = {
         let mut cfg = nhiwatch::config::Config::default();
         cfg.fingerprint.key = std::env::var("NHIWATCH_FINGERPRINT_KEY").ok();
-        let d = nhiwatch::decode::Decoder::from_config(&cfg, nhiwatch::decode::Format::Auto)
+        let d = cfg
+            .decoder(nhiwatch::decode::Format::Auto)
             .expect("decoder");
         let mut out = Vec::new();
         records.iter().for_each(|r| {

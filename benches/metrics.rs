@@ -9,7 +9,6 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use nhiwatch::detect::Engine;
 use nhiwatch::event::{Action, Source};
 use nhiwatch::simulate::{Settings, Simulation};
 use nhiwatch::telemetry::metrics::{self, EventCounters, RecordCounters};
@@ -38,7 +37,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let cfg = common::config();
-    let mut engine = Engine::from_config(&cfg, None).expect("engine");
+    let mut engine = cfg.engine(None).expect("engine");
     let decoder = common::decoder(&cfg);
     let sim = Simulation::new(Settings {
         seed: 7,

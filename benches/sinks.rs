@@ -38,7 +38,7 @@ fn alerts() -> Vec<nhiwatch::alert::Alert> {
         "first_seen",
     ]
     .map(String::from);
-    let mut engine = nhiwatch::detect::Engine::from_config(&cfg, Some(&names)).expect("engine");
+    let mut engine = cfg.engine(Some(&names)).expect("engine");
     let mut out = Vec::new();
     let mut decoded = Vec::new();
     for line in text.lines() {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::decode::{Decoder, Format};
+use crate::decode::Format;
 use crate::detect::Engine;
 use crate::replay::{self, Emit, Progress};
 use crate::simulate;
@@ -368,14 +368,14 @@ pub struct ScoreArgs {
 /// The learned state in a directory: a `replay --state` snapshot, or the per-partition
 /// checkpoints `run --state-dir` writes (one engine per partition).
 fn load_state(cfg: &Config, dir: &std::path::Path) -> anyhow::Result<Vec<Engine>> {
-    let mut engine = Engine::from_config(cfg, None)?;
+    let mut engine = cfg.engine(None)?;
     if engine.load(dir)? {
         return Ok(vec![engine]);
     }
     let mut engines = Vec::new();
     if dir.is_dir() {
         for cp in crate::kafka::checkpoint::read_dir(dir)? {
-            let mut e = Engine::from_config(cfg, None)?;
+            let mut e = cfg.engine(None)?;
             e.restore_bytes(&cp.engine)
                 .with_context(|| format!("checkpoint of {}/{}", cp.topic, cp.partition))?;
             engines.push(e);
@@ -440,16 +440,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             cfg.validate_run()?;
             check_kafka_clients(&cfg)?;
             // Fail on a bad detector spec or key before touching the cluster.
-            drop(Engine::from_config(&cfg, None)?);
-            drop(Decoder::from_config(&cfg, Format::Auto)?);
+            drop(cfg.engine(None)?);
+            drop(cfg.decoder(Format::Auto)?);
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             crate::kafka::run::run(&cfg, stop)?;
             Ok(Outcome::Ok)
         }
         Command::CheckConfig => {
-            let decoder = Decoder::from_config(&cfg, Format::Auto)?;
+            let decoder = cfg.decoder(Format::Auto)?;
             drop(decoder);
-            let engine = Engine::from_config(&cfg, None)?;
+            let engine = cfg.engine(None)?;
             drop(engine);
             if cfg.kafka.bootstrap_servers.is_some() || !cfg.kafka.topics.is_empty() {
                 cfg.validate_run()?;
@@ -467,7 +467,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Replay(args) => {
             let lake = args.lake.clone().or_else(|| cfg.lake.dir.clone());
-            let decoder = Decoder::from_config(&cfg, args.format)?.keep_records(lake.is_some());
+            let decoder = cfg.decoder(args.format)?.keep_records(lake.is_some());
             if args.state.is_some() && args.emit == Emit::Events {
                 anyhow::bail!(
                     "--state keeps the detectors' baselines, but --emit events runs no detector"
@@ -483,9 +483,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             let mut engines = Vec::new();
             for _ in 1..args.partitions {
-                engines.push(Engine::from_config(&cfg, args.detectors.as_deref())?);
+                engines.push(cfg.engine(args.detectors.as_deref())?);
             }
-            let mut engine = Engine::from_config(&cfg, args.detectors.as_deref())?;
+            let mut engine = cfg.engine(args.detectors.as_deref())?;
             if let Some(dir) = &args.state
                 && engine.load(dir)?
             {
@@ -558,7 +558,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let engines = load_state(&cfg, &args.state)?;
             let report = engines
                 .iter()
-                .find_map(|e| crate::baseline::report::identity(e, &args.identity))
+                .find_map(|e| crate::detect::report::identity(e, &args.identity))
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no baseline for identity {:?} in {}",
@@ -569,7 +569,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", crate::baseline::report::render(&report));
+                print!("{}", crate::detect::report::render(&report));
             }
             Ok(Outcome::Ok)
         }
@@ -594,7 +594,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Detectors => {
-            let engine = Engine::from_config(&cfg, None)?;
+            let engine = cfg.engine(None)?;
             let running = engine.detector_names();
             for spec in crate::detect::load_specs(cfg.detectors.dir.as_deref())? {
                 let name = &spec.detector.name;

@@ -15,9 +15,113 @@
 //! Explicit environment names from CI claims are never token-split: `prod-eu` stays
 //! `prod-eu`, because the user chose that name and two regions must stay distinguishable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::config::EnvironmentsConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// `[environments]`: how source-specific names map to environments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentsConfig {
+    /// Extra aliases, name → canonical environment (`"live-eu" = "production"`). Built-in
+    /// aliases map prod/prd/live → production, stage/stg/preprod/uat → staging,
+    /// test/qa → testing, dev/develop → development.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// AWS account id → environment. Unmapped accounts use the account id as the environment.
+    #[serde(default)]
+    pub aws_accounts: BTreeMap<String, String>,
+    /// Vault path prefix → environment (`"kv/data/payments/" = "production"`); the longest
+    /// matching prefix wins. Unmapped paths use a segment that names an environment.
+    #[serde(default)]
+    pub vault_paths: BTreeMap<String, String>,
+    /// Kubernetes namespace → environment; `"*"` is the default for unmapped namespaces whose
+    /// name implies no environment.
+    #[serde(default)]
+    pub kubernetes_namespaces: BTreeMap<String, String>,
+}
+
+/// How critical an environment is: production > staging > everything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Tier {
+    /// Anything that is not staging or production.
+    Other = 0,
+    /// Staging and its aliases.
+    Staging = 1,
+    /// Production.
+    Production = 2,
+}
+
+impl Tier {
+    /// The tier of a (normalized) environment name.
+    pub fn of(env: &str) -> Tier {
+        match env {
+            "production" => Tier::Production,
+            "staging" => Tier::Staging,
+            _ => {
+                // `prod-eu`, `payments-production`: a production token among the name's.
+                let mut tier = Tier::Other;
+                for t in env.split(['-', '_', '.', '/', ':']) {
+                    match t.to_ascii_lowercase().as_str() {
+                        "non" | "not" | "no" => return Tier::Other,
+                        "prod" | "production" | "prd" | "live" => tier = tier.max(Tier::Production),
+                        "staging" | "stage" | "stg" | "preprod" | "uat" => {
+                            tier = tier.max(Tier::Staging)
+                        }
+                        _ => {}
+                    }
+                }
+                tier
+            }
+        }
+    }
+
+    /// From the stored byte.
+    pub fn from_u8(v: u8) -> Tier {
+        match v {
+            2 => Tier::Production,
+            1 => Tier::Staging,
+            _ => Tier::Other,
+        }
+    }
+}
+
+impl EnvironmentsConfig {
+    /// Checks that no name or environment is empty and that AWS accounts are account ids.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid { key, message };
+        for (table, map) in [
+            ("environments.aliases", &self.aliases),
+            ("environments.aws_accounts", &self.aws_accounts),
+            ("environments.vault_paths", &self.vault_paths),
+            (
+                "environments.kubernetes_namespaces",
+                &self.kubernetes_namespaces,
+            ),
+        ] {
+            for (k, v) in map {
+                if k.trim().is_empty() || v.trim().is_empty() {
+                    return Err(invalid(
+                        format!("{table}.{k:?}"),
+                        "names and environments must not be empty".into(),
+                    ));
+                }
+            }
+        }
+        for account in self.aws_accounts.keys() {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("environments.aws_accounts.{account:?}"),
+                    "an AWS account id is 12 digits".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Built-in aliases: (alias, canonical name). Canonical names follow GitLab's deployment tiers.
 const BUILTIN_ALIASES: &[(&str, &str)] = &[
@@ -120,10 +224,10 @@ impl EnvResolver {
         if let Some(v) = self.vocabulary.iter().find(|v| v.as_str() == env) {
             return v;
         }
-        match crate::baseline::Tier::of(env) {
-            crate::baseline::Tier::Production => "production",
-            crate::baseline::Tier::Staging => "staging",
-            crate::baseline::Tier::Other => "other",
+        match Tier::of(env) {
+            Tier::Production => "production",
+            Tier::Staging => "staging",
+            Tier::Other => "other",
         }
     }
 

@@ -8,10 +8,70 @@
 //! is drawn per process: fingerprints are then consistent within a run but not across
 //! restarts or instances, which the caller warns about.
 
+use std::path::PathBuf;
+
 use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::error::ConfigError;
 use crate::event::{Credential, CredentialKind};
+
+/// Environment variable that overrides `fingerprint.key`.
+pub const FINGERPRINT_KEY_ENV: &str = "NHIWATCH_FINGERPRINT_KEY";
+
+/// `[fingerprint]`: the HMAC key for credential fingerprints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintConfig {
+    /// The key itself (at least 16 bytes). Prefer `key_file` or `NHIWATCH_FINGERPRINT_KEY`
+    /// so the key is not in the config file.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the key (trailing whitespace is ignored).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl FingerprintConfig {
+    /// Checks the key's settings (both sources at once, or a key too short to be safe).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "fingerprint.key".into(),
+            message,
+        };
+        if self.key.is_some() && self.key_file.is_some() {
+            return Err(invalid("set either `key` or `key_file`, not both".into()));
+        }
+        if let Some(key) = &self.key
+            && key.len() < 16
+        {
+            return Err(invalid(format!(
+                "is {} bytes; at least 16 are required",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The key from the environment variable, the key file or the config, in that order;
+    /// `None` when none is set.
+    pub fn key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if let Ok(k) = std::env::var(FINGERPRINT_KEY_ENV)
+            && !k.is_empty()
+        {
+            return Ok(Some(k.into_bytes()));
+        }
+        if let Some(path) = &self.key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some(text.trim_end().as_bytes().to_vec()));
+        }
+        Ok(self.key.as_ref().map(|k| k.as_bytes().to_vec()))
+    }
+}
 
 /// Bytes of the HMAC kept in a fingerprint.
 const FP_BYTES: usize = 16;

@@ -299,7 +299,7 @@ fn run_state(dir: &Path, topic: &str, partitions: u32) -> Vec<Vec<u8>> {
             let cp = nhiwatch::kafka::checkpoint::read_local(dir, topic, p)
                 .expect("readable checkpoint")
                 .unwrap_or_else(|| panic!("no checkpoint of partition {p} in {}", dir.display()));
-            let mut e = nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+            let mut e = cfg.engine(None).expect("engine");
             e.restore_bytes(&cp.engine).expect("state");
             e.snapshot_bytes().expect("encode")
         })
@@ -310,7 +310,7 @@ fn run_state(dir: &Path, topic: &str, partitions: u32) -> Vec<Vec<u8>> {
 fn state_diff(a: &[u8], b: &[u8]) -> String {
     let cfg = nhiwatch::config::Config::default();
     let load = |bytes: &[u8]| {
-        let mut e = nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+        let mut e = cfg.engine(None).expect("engine");
         e.restore_bytes(bytes).expect("state");
         e
     };
@@ -359,10 +359,11 @@ fn state_diff(a: &[u8], b: &[u8]) -> String {
 /// The detection state `replay --partitions N --hold` ends with, per partition.
 fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>> {
     let cfg = nhiwatch::config::Config::load(Some(&s.config)).expect("config");
-    let decoder = nhiwatch::decode::Decoder::from_config(&cfg, nhiwatch::decode::Format::Auto)
+    let decoder = cfg
+        .decoder(nhiwatch::decode::Format::Auto)
         .expect("decoder");
     let mut engines: Vec<_> = (0..partitions)
-        .map(|_| nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine"))
+        .map(|_| cfg.engine(None).expect("engine"))
         .collect();
     let file = s.path("replay-input.jsonl");
     std::fs::write(&file, records.join(&b'\n')).expect("input");

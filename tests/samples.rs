@@ -417,7 +417,7 @@ fn a_snapshot_restored_mid_stream_continues_exactly_like_an_engine_that_never_st
             .filter_map(Result::ok)
             .collect();
     assert!(events.len() > 10_000);
-    let engine = || nhiwatch::detect::Engine::from_config(&cfg, None).expect("engine");
+    let engine = || cfg.engine(None).expect("engine");
     let (mut whole, mut first) = (engine(), engine());
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let cut = events.len() * 3 / 7;

@@ -6,6 +6,7 @@ mod cli;
 mod decode;
 mod kafka;
 mod lake;
+mod layers;
 mod metrics;
 mod partitions;
 mod quality;

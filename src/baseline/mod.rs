@@ -20,7 +20,6 @@ mod credentials;
 mod fleet;
 mod identity;
 pub mod peers;
-pub mod report;
 pub mod snapshot;
 pub mod timeofweek;
 mod values;
@@ -148,51 +147,7 @@ pub struct ScopeRef {
     pub rank: u8,
 }
 
-/// How critical an environment is: production > staging > everything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum Tier {
-    /// Anything that is not staging or production.
-    Other = 0,
-    /// Staging and its aliases.
-    Staging = 1,
-    /// Production.
-    Production = 2,
-}
-
-impl Tier {
-    /// The tier of a (normalized) environment name.
-    pub fn of(env: &str) -> Tier {
-        match env {
-            "production" => Tier::Production,
-            "staging" => Tier::Staging,
-            _ => {
-                // `prod-eu`, `payments-production`: a production token among the name's.
-                let mut tier = Tier::Other;
-                for t in env.split(['-', '_', '.', '/', ':']) {
-                    match t.to_ascii_lowercase().as_str() {
-                        "non" | "not" | "no" => return Tier::Other,
-                        "prod" | "production" | "prd" | "live" => tier = tier.max(Tier::Production),
-                        "staging" | "stage" | "stg" | "preprod" | "uat" => {
-                            tier = tier.max(Tier::Staging)
-                        }
-                        _ => {}
-                    }
-                }
-                tier
-            }
-        }
-    }
-
-    /// From the stored byte.
-    pub fn from_u8(v: u8) -> Tier {
-        match v {
-            2 => Tier::Production,
-            1 => Tier::Staging,
-            _ => Tier::Other,
-        }
-    }
-}
+pub use crate::environment::Tier;
 
 /// A network prefix parsed from a source address: IPv4 /16, IPv6 /48.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,7 @@ macro_rules! cat {
 
 mod canonical;
 mod cloudtrail;
+mod config;
 mod github;
 mod gitlab;
 mod kubernetes;
@@ -45,12 +46,14 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::{Config, ConfigError, DecodeConfig, FINGERPRINT_KEY_ENV};
 use crate::environment::EnvResolver;
+use crate::error::ConfigError;
 use crate::event::Event;
 use crate::fingerprint::Fingerprinter;
+use crate::fingerprint::{FINGERPRINT_KEY_ENV, FingerprintConfig};
 use crate::time::Timestamp;
 
+pub use config::DecodeConfig;
 use util::Str;
 
 /// An input format, chosen per record (`auto`) or forced.
@@ -323,14 +326,20 @@ impl Decoder {
         self
     }
 
-    /// A decoder from the whole configuration. Without a fingerprint key, a random one is drawn
-    /// for this process, with a warning: fingerprints then differ from run to run.
-    pub fn from_config(cfg: &Config, format: Format) -> Result<Self, ConfigError> {
+    /// A decoder from its configuration sections (`[decode]`, `[fingerprint]`,
+    /// `[environments]`). Without a fingerprint key, a random one is drawn for this process,
+    /// with a warning: fingerprints then differ from run to run.
+    pub fn from_sections(
+        decode: &DecodeConfig,
+        fingerprint: &FingerprintConfig,
+        environments: &crate::environment::EnvironmentsConfig,
+        format: Format,
+    ) -> Result<Self, ConfigError> {
         let invalid = |e: crate::fingerprint::KeyError| ConfigError::Invalid {
             key: "fingerprint.key".into(),
             message: e.to_string(),
         };
-        let fp = match cfg.fingerprint_key()? {
+        let fp = match fingerprint.key()? {
             Some(key) => Fingerprinter::new(&key).map_err(invalid)?,
             None => {
                 tracing::warn!(
@@ -342,9 +351,9 @@ impl Decoder {
             }
         };
         Ok(Decoder::new(
-            &cfg.decode,
+            decode,
             fp,
-            EnvResolver::new(&cfg.environments),
+            EnvResolver::new(environments),
             format,
         ))
     }

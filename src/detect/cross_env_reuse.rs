@@ -27,9 +27,9 @@ use super::peers::Verdict;
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::peers::mask;
 use crate::baseline::{Class, IdentityBaseline, Tier, env_pair, hash_value};
-use crate::config::Duration;
 use crate::event::{Action, CredentialKind};
 use crate::time::Timestamp;
+use crate::units::Duration;
 
 /// `[thresholds]` of `cross_env_reuse.toml`.
 #[derive(Clone, Debug, Deserialize)]

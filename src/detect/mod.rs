@@ -16,6 +16,7 @@ mod new_runner;
 mod off_hours_mint;
 pub mod peers;
 pub mod privileges;
+pub mod report;
 mod scope_escalation;
 pub mod spec;
 #[cfg(test)]
@@ -34,13 +35,14 @@ use crate::baseline::{
     self, Baselines, Binding, Class, DEFAULT_TTL_SECS, Day, IdentityBaseline, LearnParams, View,
     hash_identity, hash_value,
 };
-use crate::config::Config;
 use crate::event::{Action, Event, Outcome};
+pub use crate::telemetry::Census;
 use glob::GlobSet;
 use peers::{PeerCx, PeerRules};
 use privileges::Privileges;
-pub use spec::{Severity, Spec, SpecError};
+pub use spec::{DetectorsConfig, Severity, Spec, SpecError};
 use zones::Zones;
+pub use zones::{IdentityZone, TimeConfig};
 
 /// What a detector concluded about one event.
 #[derive(Clone, Debug)]
@@ -324,37 +326,6 @@ impl Stats {
     }
 }
 
-/// What engines hold, summed over engines for the metrics ([`Engine::census`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Census {
-    /// Identities with a baseline.
-    pub identities: u64,
-    /// Identities past each detector's learning period.
-    pub armed: Vec<(&'static str, u64)>,
-    /// Estimated bytes of the baselines.
-    pub baseline_bytes: u64,
-    /// Live credential bindings.
-    pub credentials: u64,
-    /// Alerts held in their fleet grace period.
-    pub held: u64,
-}
-
-impl Census {
-    /// Adds another engine's census.
-    pub fn add(&mut self, o: &Census) {
-        self.identities += o.identities;
-        for (name, n) in &o.armed {
-            match self.armed.iter_mut().find(|(m, _)| m == name) {
-                Some((_, m)) => *m += n,
-                None => self.armed.push((name, *n)),
-            }
-        }
-        self.baseline_bytes += o.baseline_bytes;
-        self.credentials += o.credentials;
-        self.held += o.held;
-    }
-}
-
 /// Handles of `nhiwatch_detector_findings_total` and `nhiwatch_detector_held_total` for one
 /// detector, resolved once.
 struct FindingCounters {
@@ -422,17 +393,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine from the configuration. `only` names the detectors to run (overriding the
-    /// configuration and the specifications' `enabled`).
-    pub fn from_config(cfg: &Config, only: Option<&[String]>) -> Result<Engine, SetupError> {
-        let dir = cfg.detectors.dir.as_deref();
+    /// An engine from its configuration sections (`[detectors]`, `[time]`). `only` names the
+    /// detectors to run (overriding the configuration and the specifications' `enabled`).
+    pub fn from_sections(
+        detectors: &DetectorsConfig,
+        time: &TimeConfig,
+        only: Option<&[String]>,
+    ) -> Result<Engine, SetupError> {
+        let dir = detectors.dir.as_deref();
         let specs = load_specs(dir)?;
         let privileges = Privileges::parse(&spec::text_of("privileges", dir)?)?;
         let peer_rules = PeerRules::parse(&spec::text_of("peers", dir)?)?;
-        let zones = Zones::new(&cfg.time)?;
+        let zones = Zones::new(time)?;
         let wanted: Option<Vec<String>> = only
             .map(|o| o.to_vec())
-            .or_else(|| cfg.detectors.enabled.clone());
+            .or_else(|| detectors.enabled.clone());
         if let Some(w) = &wanted {
             for n in w {
                 if !NAMES.contains(&n.as_str()) {
@@ -483,9 +458,8 @@ impl Engine {
         let mut peers = baseline::Peers::default();
         peers.set_radius(radius);
         state.peers = std::sync::Arc::new(peers);
-        let days = |d: crate::config::Duration| {
-            (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16
-        };
+        let days =
+            |d: crate::units::Duration| (d.as_secs() / 86_400).clamp(1, u64::from(Day::MAX)) as u16;
         for s in &specs {
             match s.detector.name.as_str() {
                 "off_hours_mint" => {

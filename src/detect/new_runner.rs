@@ -26,8 +26,8 @@ use super::glob::GlobSet;
 use super::peers::{Share, Verdict};
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::{Class, IdentityBaseline, attr_text};
-use crate::config::Duration;
 use crate::event::Action;
+use crate::units::Duration;
 
 /// `[thresholds]` of `new_runner.toml`.
 #[derive(Clone, Debug, Deserialize)]

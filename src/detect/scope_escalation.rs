@@ -14,8 +14,8 @@ use super::peers::{Share, Verdict};
 use super::privileges::Rank;
 use super::{Cx, Defer, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::{Class, IdentityBaseline, hash_value};
-use crate::config::Duration;
 use crate::event::Action;
+use crate::units::Duration;
 
 /// `[thresholds]` of `scope_escalation.toml`.
 #[derive(Clone, Debug, Deserialize)]

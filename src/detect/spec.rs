@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::glob::GlobSet;
-use crate::config::Duration;
+pub use crate::alert::Severity;
+use crate::units::Duration;
 
 /// The shipped specifications, embedded.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -41,52 +42,17 @@ pub const EMBEDDED_PRIVILEGES: &str = include_str!("../../detectors/privileges.t
 /// The shipped peer grouping, embedded.
 pub const EMBEDDED_PEERS: &str = include_str!("../../detectors/peers.toml");
 
-/// How bad an alert is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// For the record.
-    Info,
-    /// Worth a look.
-    Low,
-    /// Investigate.
-    Medium,
-    /// Investigate now.
-    High,
-    /// Likely compromise of something critical.
-    Critical,
-}
-
-impl Severity {
-    /// Every level, lowest first.
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// One level up (critical stays critical).
-    pub fn raised(self) -> Severity {
-        match self {
-            Severity::Info => Severity::Low,
-            Severity::Low => Severity::Medium,
-            Severity::Medium => Severity::High,
-            Severity::High | Severity::Critical => Severity::Critical,
-        }
-    }
+/// `[detectors]`: detector specifications.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorsConfig {
+    /// A directory whose `<detector>.toml`, `privileges.toml` and `peers.toml` override the
+    /// built-in ones, file by file.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Detectors to run, overriding each specification's `enabled`.
+    #[serde(default)]
+    pub enabled: Option<Vec<String>>,
 }
 
 /// A detector's specification.

@@ -5,11 +5,47 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
+use serde::Deserialize;
 
 use super::glob::Glob;
 use crate::baseline::MapHasher;
-use crate::config::TimeConfig;
 use crate::time::Timestamp;
+
+/// `[time]`: the time zone schedules are judged in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// The organisation's time zone (IANA name, e.g. `Europe/Berlin`); `UTC` by default.
+    /// Jobs scheduled in local time keep their hour across daylight-saving changes.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Identities in another time zone, first matching pattern wins.
+    #[serde(default)]
+    pub identities: Vec<IdentityZone>,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            timezone: default_timezone(),
+            identities: Vec::new(),
+        }
+    }
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// `[[time.identities]]`: a time zone for identities matching a pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityZone {
+    /// Identity glob (`github:acme-us/*`).
+    pub pattern: String,
+    /// IANA time-zone name.
+    pub timezone: String,
+}
 
 /// Resolves identities to time zones and converts instants to local time.
 #[derive(Debug)]
@@ -143,8 +179,8 @@ impl Zones {
 
 #[cfg(test)]
 mod tests {
+    use super::IdentityZone;
     use super::*;
-    use crate::config::IdentityZone;
 
     #[test]
     fn local_time_follows_daylight_saving() {

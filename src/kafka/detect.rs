@@ -412,7 +412,7 @@ impl Saver {
                 }
             }
         };
-        let mut engine = Engine::from_config(cfg, None).map_err(|e| Error::Setup(e.to_string()))?;
+        let mut engine = cfg.engine(None).map_err(|e| Error::Setup(e.to_string()))?;
         let (next_offset, epoch, marks) = match cp {
             // The first checkpoint of a new owner skips an epoch: a previous owner that
             // stood still and writes once more before it learns it lost the partition writes
@@ -479,7 +479,9 @@ impl Detect {
             m.declare_dlq(stage::DETECT);
         }
         let env = crate::environment::EnvResolver::new(&self.cfg.environments);
-        let names = Engine::from_config(&self.cfg, None)
+        let names = self
+            .cfg
+            .engine(None)
             .map_err(|e| Error::Setup(e.to_string()))?
             .detector_names();
         m.declare_alerts(&names, &env.metric_labels());

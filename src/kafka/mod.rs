@@ -20,6 +20,7 @@
 
 pub mod checkpoint;
 pub mod client;
+pub mod config;
 pub mod detect;
 pub mod ingest;
 pub mod run;

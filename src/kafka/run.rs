@@ -12,7 +12,6 @@ use super::client::{self, Wanted};
 use super::detect::Detect;
 use super::ingest::Ingest;
 use crate::config::Config;
-use crate::decode::Decoder;
 use crate::telemetry::metrics;
 
 /// The internal topics of a group.
@@ -90,13 +89,15 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let lake_dir = cfg.lake.dir.clone();
     for t in &k.topics {
         // Whoever decodes the native records keeps them for the lake.
-        let d = Decoder::from_config(cfg, t.format)
+        let d = cfg
+            .decoder(t.format)
             .map_err(|e| Error::Setup(e.to_string()))?
             .keep_records(lake_dir.is_some());
         decoders.insert(t.name.clone(), d);
     }
     let (ingest, topics) = if k.repartition {
-        let canonical = Decoder::from_config(cfg, crate::decode::Format::Canonical)
+        let canonical = cfg
+            .decoder(crate::decode::Format::Canonical)
             .map_err(|e| Error::Setup(e.to_string()))?;
         let ingest = Ingest {
             decoders,

@@ -25,9 +25,9 @@ pub use schema::Table;
 pub use writer::{Writer, Written};
 
 use crate::alert::Alert;
-use crate::config::Duration;
 use crate::event::Event;
 use crate::time::Timestamp;
+use crate::units::Duration;
 
 /// `[lake]`: where and how events and alerts are kept for SQL.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,8 +78,8 @@ fn default_row_group_rows() -> usize {
 
 impl LakeConfig {
     /// Checks the values, naming the key.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let invalid = |key: &str, message: String| crate::config::ConfigError::Invalid {
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        let invalid = |key: &str, message: String| crate::error::ConfigError::Invalid {
             key: key.to_string(),
             message,
         };

@@ -436,7 +436,7 @@ pub fn baselines_batch(
             .collect();
         keys.sort_unstable();
         for key in keys {
-            let Some(r) = crate::baseline::report::identity(engine, &key) else {
+            let Some(r) = crate::detect::report::identity(engine, &key) else {
                 continue;
             };
             text[0].append_value(&r.identity);
@@ -461,7 +461,7 @@ pub fn baselines_batch(
                 b.append_value(v);
             }
             list(&mut lists[0], &r.armed);
-            let values = |v: &[crate::baseline::report::Value], with_kind: bool| {
+            let values = |v: &[crate::detect::report::Value], with_kind: bool| {
                 v.iter()
                     .map(|x| {
                         if with_kind {

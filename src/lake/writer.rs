@@ -644,7 +644,7 @@ pub fn prune_baselines(root: &Path, prefix: &str, keep: &[String]) -> Result<()>
 
 /// Deletes the `day=` partitions of events and alerts older than `keep` before `now`.
 /// Returns the partitions removed.
-pub fn expire(root: &Path, keep: crate::config::Duration, now: Timestamp) -> Result<usize> {
+pub fn expire(root: &Path, keep: crate::units::Duration, now: Timestamp) -> Result<usize> {
     let cutoff = day_of(now.plus_seconds(-i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)));
     let mut removed = 0;
     for table in [Table::Events, Table::Alerts] {

@@ -100,8 +100,8 @@ impl SqlConfig {
 
     /// Checks the section, naming the key. A listener needs a password: nhiwatch never
     /// serves the lake to anyone who asks.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let invalid = |key: &str, message: String| crate::config::ConfigError::Invalid {
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        let invalid = |key: &str, message: String| crate::error::ConfigError::Invalid {
             key: key.to_string(),
             message,
         };
@@ -142,20 +142,20 @@ impl SqlConfig {
     }
 
     /// The password, read from the environment when `password_env` is set.
-    pub fn password(&self) -> Result<String, crate::config::ConfigError> {
+    pub fn password(&self) -> Result<String, crate::error::ConfigError> {
         if let Some(p) = &self.password {
             return Ok(p.0.clone());
         }
         if let Some(var) = &self.password_env {
             return match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(v),
-                _ => Err(crate::config::ConfigError::Invalid {
+                _ => Err(crate::error::ConfigError::Invalid {
                     key: "sql.password_env".into(),
                     message: format!("environment variable {var} is unset or empty"),
                 }),
             };
         }
-        Err(crate::config::ConfigError::Invalid {
+        Err(crate::error::ConfigError::Invalid {
             key: "sql.password".into(),
             message: "is required".into(),
         })

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::alert::Alert;
-use crate::config::ConfigError;
 use crate::detect::Severity;
 use crate::encode::{Encoder, Encoding, HecFields};
+use crate::error::ConfigError;
 use crate::telemetry::metrics;
 use spool::{Record, Spool, WhenFull};
 
@@ -76,7 +76,7 @@ pub struct DeliveryConfig {
     /// How long shutdown waits for network sinks to deliver what they hold; the rest stays
     /// spooled for the next start. Default 10s.
     #[serde(default)]
-    pub drain_timeout: Option<crate::config::Duration>,
+    pub drain_timeout: Option<crate::units::Duration>,
 }
 
 impl DeliveryConfig {

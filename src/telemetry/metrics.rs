@@ -521,7 +521,7 @@ impl Metrics {
     /// at 1 has no earlier sample to rise from).
     pub fn declare_alerts(&self, detectors: &[&str], environments: &[&str]) {
         for d in detectors {
-            for sev in crate::detect::Severity::ALL {
+            for sev in crate::alert::Severity::ALL {
                 for env in environments {
                     self.alerts.with_label_values(&[d, sev.as_str(), env]);
                 }
@@ -683,7 +683,7 @@ impl Metrics {
     }
 
     /// Sets the detection-state gauges from a census of every engine in the process.
-    pub fn set_census(&self, c: &crate::detect::Census) {
+    pub fn set_census(&self, c: &Census) {
         self.identities.set(c.identities as i64);
         for (name, armed) in &c.armed {
             self.identities_armed
@@ -809,6 +809,37 @@ pub fn observe_alert_latency(arrival_micros: u64) {
     get()
         .alert_latency
         .observe(now.saturating_sub(arrival_micros) as f64 / 1e6);
+}
+
+/// What detection engines hold, summed over engines for the gauges (`detect::Engine::census`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Identities with a baseline.
+    pub identities: u64,
+    /// Identities past each detector's learning period.
+    pub armed: Vec<(&'static str, u64)>,
+    /// Estimated bytes of the baselines.
+    pub baseline_bytes: u64,
+    /// Live credential bindings.
+    pub credentials: u64,
+    /// Alerts held in their fleet grace period.
+    pub held: u64,
+}
+
+impl Census {
+    /// Adds another engine's census.
+    pub fn add(&mut self, o: &Census) {
+        self.identities += o.identities;
+        for (name, n) in &o.armed {
+            match self.armed.iter_mut().find(|(m, _)| m == name) {
+                Some((_, m)) => *m += n,
+                None => self.armed.push((name, *n)),
+            }
+        }
+        self.baseline_bytes += o.baseline_bytes;
+        self.credentials += o.credentials;
+        self.held += o.held;
+    }
 }
 
 #[cfg(test)]

@@ -4,3 +4,5 @@
 pub mod logs;
 pub mod metrics;
 pub mod server;
+
+pub use metrics::Census;

@@ -1,10 +1,12 @@
-//! `nhiwatch baselines show`: what nhiwatch believes about one identity, as JSON or text.
+//! `nhiwatch baselines show`: what nhiwatch believes about one identity, as JSON or text. It
+//! reads the engine (specifications, privilege ranks, peer groups) as well as the baselines,
+//! so it lives above both, in detection.
 
 use serde::Serialize;
 
-use super::{Day, Tier, hash_identity};
-use crate::detect::Engine;
-use crate::detect::privileges::Rank;
+use super::Engine;
+use super::privileges::Rank;
+use crate::baseline::{Day, Tier, hash_identity};
 use crate::time::Timestamp;
 
 /// One learned value.
@@ -90,7 +92,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
     let st = &engine.state;
     let b = st.identities.get(identity)?;
     let text = |h: u64| st.interner.text(h);
-    let values = |set: &super::ValueSet, kind: &dyn Fn(u8) -> String| -> Vec<Value> {
+    let values = |set: &crate::baseline::ValueSet, kind: &dyn Fn(u8) -> String| -> Vec<Value> {
         let mut v: Vec<Value> = set
             .entries()
             .iter()
@@ -155,7 +157,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         peer_group,
         peer_group_size,
         peer_candidates,
-        environment_combination: super::peers::mask::describe(b.env_mask),
+        environment_combination: crate::baseline::peers::mask::describe(b.env_mask),
         production_hours: b.prod_tow.as_ref().map(|t| t.describe()),
     })
 }
