@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::{VERSION, runner_host, runner_ip, runner_label};
 use crate::alert::Alert;
-use crate::detect::Severity;
+use crate::alert::Severity;
 
 /// Longest value of a `csN` custom string (the CEF dictionary's limit).
 const CS_MAX: usize = 4000;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::{VERSION, runner_host, runner_ip, runner_label};
 use crate::alert::Alert;
-use crate::detect::Severity;
+use crate::alert::Severity;
 
 /// The ECS version the document follows.
 pub const ECS_VERSION: &str = "8.11.0";

@@ -13,7 +13,7 @@ mod ocsf;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
-use crate::detect::Severity;
+use crate::alert::Severity;
 
 pub use cef::{escape_extension, escape_header};
 

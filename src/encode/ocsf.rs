@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::{VERSION, runner_host, runner_ip, runner_label, severity_rank};
 use crate::alert::Alert;
-use crate::detect::Severity;
+use crate::alert::Severity;
 
 const CLASS_UID: u32 = 2004;
 const CATEGORY_UID: u32 = 2;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::spool::Record;
 use super::{Failure, SinkConfig, SyslogProtocol, Transport};
 use crate::alert::Alert;
-use crate::detect::Severity;
+use crate::alert::Severity;
 
 /// Facility names and codes (RFC 5424 table 1; `security` and `console` as rsyslog names
 /// them).
