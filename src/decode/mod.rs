@@ -37,6 +37,8 @@ mod config;
 mod github;
 mod gitlab;
 mod kubernetes;
+mod reject;
+mod sniff;
 pub(crate) mod util;
 mod vault;
 
@@ -54,6 +56,10 @@ use crate::fingerprint::{FINGERPRINT_KEY_ENV, FingerprintConfig};
 use crate::time::Timestamp;
 
 pub use config::DecodeConfig;
+pub use reject::{Decoded, Reject, RejectReason};
+pub(crate) use reject::{FormatError, sanitize_message};
+use reject::*;
+use sniff::*;
 use util::Str;
 
 /// An input format, chosen per record (`auto`) or forced.
@@ -114,165 +120,6 @@ impl fmt::Display for Format {
     }
 }
 
-/// Why a record was rejected. The snake_case names are stable: they appear in metrics, the
-/// rejects file and dead-letter headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RejectReason {
-    /// Not valid JSON (or not valid UTF-8).
-    MalformedJson,
-    /// Valid JSON, but not an object or an array of objects.
-    NotAnObject,
-    /// An object none of the decoders recognizes.
-    UnknownFormat,
-    /// `--format` forced a format the record is not in.
-    FormatMismatch,
-    /// A field the format requires is absent.
-    MissingField,
-    /// A field has the wrong type or an unusable value.
-    InvalidField,
-    /// The event time is before `decode.min_time` or too far in the future.
-    AbsurdTimestamp,
-    /// The record exceeds `decode.max_record_bytes`.
-    TooLarge,
-}
-
-impl RejectReason {
-    /// Every variant, in a stable order.
-    pub const ALL: [RejectReason; 8] = [
-        RejectReason::MalformedJson,
-        RejectReason::NotAnObject,
-        RejectReason::UnknownFormat,
-        RejectReason::FormatMismatch,
-        RejectReason::MissingField,
-        RejectReason::InvalidField,
-        RejectReason::AbsurdTimestamp,
-        RejectReason::TooLarge,
-    ];
-
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::MalformedJson => "malformed_json",
-            RejectReason::NotAnObject => "not_an_object",
-            RejectReason::UnknownFormat => "unknown_format",
-            RejectReason::FormatMismatch => "format_mismatch",
-            RejectReason::MissingField => "missing_field",
-            RejectReason::InvalidField => "invalid_field",
-            RejectReason::AbsurdTimestamp => "absurd_timestamp",
-            RejectReason::TooLarge => "too_large",
-        }
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A record that could not be decoded, with enough to find it and fix it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reject {
-    /// The reason code.
-    pub reason: RejectReason,
-    /// A human message naming the format and field where known.
-    pub message: String,
-    /// Byte offset of the rejected record within the input given to [`Decoder::decode`].
-    pub offset: usize,
-    /// Length in bytes of the rejected record (0 when unknown).
-    pub len: usize,
-    /// Position within a batch (JSON array element or CloudTrail `Records` entry).
-    pub index: Option<usize>,
-}
-
-impl fmt::Display for Reject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
-/// One decoded record: an event or a reject.
-pub type Decoded = Result<Event, Reject>;
-
-/// What went wrong inside one format decoder.
-#[derive(Debug)]
-pub(crate) enum FormatError {
-    /// serde could not map the JSON onto the format's struct.
-    Json(serde_json::Error),
-    /// A field the format needs is absent (after optional fallbacks).
-    Missing(&'static str),
-    /// A field is present but unusable.
-    Invalid(&'static str, String),
-}
-
-impl From<serde_json::Error> for FormatError {
-    fn from(e: serde_json::Error) -> Self {
-        FormatError::Json(e)
-    }
-}
-
-impl FormatError {
-    fn is_syntax(&self) -> bool {
-        matches!(self, FormatError::Json(e) if e.is_syntax() || e.is_eof())
-    }
-
-    fn into_reject(self, format: Format, at: Span) -> Reject {
-        let (reason, message) = match self {
-            FormatError::Json(e) if e.is_syntax() || e.is_eof() => {
-                (RejectReason::MalformedJson, format!("invalid JSON: {e}"))
-            }
-            FormatError::Json(e) => {
-                let msg = sanitize_message(&e.to_string());
-                let reason = if msg.starts_with("missing field") {
-                    RejectReason::MissingField
-                } else {
-                    RejectReason::InvalidField
-                };
-                (reason, format!("{format}: {msg}"))
-            }
-            FormatError::Missing(field) => (
-                RejectReason::MissingField,
-                format!("{format}: missing field `{field}`"),
-            ),
-            FormatError::Invalid(field, why) => (
-                RejectReason::InvalidField,
-                format!("{format}: invalid field `{field}`: {why}"),
-            ),
-        };
-        reject(reason, message, at.off, at.len, at.index)
-    }
-}
-
-/// Serde messages quote the unexpected value (`invalid type: string "…"`). A value in the wrong
-/// place could be a secret, so quoted values are replaced by their length.
-pub(crate) fn sanitize_message(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(i) = rest.find(['"', '`']) {
-        let quote = rest.as_bytes()[i] as char;
-        out.push_str(&rest[..=i]);
-        let after = &rest[i + 1..];
-        match after.find(quote) {
-            // Backticks name fields and variants: keep them.
-            Some(j) if quote == '`' => {
-                out.push_str(&after[..=j]);
-                rest = &after[j + 1..];
-            }
-            Some(j) => {
-                out.push_str(&format!("<{} chars>\"", after[..j].chars().count()));
-                rest = &after[j + 1..];
-            }
-            None => {
-                rest = after;
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// What a format decoder needs besides the record.
 pub(crate) struct Ctx<'a> {
     pub fp: &'a Fingerprinter,
@@ -294,15 +141,6 @@ pub struct Decoder {
     max_future_skew_secs: i64,
     max_record_bytes: usize,
     keep_records: bool,
-}
-
-/// The decoder's best guess at a record's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Guess {
-    Delivery,
-    Format(Format),
-    JwtDocument,
-    Unknown,
 }
 
 impl Decoder {
@@ -733,22 +571,6 @@ struct Span {
     index: Option<usize>,
 }
 
-fn reject(
-    reason: RejectReason,
-    message: String,
-    offset: usize,
-    len: usize,
-    index: Option<usize>,
-) -> Reject {
-    Reject {
-        reason,
-        message,
-        offset,
-        len,
-        index,
-    }
-}
-
 fn decode_format(
     format: Format,
     obj: &str,
@@ -766,211 +588,8 @@ fn decode_format(
     }
 }
 
-fn guess_name(g: Guess) -> &'static str {
-    match g {
-        Guess::Delivery => "a CloudTrail delivery file",
-        Guess::Format(Format::Github) => "GitHub Actions claims",
-        Guess::Format(Format::Gitlab) => "GitLab CI claims",
-        Guess::Format(Format::Vault) => "a Vault audit entry",
-        Guess::Format(Format::Cloudtrail) => "a CloudTrail record",
-        Guess::Format(Format::Kubernetes) => "a Kubernetes audit event",
-        Guess::Format(Format::Canonical) => "a canonical event",
-        Guess::Format(Format::Auto) | Guess::Unknown => "no known format",
-        Guess::JwtDocument => "a decoded JWT document",
-    }
-}
-
-fn json_reject(e: serde_json::Error, offset: usize, len: usize, index: Option<usize>) -> Reject {
-    reject(
-        RejectReason::MalformedJson,
-        format!("invalid JSON: {e}"),
-        offset,
-        len,
-        index,
-    )
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    // A UTF-8 byte order mark is tolerated at the start of a record.
-    if b[i..].starts_with(&[0xEF, 0xBB, 0xBF]) {
-        i += 3;
-    }
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
-        i += 1;
-    }
-    i
-}
-
 fn offset_of(input: &str, inner: &str) -> usize {
     (inner.as_ptr() as usize).saturating_sub(input.as_ptr() as usize)
-}
-
-/// The first key of an object, if it has no escapes.
-fn first_key(obj: &[u8]) -> Option<&[u8]> {
-    let i = skip_ws(obj, 1);
-    if obj.get(i) != Some(&b'"') {
-        return None;
-    }
-    let rest = &obj[i + 1..];
-    let end = memchr::memchr2(b'"', b'\\', rest)?;
-    (rest[end] == b'"').then(|| &rest[..end])
-}
-
-fn has_top_level_records(obj: &str) -> bool {
-    first_key(obj.as_bytes()) == Some(b"Records".as_slice())
-        || (obj.contains("\"Records\"") && matches!(classify(obj), Guess::Delivery))
-}
-
-/// A fast guess from the first key, or from distinctive keys anywhere in the record.
-fn sniff(obj: &[u8]) -> Guess {
-    if let Some(key) = first_key(obj) {
-        match key {
-            b"Records" => return Guess::Delivery,
-            b"eventVersion" | b"eventID" | b"eventTime" | b"eventSource" | b"eventName"
-            | b"awsRegion" | b"userIdentity" => return Guess::Format(Format::Cloudtrail),
-            b"kind" | b"apiVersion" | b"auditID" | b"level" => {
-                return Guess::Format(Format::Kubernetes);
-            }
-            b"time" | b"type" | b"auth" | b"request" => return Guess::Format(Format::Vault),
-            b"id" => return Guess::Format(Format::Canonical),
-            b"namespace_id" | b"namespace_path" | b"project_id" | b"project_path" => {
-                return Guess::Format(Format::Gitlab);
-            }
-            b"header" | b"payload" => return Guess::JwtDocument,
-            _ => {}
-        }
-    }
-    static KEYS: [(util::Needle, Guess); 7] = [
-        (
-            util::Needle::new("\"workflow_ref\""),
-            Guess::Format(Format::Github),
-        ),
-        (
-            util::Needle::new("\"project_path\""),
-            Guess::Format(Format::Gitlab),
-        ),
-        (
-            util::Needle::new("\"eventSource\""),
-            Guess::Format(Format::Cloudtrail),
-        ),
-        (
-            util::Needle::new("\"auditID\""),
-            Guess::Format(Format::Kubernetes),
-        ),
-        (
-            util::Needle::new("\"request\""),
-            Guess::Format(Format::Vault),
-        ),
-        (
-            util::Needle::new("\"identity\""),
-            Guess::Format(Format::Canonical),
-        ),
-        (util::Needle::new("\"Records\""), Guess::Delivery),
-    ];
-    // `"workflow_ref"` also matches inside `"job_workflow_ref"`.
-    let text = std::str::from_utf8(obj).unwrap_or_default();
-    KEYS.iter()
-        .find(|(needle, _)| needle.is_in(text))
-        .map_or(Guess::Unknown, |(_, g)| *g)
-}
-
-/// Exact classification from the top-level keys (slow path). Records that are not valid JSON
-/// are `Unknown`; [`classify_checked`] tells them apart.
-fn classify(obj: &str) -> Guess {
-    classify_checked(obj).unwrap_or(Guess::Unknown)
-}
-
-/// As [`classify`], returning the parse error of records that are not valid JSON.
-fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(rename = "Records")]
-        records: Option<Vec<IgnoredAny>>,
-        #[serde(rename = "eventVersion")]
-        event_version: Option<IgnoredAny>,
-        #[serde(rename = "eventSource")]
-        event_source: Option<IgnoredAny>,
-        #[serde(rename = "eventName")]
-        event_name: Option<IgnoredAny>,
-        #[serde(rename = "eventID")]
-        event_id: Option<IgnoredAny>,
-        #[serde(rename = "eventTime")]
-        event_time: Option<IgnoredAny>,
-        #[serde(rename = "userIdentity")]
-        user_identity: Option<IgnoredAny>,
-        #[serde(rename = "auditID")]
-        audit_id: Option<IgnoredAny>,
-        verb: Option<IgnoredAny>,
-        #[serde(rename = "requestURI")]
-        request_uri: Option<IgnoredAny>,
-        #[serde(rename = "objectRef")]
-        object_ref: Option<IgnoredAny>,
-        #[serde(rename = "apiVersion", borrow)]
-        api_version: Option<Str<'a>>,
-        job_workflow_ref: Option<IgnoredAny>,
-        workflow_ref: Option<IgnoredAny>,
-        jti: Option<IgnoredAny>,
-        #[serde(borrow)]
-        iss: Option<Str<'a>>,
-        repository: Option<IgnoredAny>,
-        project_path: Option<IgnoredAny>,
-        ci_config_ref_uri: Option<IgnoredAny>,
-        pipeline_source: Option<IgnoredAny>,
-        #[serde(rename = "type", borrow)]
-        kind: Option<Str<'a>>,
-        request: Option<IgnoredAny>,
-        payload: Option<IgnoredAny>,
-        identity: Option<IgnoredAny>,
-        action: Option<IgnoredAny>,
-        source: Option<IgnoredAny>,
-    }
-    // Duplicate keys or wrong value types make the probe fail; such records are unknown.
-    let p = match serde_json::from_str::<Probe>(obj) {
-        Ok(p) => p,
-        Err(e) if e.is_syntax() || e.is_eof() => return Err(e),
-        Err(_) => return Ok(Guess::Unknown),
-    };
-    Ok(if p.records.is_some() {
-        Guess::Delivery
-    } else if p.event_version.is_some()
-        || p.event_source.is_some()
-        || (p.event_name.is_some()
-            && (p.event_id.is_some() || p.event_time.is_some() || p.user_identity.is_some()))
-    {
-        Guess::Format(Format::Cloudtrail)
-    } else if p.audit_id.is_some()
-        || (p.verb.is_some() && (p.request_uri.is_some() || p.object_ref.is_some()))
-        || p.api_version
-            .as_deref()
-            .is_some_and(|v| v.starts_with("audit.k8s.io/"))
-    {
-        Guess::Format(Format::Kubernetes)
-    } else if p.job_workflow_ref.is_some()
-        || p.workflow_ref.is_some()
-        || (p.repository.is_some()
-            && (p.jti.is_some()
-                || p.iss
-                    .as_deref()
-                    .is_some_and(|i| i.contains("token.actions.githubusercontent.com"))))
-    {
-        Guess::Format(Format::Github)
-    } else if p.project_path.is_some()
-        && (p.ci_config_ref_uri.is_some() || p.pipeline_source.is_some() || p.iss.is_some())
-    {
-        Guess::Format(Format::Gitlab)
-    } else if p.payload.is_some() {
-        Guess::JwtDocument
-    } else if p.request.is_some()
-        && p.kind
-            .as_deref()
-            .is_some_and(|t| t == "request" || t == "response")
-    {
-        Guess::Format(Format::Vault)
-    } else if p.identity.is_some() && p.action.is_some() && p.source.is_some() {
-        Guess::Format(Format::Canonical)
-    } else {
-        Guess::Unknown
-    })
 }
 
 #[cfg(test)]
