@@ -56,9 +56,9 @@ use crate::fingerprint::{FINGERPRINT_KEY_ENV, FingerprintConfig};
 use crate::time::Timestamp;
 
 pub use config::DecodeConfig;
+use reject::*;
 pub use reject::{Decoded, Reject, RejectReason};
 pub(crate) use reject::{FormatError, sanitize_message};
-use reject::*;
 use sniff::*;
 use util::Str;
 

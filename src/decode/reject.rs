@@ -179,7 +179,12 @@ pub(super) fn reject(
     }
 }
 
-pub(super) fn json_reject(e: serde_json::Error, offset: usize, len: usize, index: Option<usize>) -> Reject {
+pub(super) fn json_reject(
+    e: serde_json::Error,
+    offset: usize,
+    len: usize,
+    index: Option<usize>,
+) -> Reject {
     reject(
         RejectReason::MalformedJson,
         format!("invalid JSON: {e}"),

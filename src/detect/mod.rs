@@ -46,8 +46,8 @@ pub use spec::{DetectorsConfig, Severity, Spec, SpecError};
 use zones::Zones;
 
 use held::*;
-pub use state::{Runtime, Stats};
 use state::*;
+pub use state::{Runtime, Stats};
 pub use zones::{IdentityZone, TimeConfig};
 
 /// What a detector concluded about one event.
@@ -718,7 +718,6 @@ impl Engine {
             }
         }
     }
-
 }
 
 fn is_armed(d: &dyn Detector, b: &IdentityBaseline) -> bool {

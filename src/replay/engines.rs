@@ -169,7 +169,14 @@ impl Run<'_> {
         metrics::get().set_census(&c);
     }
 
-    pub(super) fn reject(&mut self, file: &str, line: u64, reject: &Reject, text: &[u8], truncated: bool) {
+    pub(super) fn reject(
+        &mut self,
+        file: &str,
+        line: u64,
+        reject: &Reject,
+        text: &[u8],
+        truncated: bool,
+    ) {
         self.summary.rejects[reject.reason as usize] += 1;
         metrics::get()
             .rejects

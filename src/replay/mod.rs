@@ -28,8 +28,8 @@ use crate::source::file::{self, Framed, Input, ReadCounter};
 use crate::telemetry::metrics::{self, stage};
 use engines::*;
 use read::*;
-pub use summary::{Summary, peak_rss, thousands};
 use summary::*;
+pub use summary::{Summary, peak_rss, thousands};
 
 /// What `replay` writes to its output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

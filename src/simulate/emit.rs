@@ -533,7 +533,14 @@ impl<'a> Renderer<'a> {
     }
 
     /// The address of a GitHub runner for a job started at `start`.
-    pub(super) fn github_ip(&self, svc: u32, s: &Service, hosted: bool, start: i64, rng: &mut Rng) -> String {
+    pub(super) fn github_ip(
+        &self,
+        svc: u32,
+        s: &Service,
+        hosted: bool,
+        start: i64,
+        rng: &mut Rng,
+    ) -> String {
         if hosted {
             hosted_ip(&GITHUB_BLOCKS, 1, rng)
         } else {

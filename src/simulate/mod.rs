@@ -52,8 +52,8 @@ use profile::Params;
 pub use profile::Profile;
 use render::*;
 
-pub use attacks::{Change, KINDS, Variant};
 use attacks::*;
+pub use attacks::{Change, KINDS, Variant};
 use emit::*;
 use org::*;
 use schedule::*;
@@ -495,7 +495,6 @@ impl Simulation {
         }
         Ok(true)
     }
-
 }
 
 #[cfg(test)]

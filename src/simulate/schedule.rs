@@ -62,7 +62,14 @@ impl Op {
 
 impl Simulation {
     /// Plans one service's ordinary traffic for day `d`.
-    pub(super) fn plan_day(&self, svc: u32, s: &Service, d: u32, st: &mut SvcState, buf: &mut Vec<Op>) {
+    pub(super) fn plan_day(
+        &self,
+        svc: u32,
+        s: &Service,
+        d: u32,
+        st: &mut SvcState,
+        buf: &mut Vec<Op>,
+    ) {
         let mut rng = Rng::from(&[self.settings.seed, 3, u64::from(svc), u64::from(d)]);
         let day = self.t0 + i64::from(d) * 86_400;
         let is_weekday = weekday(day) < 5;
@@ -285,9 +292,17 @@ impl Simulation {
     }
 }
 
-
 #[allow(clippy::too_many_arguments)]
-pub(super) fn push(buf: &mut Vec<Op>, t: i64, svc: u32, what: What, n: u16, attack: u16, run: u64, base: i64) {
+pub(super) fn push(
+    buf: &mut Vec<Op>,
+    t: i64,
+    svc: u32,
+    what: What,
+    n: u16,
+    attack: u16,
+    run: u64,
+    base: i64,
+) {
     buf.push(Op {
         t,
         svc,

@@ -34,8 +34,8 @@ pub use config::{
     DeliveryConfig, Framing, Secret, SinkConfig, SinkKind, SyslogProtocol, require_spool, validate,
 };
 use spool::{Record, Spool, WhenFull};
-pub use worker::{Failure, Transport};
 use worker::*;
+pub use worker::{Failure, Transport};
 
 /// A sink failure that stops the pipeline (a receiver being down never is one).
 #[derive(Debug, thiserror::Error)]

@@ -139,7 +139,10 @@ impl Worker {
 
     /// Sends until the receiver answers: `Ok(refused items)`, `Err(why)` when it refused the
     /// whole batch, `None` when shutdown ended the retries.
-    pub(super) fn attempt(&mut self, batch: &[Record]) -> Option<Result<Vec<(usize, String)>, String>> {
+    pub(super) fn attempt(
+        &mut self,
+        batch: &[Record],
+    ) -> Option<Result<Vec<(usize, String)>, String>> {
         let (initial, max) = self.retry;
         let mut delay = initial;
         let mut attempts: u64 = 0;
