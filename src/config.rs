@@ -207,6 +207,13 @@ mod tests {
                 .unwrap_err()
                 .contains("nope")
         );
+        // The formats are listed from the enum, in its order.
+        assert!(
+            "a=nope"
+                .parse::<TopicConfig>()
+                .unwrap_err()
+                .ends_with("(auto, github, gitlab, vault, cloudtrail, kubernetes, canonical)")
+        );
     }
 
     #[test]
@@ -250,5 +257,18 @@ mod tests {
         assert!(err.contains("lake.dir"), "{err}");
         cfg.lake.dir = Some("/tmp/lake".into());
         cfg.validate_run().unwrap();
+    }
+
+    #[test]
+    fn an_unknown_detector_is_named_with_the_known_ones() {
+        let err = Config::default()
+            .engine(Some(&["nope".to_string()]))
+            .err()
+            .expect("an unknown detector is refused")
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown detector \"nope\" (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, first_seen)"
+        );
     }
 }

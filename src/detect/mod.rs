@@ -144,9 +144,7 @@ pub enum SetupError {
     #[error(transparent)]
     Zone(#[from] zones::ZoneError),
     /// An unknown detector was named.
-    #[error(
-        "unknown detector {0:?} (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, first_seen)"
-    )]
+    #[error("unknown detector {0:?} (known: {known})", known = NAMES.join(", "))]
     Unknown(String),
 }
 

@@ -122,9 +122,13 @@ impl FromStr for TopicConfig {
             Some((n, f)) => {
                 let format = <crate::decode::Format as clap::ValueEnum>::from_str(f, true)
                     .map_err(|_| {
-                        format!(
-                            "unknown format {f:?} in {s:?} (auto, github, gitlab, vault, cloudtrail, kubernetes, canonical)"
-                        )
+                        let known: Vec<String> =
+                            <crate::decode::Format as clap::ValueEnum>::value_variants()
+                                .iter()
+                                .filter_map(clap::ValueEnum::to_possible_value)
+                                .map(|v| v.get_name().to_string())
+                                .collect();
+                        format!("unknown format {f:?} in {s:?} ({})", known.join(", "))
                     })?;
                 (n, format)
             }
