@@ -87,11 +87,16 @@ checkpoint_interval = "1s"
     }
 
     pub(crate) fn start(&self, name: &str, extra: &[&str]) -> Nhiwatch {
+        self.start_with(name, extra, &[])
+    }
+
+    /// [`Setup::start`] with extra environment variables (test hooks).
+    pub(crate) fn start_with(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Nhiwatch {
         let state = self.path(&format!("state-{name}"));
         let state = state.to_str().expect("utf-8 path");
         let mut args = vec!["--state-dir", state];
         args.extend_from_slice(extra);
-        Nhiwatch::start(&self.config, &args, self.path(&format!("{name}.log")))
+        Nhiwatch::start_with(&self.config, &args, self.path(&format!("{name}.log")), env)
     }
 
     /// Alert ids `replay --partitions N --isolated-partitions --hold` writes for the same
@@ -501,6 +506,87 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
     }
 }
 
+/// An instance that sent alerts and then crashed before the checkpoint including their
+/// records: the next owner processes those records again (same records, same alert ids) and
+/// must not put their alerts on the alerts topic a second time.
+#[test]
+fn alerts_sent_before_a_crash_are_not_sent_twice_after_the_restore() {
+    let broker = Broker::start();
+    let partitions = 3;
+    let s = Setup::new(&broker, partitions, "resend");
+    let records = week();
+    let expected = s.replay_ids(&records, partitions);
+    // The first half, checkpointed; then the rest, whose alerts are sent before the hook
+    // aborts the process at the next checkpoint (as `kill -9` would, after the alerts were
+    // delivered and before the checkpoint is written).
+    let half = records.len() / 2;
+    broker.produce(&s.input, &records[..half]);
+    let mut nw = s.start_with("a", &[], &[("NHIWATCH_TEST_CRASH_AFTER_ALERTS", "1")]);
+    nw.wait_for("partition starts empty", Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(4));
+    broker.produce(&s.input, &records[half..]);
+    let status = nw.wait_exit(Duration::from_secs(120));
+    assert!(!status.success(), "the hook did not abort: {status}");
+    assert!(
+        nw.log().contains("NHIWATCH_TEST_CRASH_AFTER_ALERTS"),
+        "{}",
+        nw.log()
+    );
+    let before = broker.read(
+        &s.alerts,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+        |_| false,
+    );
+    assert!(!before.is_empty(), "no alert was sent before the crash");
+    // The restart restores the last checkpoint, processes the rest again and finishes.
+    let mut nw = s.start("a", &[]);
+    nw.wait_for("partition state restored", Duration::from_secs(90));
+    // Until its checkpoints include every event (the tail after the crash was processed
+    // again), then a moment for the last sends to land.
+    let events = format!("{}-events", s.group);
+    let ends = broker.end_offsets(&events, partitions as i32);
+    let start = std::time::Instant::now();
+    loop {
+        let done = (0..partitions as i32).all(|p| {
+            nhiwatch::kafka::checkpoint::read_local(&s.path("state-a"), &events, p)
+                .ok()
+                .flatten()
+                .is_some_and(|cp| cp.next_offset >= ends[p as usize])
+        });
+        if done {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the restarted instance did not catch up with {ends:?}:\n{}",
+            nw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log = nw.log();
+    assert_eq!(nw.terminate(), Some(0));
+    assert_eq!(ids(&msgs), expected, "log:\n{log}");
+    let mut seen = BTreeSet::new();
+    let twice: Vec<String> = msgs
+        .iter()
+        .map(|m| m.json()["id"].as_str().expect("alert id").to_string())
+        .filter(|id| !seen.insert(id.clone()))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} alert(s) on the topic twice ({} messages, {} before the crash): {twice:?}\nlog:\n{log}",
+        twice.len(),
+        msgs.len(),
+        before.len()
+    );
+    assert!(
+        log.contains("partition state restored") && log.contains("they are not sent again"),
+        "the restart found no alert sent after the checkpoint, so nothing was at stake:\n{log}"
+    );
+}
+
 #[test]
 fn two_instances_split_the_partitions_and_one_dying_loses_nothing() {
     let broker = Broker::start();
@@ -689,6 +775,9 @@ fn three_instances_through_two_kills_and_a_restart_alert_what_replay_does() {
         got, expected,
         "== a:\n{a_log}\n== b:\n{b_log}\n== c:\n{c_log}"
     );
+    // Alerts of records processed again after a kill keep their ids, and a restore reads
+    // which were already sent: none is on the topic twice.
+    assert_eq!(twice, 0, "== a:\n{a_log}\n== b:\n{b_log}\n== c:\n{c_log}");
 }
 
 #[test]

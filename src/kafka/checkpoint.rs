@@ -10,7 +10,7 @@
 //! compaction keeps exactly the latest value of each key, so the topic holds at most two
 //! snapshots per partition.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +26,10 @@ use crate::config::KafkaConfig;
 
 // Version 3: the snapshot body of version 3 (baselines with their production time of week).
 // Version 4: the snapshot body of version 4 (held runner changes).
-const MAGIC: &[u8; 8] = b"NHIWCKP4";
+// Version 5: the alerts topic's end offsets at the checkpoint (`alerts_from`); a version-4
+// checkpoint is still read (without them).
+const MAGIC: &[u8; 8] = b"NHIWCKP5";
+const MAGIC_V4: &[u8; 8] = b"NHIWCKP4";
 /// Largest chunk of a snapshot in one changelog message (below the brokers' default 1 MiB
 /// message limit, with room for the key and headers).
 const CHUNK: usize = 512 << 10;
@@ -100,6 +103,38 @@ pub struct Checkpoint {
     pub changelog_end: i64,
     /// The detection engine's snapshot ([`crate::detect::Engine::snapshot_bytes`]).
     pub engine: Vec<u8>,
+    /// The end offset of every alerts-topic partition once the alerts before this checkpoint
+    /// were delivered: a restore reads the alerts topic from here to learn which alerts of
+    /// the records after the checkpoint were already sent, and does not send them twice.
+    /// Empty without an alerts topic (and in version-4 checkpoints).
+    pub alerts_from: Vec<(i32, i64)>,
+}
+
+/// A version-4 checkpoint: the same without `alerts_from`.
+#[derive(Serialize, Deserialize)]
+struct CheckpointV4 {
+    topic: String,
+    partition: i32,
+    epoch: u64,
+    next_offset: i64,
+    marks: Marks,
+    changelog_end: i64,
+    engine: Vec<u8>,
+}
+
+impl From<CheckpointV4> for Checkpoint {
+    fn from(c: CheckpointV4) -> Checkpoint {
+        Checkpoint {
+            topic: c.topic,
+            partition: c.partition,
+            epoch: c.epoch,
+            next_offset: c.next_offset,
+            marks: c.marks,
+            changelog_end: c.changelog_end,
+            engine: c.engine,
+            alerts_from: Vec::new(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,11 +159,19 @@ fn encode(c: &Checkpoint) -> Result<Vec<u8>, Error> {
     Ok(body)
 }
 
+/// Decodes a checkpoint body of version 5, or of version 4 (the changelog's bodies carry no
+/// version, so a body that is not a whole version-5 checkpoint is tried as version 4).
 fn decode(partition: i32, bytes: &[u8]) -> Result<Checkpoint, Error> {
-    postcard::from_bytes(bytes).map_err(|e| Error::State {
-        partition,
-        message: format!("corrupt checkpoint: {e}"),
-    })
+    postcard::from_bytes::<Checkpoint>(bytes)
+        .or_else(|e| {
+            postcard::from_bytes::<CheckpointV4>(bytes)
+                .map(Checkpoint::from)
+                .map_err(|_| e)
+        })
+        .map_err(|e| Error::State {
+            partition,
+            message: format!("corrupt checkpoint: {e}"),
+        })
 }
 
 /// Writes the local checkpoint file atomically.
@@ -173,7 +216,7 @@ fn parse_file(path: &Path, partition: i32, bytes: &[u8]) -> Result<Checkpoint, E
         partition,
         message: format!("{}: {m}", path.display()),
     };
-    if bytes.len() < MAGIC.len() + 8 || !bytes.starts_with(MAGIC) {
+    if bytes.len() < MAGIC.len() + 8 || !(bytes.starts_with(MAGIC) || bytes.starts_with(MAGIC_V4)) {
         return Err(bad(
             "not an nhiwatch checkpoint (or from an incompatible version)",
         ));
@@ -285,6 +328,114 @@ pub fn changelog_end(
                 message: format!("changelog {topic}/{partition}: {e}"),
             })?;
     Ok(high)
+}
+
+/// The end offset of every partition of `topic` (`partitions` of them).
+pub fn topic_ends(
+    c: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, Error> {
+    (0..partitions)
+        .map(|p| {
+            let (_, high) =
+                c.fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| Error::Unavailable {
+                        message: format!("alerts topic {topic}/{p}: {e}"),
+                    })?;
+            Ok((p, high))
+        })
+        .collect()
+}
+
+/// The ids (the `nhiwatch-alert-id` header) of the alerts on `topic` from the offsets in
+/// `from` to the end as of now: what was sent after a checkpoint, so a restore does not send
+/// it again. Reads to each partition's end offset and then until the topic has been quiet
+/// for a moment (some Kafka-protocol brokers report the end per record batch, see
+/// [`read_changelog`]).
+pub fn sent_alert_ids(
+    k: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    from: &[(i32, i64)],
+    timeout: Duration,
+) -> Result<HashSet<String>, Error> {
+    let mut ids = HashSet::new();
+    if from.is_empty() {
+        return Ok(ids);
+    }
+    let c = restore_client(k, group)?;
+    let client_error = |e: rdkafka::error::KafkaError| Error::Client {
+        what: "alerts reader",
+        message: e.to_string(),
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut left: HashMap<i32, i64> = HashMap::new();
+    for &(p, offset) in from {
+        let (_, end) = c
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| Error::Unavailable {
+                message: format!("alerts topic {topic}/{p}: {e}"),
+            })?;
+        if end > offset {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(offset))
+                .map_err(client_error)?;
+            left.insert(p, end);
+        }
+    }
+    if left.is_empty() {
+        return Ok(ids);
+    }
+    c.assign(&tpl).map_err(client_error)?;
+    const QUIET: Duration = Duration::from_millis(300);
+    let deadline = std::time::Instant::now() + timeout;
+    let mut quiet_since: Option<std::time::Instant> = None;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Unavailable {
+                message: format!(
+                    "alerts topic {topic}: {} partition(s) not read to their end before the timeout",
+                    left.len()
+                ),
+            });
+        }
+        match c.poll(Duration::from_millis(100)) {
+            None => {
+                if left.is_empty() {
+                    let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= QUIET {
+                        break;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                return Err(Error::Unavailable {
+                    message: format!("alerts topic {topic}: {e}"),
+                });
+            }
+            Some(Ok(m)) => {
+                quiet_since = None;
+                if left
+                    .get(&m.partition())
+                    .is_some_and(|end| m.offset() + 1 >= *end)
+                {
+                    left.remove(&m.partition());
+                }
+                if let Some(h) = m.headers() {
+                    use rdkafka::message::Headers as _;
+                    for h in h.iter() {
+                        if h.key == super::headers::ALERT_ID
+                            && let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok())
+                        {
+                            ids.insert(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Reads the latest complete checkpoint from a changelog partition. Returns `None` when the
@@ -400,4 +551,56 @@ pub fn read_changelog(
         }
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(alerts_from: Vec<(i32, i64)>) -> Checkpoint {
+        Checkpoint {
+            topic: "g-events".into(),
+            partition: 2,
+            epoch: 7,
+            next_offset: 1234,
+            marks: Marks(vec![("in".into(), 0, 99, 1)]),
+            changelog_end: 55,
+            engine: vec![1, 2, 3, 4, 5],
+            alerts_from,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_alerts_offsets_and_a_version_4_one_is_still_read() {
+        let c = sample(vec![(0, 10), (1, 0), (2, 31)]);
+        let back = decode(2, &encode(&c).unwrap()).unwrap();
+        assert_eq!(back.alerts_from, vec![(0, 10), (1, 0), (2, 31)]);
+        assert_eq!((back.epoch, back.next_offset), (7, 1234));
+        // The body a version-4 changelog record or local file holds.
+        let v4 = CheckpointV4 {
+            topic: c.topic.clone(),
+            partition: c.partition,
+            epoch: c.epoch,
+            next_offset: c.next_offset,
+            marks: c.marks.clone(),
+            changelog_end: c.changelog_end,
+            engine: c.engine.clone(),
+        };
+        let body = postcard::to_stdvec(&v4).unwrap();
+        let back = decode(2, &body).unwrap();
+        assert!(back.alerts_from.is_empty());
+        assert_eq!(back.engine, c.engine);
+        assert_eq!(back.marks, c.marks);
+        // And as a local file with the version-4 header.
+        let dir = tempfile::tempdir().unwrap();
+        let hash = xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes();
+        let path = local_path(dir.path(), &c.topic, c.partition);
+        std::fs::write(&path, [&MAGIC_V4[..], &body, &hash].concat()).unwrap();
+        let read = read_local(dir.path(), &c.topic, c.partition)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.next_offset, 1234);
+        // A damaged body is still refused.
+        assert!(decode(2, &body[..body.len() - 3]).is_err());
+    }
 }

@@ -7,7 +7,7 @@
 
 mod saver;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +78,8 @@ struct Part {
     marks: HashMap<(String, i32), (i64, u32)>,
     dirty: bool,
     warned_gap: bool,
+    /// Ids of alerts already on the alerts topic for records after the restored checkpoint.
+    sent: HashSet<String>,
 }
 
 struct Ctx {
@@ -205,7 +207,26 @@ impl Detect {
             }
             None => None,
         };
+        let watermarks = checkpoint::restore_client(&k, &self.group)?;
+        // The alerts topic exists (run creates it before the stages start).
+        let alerts_partitions = match &self.alerts_topic {
+            Some(topic) => watermarks
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .map_err(|e| Error::Unavailable {
+                    message: format!("metadata of {topic}: {e}"),
+                })?
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len() as i32),
+            None => 0,
+        };
         let saver = Arc::new(Saver {
+            alerts_topic: self.alerts_topic.clone(),
+            alerts_partitions,
+            alerts_since: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            crash_after_alerts: std::env::var_os("NHIWATCH_TEST_CRASH_AFTER_ALERTS").is_some(),
             lake,
             sinks,
             topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
@@ -220,7 +241,7 @@ impl Detect {
             failed_before: AtomicU64::new(deliveries.failed()),
             deliveries,
             stdout: self.stdout.then(std::io::stdout),
-            watermarks: checkpoint::restore_client(&k, &self.group)?,
+            watermarks,
             session_timeout: k
                 .consumer_options
                 .get("session.timeout.ms")
@@ -453,7 +474,8 @@ impl Detect {
         }
         let input_time = m.timestamp().to_millis();
         for alert in alerts.drain(..) {
-            self.emit(saver, hot, &alert, input_time, arrival)?;
+            let sent = !part.sent.is_empty() && part.sent.remove(&alert.id);
+            self.emit(saver, hot, &alert, input_time, arrival, sent)?;
         }
         Ok(())
     }
@@ -465,6 +487,7 @@ impl Detect {
         alert: &Alert,
         input_time: Option<i64>,
         arrival: u64,
+        already_sent: bool,
     ) -> Result<(), Error> {
         let m = metrics::get();
         m.alerts
@@ -480,9 +503,18 @@ impl Detect {
                 .alert(alert, crate::time::Timestamp::now())
                 .inspect_err(|_| m.error(stage::LAKE, "write"))?;
         }
-        let json = saver.topic_encoder.to_vec(alert);
-        if let Some(topic) = &self.alerts_topic {
+        // An alert of a record processed again after a restore that a previous owner already
+        // sent is not sent to the topic twice (sinks and stdout are at least once).
+        if already_sent {
+            m.alerts_already_sent.inc();
+        }
+        if let Some(topic) = self.alerts_topic.as_ref().filter(|_| !already_sent) {
+            let json = saver.topic_encoder.to_vec(alert);
             let h = OwnedHeaders::new()
+                .insert(Header {
+                    key: headers::ALERT_ID,
+                    value: Some(alert.id.as_str()),
+                })
                 .insert(Header {
                     key: headers::DETECTOR,
                     value: Some(alert.detector.as_str()),
@@ -508,6 +540,7 @@ impl Detect {
                     .headers(h),
                 arrival as usize,
             )?;
+            saver.alerts_since.fetch_add(1, Ordering::Relaxed);
         }
         saver
             .sinks

@@ -36,6 +36,9 @@ pub mod headers {
     pub const DETECTOR: &str = "nhiwatch-detector";
     /// Alerts: the severity.
     pub const SEVERITY: &str = "nhiwatch-severity";
+    /// Alerts: the alert's id (the same for a record processed twice), so a restore can
+    /// tell which alerts were already sent without decoding any encoding.
+    pub const ALERT_ID: &str = "nhiwatch-alert-id";
     /// Alerts: the Kafka timestamp (ms) of the input record that triggered it, to measure
     /// arrival-to-alert latency.
     pub const INPUT_TIME: &str = "nhiwatch-input-time";

@@ -152,6 +152,8 @@ pub struct Metrics {
     pub partitions: IntGaugeVec,
     /// `nhiwatch_checkpoints_total`.
     pub checkpoints: IntCounter,
+    /// `nhiwatch_alerts_already_sent_total`.
+    pub alerts_already_sent: IntCounter,
     /// `nhiwatch_checkpoint_duration_seconds`.
     pub checkpoint_seconds: Histogram,
     /// `nhiwatch_checkpoint_bytes_total`.
@@ -371,6 +373,11 @@ impl Metrics {
                 &r,
                 "nhiwatch_checkpoints_total",
                 "Partition checkpoints written and committed.",
+            ),
+            alerts_already_sent: counter(
+                &r,
+                "nhiwatch_alerts_already_sent_total",
+                "Alerts of records processed again after a restore that the alerts topic already held (sent before a crash), not sent twice.",
             ),
             checkpoint_seconds: histogram(
                 &r,

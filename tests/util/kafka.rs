@@ -144,6 +144,22 @@ impl Broker {
         }
     }
 
+    /// The end offset of each of the first `partitions` partitions of `topic`.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let c: BaseConsumer = self
+            .config()
+            .set("group.id", "test-watermarks")
+            .create()
+            .expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
     /// Produces records (unkeyed) to partition 0 of `topic`, in order.
     pub fn produce(&self, topic: &str, records: &[Vec<u8>]) {
         let p: BaseProducer = self
@@ -281,8 +297,19 @@ pub struct Nhiwatch {
 impl Nhiwatch {
     /// Starts `nhiwatch --config CONFIG run ARGS…`, logging to `log`.
     pub fn start(config: &Path, args: &[&str], log: PathBuf) -> Nhiwatch {
+        Nhiwatch::start_with(config, args, log, &[])
+    }
+
+    /// [`Nhiwatch::start`] with extra environment variables (test hooks).
+    pub fn start_with(
+        config: &Path,
+        args: &[&str],
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Nhiwatch {
         let file = std::fs::File::create(&log).expect("log file");
         let child = super::bin()
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .arg("run")
@@ -329,6 +356,22 @@ impl Nhiwatch {
             assert!(
                 start.elapsed() < timeout,
                 "nhiwatch logged none of {needles:?} within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the process to end by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "nhiwatch still runs after {timeout:?}:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

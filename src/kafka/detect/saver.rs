@@ -33,6 +33,19 @@ pub(super) struct Saver {
     /// When the poll loop's current turn began, and until when no state is written because
     /// a turn stood still (see [`Saver::fenced`]).
     pub(super) turns: Mutex<Turns>,
+    /// The alerts topic and its partition count (0 without one): checkpoints record its end
+    /// offsets, restores read what was sent after them.
+    pub(super) alerts_topic: Option<String>,
+    pub(super) alerts_partitions: i32,
+    /// Alerts sent to the alerts topic since the last checkpoint, and checkpoints written by
+    /// this process (for the test hook below).
+    pub(super) alerts_since: AtomicU64,
+    pub(super) written: AtomicU64,
+    /// Test hook (`NHIWATCH_TEST_CRASH_AFTER_ALERTS`): abort, as `kill -9` would, at the first
+    /// checkpoint that follows an earlier one and alerts sent since, after those alerts were
+    /// delivered and before the checkpoint is written: the case a restore must not send
+    /// alerts twice in.
+    pub(super) crash_after_alerts: bool,
 }
 
 /// The poll loop's pace, for fencing.
@@ -179,6 +192,23 @@ impl Saver {
         }
         let before = self.failed_before.load(Ordering::Acquire);
         crate::kafka::flush(&self.producer, &self.deliveries, before, TIMEOUT)?;
+        // Every alert of the records this checkpoint includes is on the alerts topic now, so
+        // its end offsets mark where alerts of later records begin.
+        let alerts_from = match &self.alerts_topic {
+            Some(topic) => {
+                checkpoint::topic_ends(&self.watermarks, topic, self.alerts_partitions, TIMEOUT)?
+            }
+            None => Vec::new(),
+        };
+        if self.crash_after_alerts
+            && self.written.load(Ordering::Relaxed) > 0
+            && self.alerts_since.load(Ordering::Relaxed) > 0
+        {
+            tracing::error!(
+                "test hook NHIWATCH_TEST_CRASH_AFTER_ALERTS: aborting before the checkpoint"
+            );
+            std::process::abort();
+        }
         let mut written = Vec::new();
         for p in &chosen {
             let Some(part) = parts.get_mut(p) else {
@@ -197,6 +227,7 @@ impl Saver {
                 marks: Marks::from_map(&part.marks),
                 changelog_end: -1,
                 engine,
+                alerts_from: alerts_from.clone(),
             };
             checkpoint::send_changelog(&self.producer, &self.changelog_topic, &part.src, &cp)?;
             written.push((part.src.changelog, cp));
@@ -224,6 +255,8 @@ impl Saver {
             }
             m.checkpoints.inc();
         }
+        self.written.fetch_add(1, Ordering::Relaxed);
+        self.alerts_since.store(0, Ordering::Relaxed);
         // A failed commit loses nothing: the checkpoint holds the offset it includes, and a
         // restore skips what it covers. It fails when the group has moved on (the rebalance
         // that follows drops the partitions) or the coordinator is away (the next checkpoint
@@ -289,6 +322,7 @@ impl Saver {
             }
         };
         let mut engine = cfg.engine(None).map_err(|e| Error::Setup(e.to_string()))?;
+        let cp_alerts_from = cp.as_ref().map(|c| c.alerts_from.clone());
         let (next_offset, epoch, marks) = match cp {
             // The first checkpoint of a new owner skips an epoch: a previous owner that
             // stood still and writes once more before it learns it lost the partition writes
@@ -318,6 +352,23 @@ impl Saver {
                 (0, 0, HashMap::new())
             }
         };
+        // The alerts a previous owner sent for records after this checkpoint (before it
+        // crashed or lost the partition): processed again, they keep their ids and are not
+        // sent to the alerts topic twice.
+        let sent = match (&cp_alerts_from, &self.alerts_topic) {
+            (Some(from), Some(topic)) => {
+                checkpoint::sent_alert_ids(&self.k, &self.group, topic, from, TIMEOUT)?
+            }
+            _ => HashSet::new(),
+        };
+        if !sent.is_empty() {
+            tracing::info!(
+                topic,
+                partition,
+                alerts = sent.len(),
+                "alerts sent after the checkpoint found on the alerts topic; they are not sent again"
+            );
+        }
         let from = if next_offset == 0 && epoch == 0 {
             "empty"
         } else {
@@ -332,6 +383,7 @@ impl Saver {
             marks,
             dirty: false,
             warned_gap: false,
+            sent,
         };
         Ok(part)
     }
