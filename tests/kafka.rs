@@ -487,6 +487,12 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_learns_nothing_twice() {
             .join("\n")
     );
     assert_eq!(ids(&msgs), expected, "log:\n{log_before_stop}");
+    // Alerts sent before a kill and processed again after it are not sent twice.
+    assert_eq!(
+        msgs.len(),
+        expected.len(),
+        "alerts on the topic more than once; log:\n{log_before_stop}"
+    );
     assert!(
         log.contains("partition state restored"),
         "the last start restored no checkpoint: the kills did not happen mid-stream\n{log}"
@@ -854,6 +860,11 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
     let log = nw.log();
     assert_eq!(nw.terminate(), Some(0));
     assert_eq!(ids(&msgs), expected, "log:\n{log}");
+    assert_eq!(
+        msgs.len(),
+        expected.len(),
+        "alerts on the topic more than once; log:\n{log}"
+    );
     assert!(log.contains("repartition=false"), "{log}");
     assert!(
         log.contains("partition state restored"),

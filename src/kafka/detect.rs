@@ -304,9 +304,15 @@ impl Detect {
                 Some(Ok(msg)) => {
                     idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) =
-                        self.message(&saver, &hot, &mut g, &msg, &mut results, &mut alerts)
-                    {
+                    if let Err(e) = self.message(
+                        &saver,
+                        &consumer,
+                        &hot,
+                        &mut g,
+                        &msg,
+                        &mut results,
+                        &mut alerts,
+                    ) {
                         break Err(e);
                     }
                 }
@@ -316,7 +322,7 @@ impl Detect {
             let fresh = assigned.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(keys) = fresh {
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = self.restore_all(&saver, &mut g, &keys) {
+                if let Err(e) = self.restore_all(&saver, &consumer, &mut g, &keys) {
                     break Err(e);
                 }
                 self.ready.store(true, Ordering::Release);
@@ -353,28 +359,42 @@ impl Detect {
         result
     }
 
-    /// Restores the state of every partition in `keys` not held yet.
+    /// Restores the state of every partition in `keys` not held yet. A partition without
+    /// any checkpoint is checkpointed at once when there is an alerts topic, before its first
+    /// record: the checkpoint records where the alerts topic ends, so if this instance dies
+    /// before its next checkpoint, the next owner knows which alerts it already sent.
     fn restore_all(
         &self,
         saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Key, Part>,
         keys: &[Key],
     ) -> Result<(), Error> {
+        let mut empty = Vec::new();
         for key in keys {
             if !parts.contains_key(key) {
-                let part = saver.restore(&self.cfg, &key.0, key.1).inspect_err(|_| {
+                let mut part = saver.restore(&self.cfg, &key.0, key.1).inspect_err(|_| {
                     metrics::get().error(stage::STATE, "restore");
                 })?;
+                if saver.alerts_topic.is_some() && part.epoch == 0 && part.next_offset == 0 {
+                    part.dirty = true;
+                    empty.push(key.clone());
+                }
                 parts.insert(key.clone(), part);
             }
+        }
+        if !empty.is_empty() {
+            saver.checkpoint(consumer, parts, Some(&empty))?;
         }
         census(parts);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn message(
         &self,
         saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
         hot: &Hot,
         parts: &mut HashMap<Key, Part>,
         m: &BorrowedMessage<'_>,
@@ -387,7 +407,7 @@ impl Detect {
         };
         // Looked up without building a key: this runs for every record.
         if !parts.keys().any(|(t, q)| *q == p && t == m.topic()) {
-            self.restore_all(saver, parts, &[(m.topic().to_string(), p)])?;
+            self.restore_all(saver, consumer, parts, &[(m.topic().to_string(), p)])?;
         }
         let Some(part) = parts
             .iter_mut()
