@@ -315,8 +315,8 @@ pub fn restore_client(k: &KafkaConfig, group: &str) -> Result<BaseConsumer, Erro
         })
 }
 
-/// The end offset (high watermark) of a changelog partition.
-pub fn changelog_end(
+/// The end offset (high watermark) of a partition: of the changelog, or of the alerts topic.
+pub fn end_offset(
     c: &BaseConsumer,
     topic: &str,
     partition: i32,
@@ -325,7 +325,7 @@ pub fn changelog_end(
     let (_, high) =
         c.fetch_watermarks(topic, partition, timeout)
             .map_err(|e| Error::Unavailable {
-                message: format!("changelog {topic}/{partition}: {e}"),
+                message: format!("{topic}/{partition}: {e}"),
             })?;
     Ok(high)
 }
@@ -338,14 +338,7 @@ pub fn topic_ends(
     timeout: Duration,
 ) -> Result<Vec<(i32, i64)>, Error> {
     (0..partitions)
-        .map(|p| {
-            let (_, high) =
-                c.fetch_watermarks(topic, p, timeout)
-                    .map_err(|e| Error::Unavailable {
-                        message: format!("alerts topic {topic}/{p}: {e}"),
-                    })?;
-            Ok((p, high))
-        })
+        .map(|p| Ok((p, end_offset(c, topic, p, timeout)?)))
         .collect()
 }
 
@@ -373,11 +366,7 @@ pub fn sent_alert_ids(
     let mut tpl = TopicPartitionList::new();
     let mut left: HashMap<i32, i64> = HashMap::new();
     for &(p, offset) in from {
-        let (_, end) = c
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| Error::Unavailable {
-                message: format!("alerts topic {topic}/{p}: {e}"),
-            })?;
+        let end = end_offset(&c, topic, p, timeout)?;
         if end > offset {
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(offset))
                 .map_err(client_error)?;

@@ -236,7 +236,7 @@ impl Saver {
         let mut tpl = TopicPartitionList::new();
         for (changelog, mut cp) in written {
             if let Some(dir) = &self.state_dir {
-                cp.changelog_end = checkpoint::changelog_end(
+                cp.changelog_end = checkpoint::end_offset(
                     &self.watermarks,
                     &self.changelog_topic,
                     changelog,
@@ -296,7 +296,7 @@ impl Saver {
             },
             None => None,
         };
-        let end = checkpoint::changelog_end(
+        let end = checkpoint::end_offset(
             &self.watermarks,
             &self.changelog_topic,
             src.changelog,
