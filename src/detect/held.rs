@@ -251,6 +251,15 @@ impl Engine {
                 self.pending.insert(next, p);
                 continue;
             }
+            // A runner id that now serves other pipelines too is a shared runner.
+            if self.shared_runner_ids != 0 && p.defer.replace_class == Class::RunnerId as u8 {
+                let since = baseline::day_of_secs(at.0).saturating_sub(p.defer.window_days);
+                if self.state.fleet.identities_since(p.defer.value, since) >= self.adoption_min(&p)
+                {
+                    self.count_dropped(&p.alert.detector, false);
+                    continue;
+                }
+            }
             // Another identity took the value up meanwhile: a rollout may be under way that
             // reaches the threshold only slowly (a re-registered runner its projects pick up
             // as their pipelines run). Hold it once more.
@@ -295,6 +304,17 @@ impl Engine {
 }
 
 impl Engine {
+    /// Identities that must use a held alert's value for it to be the fleet's: a GitLab
+    /// runner id is the fleet's once it serves `shared_runner_identities` identities (a
+    /// group or instance runner), anything else at the detector's rollout threshold.
+    fn adoption_min(&self, p: &Pending) -> u32 {
+        if self.shared_runner_ids != 0 && p.defer.replace_class == Class::RunnerId as u8 {
+            self.shared_runner_ids.min(p.defer.min_identities)
+        } else {
+            p.defer.min_identities
+        }
+    }
+
     /// Distinct identities that got new values of a family between two times.
     pub(super) fn family_news(&self, family: u64, from: i64, to: i64) -> u32 {
         let mut who: Vec<u32> = lock(&self.news)
@@ -321,7 +341,7 @@ impl Engine {
                 for k in keys {
                     if let Some(p) = self.pending.get(k) {
                         let since = day.saturating_sub(p.defer.window_days);
-                        if self.state.fleet.identities_since(v, since) >= p.defer.min_identities {
+                        if self.state.fleet.identities_since(v, since) >= self.adoption_min(p) {
                             adopted.push(*k);
                         }
                     }

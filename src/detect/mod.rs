@@ -193,6 +193,9 @@ pub struct Engine {
     peer_rules: PeerRules,
     learn: LearnParams,
     binding_grace_secs: i64,
+    /// Identities a GitLab runner id serves that make it a shared runner (`new_runner`'s
+    /// `shared_runner_identities`; 0 without that detector).
+    shared_runner_ids: u32,
     /// Everything learned.
     pub state: Baselines,
     clock: i64,
@@ -274,6 +277,7 @@ impl Engine {
     ) -> Result<Engine, SetupError> {
         let mut learn = LearnParams::default();
         let mut binding_grace_secs = 3600;
+        let mut shared_runner_ids = 0;
         let mut state = Baselines::new();
         // Peers are counted by the off-hours detector's time-of-week windows.
         let radius = specs
@@ -293,7 +297,11 @@ impl Engine {
                     learn.mint_half_life_days =
                         (s.forgetting.half_life.as_secs() as f32 / 86_400.0).max(0.01)
                 }
-                "new_runner" => learn.runner_forget_days = days(s.forgetting.forget_after),
+                "new_runner" => {
+                    learn.runner_forget_days = days(s.forgetting.forget_after);
+                    let t: new_runner::Thresholds = s.thresholds()?;
+                    shared_runner_ids = t.shared_runner_identities;
+                }
                 "scope_escalation" => learn.scope_forget_days = days(s.forgetting.forget_after),
                 "cross_env_reuse" => {
                     learn.env_forget_days = days(s.forgetting.forget_after);
@@ -323,6 +331,7 @@ impl Engine {
             peer_rules,
             learn,
             binding_grace_secs,
+            shared_runner_ids,
             state,
             clock: i64::MIN,
             seq: 0,

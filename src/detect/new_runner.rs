@@ -41,6 +41,15 @@ pub struct Thresholds {
     /// its runners were replaced (a re-registered fleet) or one was added.
     #[serde(default = "default_replacement_window")]
     replacement_window: Duration,
+    /// Identities (the one judged included) a GitLab runner id serves that make it a shared
+    /// runner: a group or instance runner, which an administrator registers, rather than a
+    /// runner registered into one project (what a rogue runner is).
+    #[serde(default = "default_shared_runner_identities")]
+    pub(super) shared_runner_identities: u32,
+}
+
+fn default_shared_runner_identities() -> u32 {
+    2
 }
 
 fn default_replacement_window() -> Duration {
@@ -133,6 +142,16 @@ impl NewRunner {
                 message: format!("must be between 2 and {}", crate::baseline::fleet_slots()),
             });
         }
+        if t.shared_runner_identities < 2 || t.shared_runner_identities > t.fleet_min_identities {
+            return Err(SpecError::Invalid {
+                file: "new_runner.toml".into(),
+                key: "thresholds.shared_runner_identities".into(),
+                message: format!(
+                    "must be between 2 and fleet_min_identities ({})",
+                    t.fleet_min_identities
+                ),
+            });
+        }
         Ok(NewRunner {
             nets: cidrs(&spec)?,
             runners: GlobSet::new(&spec.allowlist.runners),
@@ -209,8 +228,17 @@ impl Detector for NewRunner {
                     if self.runners.matches(&text) {
                         continue;
                     }
+                    // A GitLab runner id that serves other pipelines too is a shared runner
+                    // (group or instance), registered by an administrator: a fleet value
+                    // from the second identity on. A runner registered into one project
+                    // serves that project alone.
+                    let needed = if a.class == Class::RunnerId {
+                        self.t.shared_runner_identities
+                    } else {
+                        min
+                    };
                     let others = fleet.identities_since(a.hash, fleet_since);
-                    if others + 1 >= min {
+                    if others + 1 >= needed {
                         continue;
                     }
                     let replace = a.class == Class::RunnerId
@@ -427,5 +455,26 @@ mod tests {
         );
         assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8"));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn a_shared_runner_threshold_above_the_rollout_threshold_is_refused() {
+        let text = crate::detect::spec::text_of("new_runner", None).expect("embedded");
+        assert!(
+            text.contains("shared_runner_identities = 2 "),
+            "the key is in the spec"
+        );
+        for (bad, ok) in [("1", false), ("4", false), ("2", true), ("3", true)] {
+            let t = text.replace(
+                "shared_runner_identities = 2 ",
+                &format!("shared_runner_identities = {bad} "),
+            );
+            let r = NewRunner::new(Spec::parse("new_runner", &t).expect("parses"));
+            assert_eq!(r.is_ok(), ok, "shared_runner_identities = {bad}");
+            if let Err(e) = r {
+                let e = e.to_string();
+                assert!(e.contains("thresholds.shared_runner_identities"), "{e}");
+            }
+        }
     }
 }

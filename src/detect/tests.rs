@@ -448,6 +448,34 @@ fn a_runner_added_beside_the_ones_a_project_keeps_using_alerts_during_a_re_regis
 }
 
 #[test]
+fn a_runner_that_serves_a_second_project_is_a_shared_runner_not_a_rogue_one() {
+    // A group runner is registered: two projects take jobs on it two hours apart, while
+    // they keep running on their own managers too (an addition, not a replacement). Neither
+    // is alerted: a runner serving several projects is registered by an administrator. A
+    // runner only one project ever uses still alerts.
+    let mut f = Feed::new(&["new_runner"]);
+    gitlab_week(&mut f, 0..4);
+    f.push(pipeline(1, at(7, 10 * 3600), 300));
+    f.push(pipeline(2, at(7, 12 * 3600), 300));
+    f.push(pipeline(0, at(7, 11 * 3600), 999));
+    for p in 0..4 {
+        for h in [14, 16] {
+            f.push(pipeline(
+                p,
+                at(7, h * 3600 + p as i64 * 60),
+                100 + 2 * p as u32,
+            ));
+        }
+    }
+    let alerts = runner_alerts(&f.done());
+    assert_eq!(
+        alerts,
+        vec!["gitlab:acme/p0/.gitlab-ci.yml runner id 999".to_string()],
+        "only the runner one project uses alerts"
+    );
+}
+
+#[test]
 fn a_project_alone_moving_to_new_runner_ids_still_alerts() {
     // One project's managers change while no other project's do: no fleet re-registration,
     // and a lone project taking all its jobs to runners nobody else knows is what a
