@@ -690,6 +690,82 @@ fn a_stalled_instance_writes_nothing_for_the_partitions_it_lost() {
     assert_eq!(b.terminate(), Some(0), "{b_log}");
 }
 
+#[test]
+fn a_stalled_instance_does_not_send_the_alerts_its_partitions_new_owner_sends() {
+    // An instance stands still (test hook) with its first alerts in hand, longer than the
+    // group lets a member go without polling; the other instance takes its partition over,
+    // restores the last checkpoint and sends those alerts itself. When the stalled instance
+    // resumes, it must not send them too.
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 2, "stalls");
+    let config = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        config.replace(
+            "\"heartbeat.interval.ms\" = \"500\"",
+            "\"heartbeat.interval.ms\" = \"500\"\n\"max.poll.interval.ms\" = \"7000\"",
+        ),
+    )
+    .expect("config");
+    let records = week();
+    let expected = s.replay_ids(&records, 2);
+    let mut b = s.start("b", &[]);
+    let mut a = s.start_with("a", &[], &[("NHIWATCH_TEST_STALL_BEFORE_ALERT", "20")]);
+    settled(&mut b, (0, 0));
+    settled(&mut a, (0, 0));
+    a.wait_for("partition starts empty", Duration::from_secs(60));
+    broker.produce(&s.input, &records);
+    a.wait_for(
+        "standing still with alerts in hand",
+        Duration::from_secs(90),
+    );
+    b.wait_for("partition state restored", Duration::from_secs(60));
+    // Until the stall is over and the stalled instance has polled again.
+    a.wait_for("event partitions lost", Duration::from_secs(60));
+    let msgs = read_alerts(&broker, &s, &expected);
+    let got = ids(&msgs);
+    let (a_log, b_log) = (a.log(), b.log());
+    assert_eq!(got, expected, "== a:\n{a_log}\n== b:\n{b_log}");
+    assert_eq!(
+        msgs.len(),
+        got.len(),
+        "an alert is on the topic twice\n== a:\n{a_log}\n== b:\n{b_log}"
+    );
+    assert!(
+        a_log.contains("no longer owns are dropped"),
+        "the held alerts were not left to the new owner:\n{a_log}"
+    );
+    assert_eq!(a.terminate(), Some(0), "{a_log}");
+    assert_eq!(b.terminate(), Some(0), "{b_log}");
+}
+
+#[test]
+fn alerts_held_back_after_a_stall_are_sent_when_the_instance_still_owns_its_partitions() {
+    // A stall past the session timeout with the first alerts in hand, but the group keeps
+    // the member (its heartbeats go on, and nobody else wants the partitions): the held
+    // alerts are sent once the doubt is over, and none is lost or sent twice.
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 2, "keeps");
+    let records = week();
+    let expected = s.replay_ids(&records, 2);
+    let mut a = s.start_with("a", &[], &[("NHIWATCH_TEST_STALL_BEFORE_ALERT", "8")]);
+    a.wait_for("partition starts empty", Duration::from_secs(60));
+    broker.produce(&s.input, &records);
+    a.wait_for("alerts held back", Duration::from_secs(90));
+    a.wait_for("the alerts held back are sent", Duration::from_secs(60));
+    let msgs = read_alerts(&broker, &s, &expected);
+    let got = ids(&msgs);
+    let log = a.log();
+    assert_eq!(got, expected, "{log}");
+    assert_eq!(
+        msgs.len(),
+        got.len(),
+        "an alert is on the topic twice\n{log}"
+    );
+    assert!(!log.contains("event partitions lost"), "{log}");
+    assert_eq!(a.terminate(), Some(0), "{log}");
+}
+
 /// How many times an instance was assigned event and input partitions so far.
 fn assignments(nw: &Nhiwatch) -> (usize, usize) {
     let log = nw.log();

@@ -80,6 +80,19 @@ struct Part {
     warned_gap: bool,
     /// Ids of alerts already on the alerts topic for records after the restored checkpoint.
     sent: HashSet<String>,
+    /// Alerts of records processed while this instance may have lost the partition (it stood
+    /// still past the session timeout; see [`Saver::fenced`]), held back until it knows: sent
+    /// if it still owns the partition, dropped with it if not (its new owner processes those
+    /// records again and sends them). A partition holding some is not checkpointed.
+    withheld: Vec<Withheld>,
+}
+
+/// An alert held back while the partition's ownership is in doubt.
+struct Withheld {
+    alert: Alert,
+    input_time: Option<i64>,
+    arrival: u64,
+    already_sent: bool,
 }
 
 struct Ctx {
@@ -111,7 +124,9 @@ impl ConsumerContext for Ctx {
                 metrics::get().error(stage::STATE, "partitions_lost");
                 tracing::warn!(partitions = ?revoked, "event partitions lost (the group's session timed out): their state since the last checkpoint is dropped unwritten; the new owner re-reads those records");
                 for p in &revoked {
-                    parts.remove(p);
+                    if let Some(part) = parts.remove(p) {
+                        self.saver.forget_withheld(&part);
+                    }
                 }
                 return;
             }
@@ -119,7 +134,9 @@ impl ConsumerContext for Ctx {
                 tracing::error!(error = %e, "checkpoint on revoke failed; the next owner resumes from the previous checkpoint");
             }
             for p in &revoked {
-                parts.remove(p);
+                if let Some(part) = parts.remove(p) {
+                    self.saver.forget_withheld(&part);
+                }
             }
             tracing::info!(partitions = ?revoked, "event partitions revoked");
         }
@@ -227,6 +244,12 @@ impl Detect {
             alerts_since: AtomicU64::new(0),
             written: AtomicU64::new(0),
             crash_after_alerts: std::env::var_os("NHIWATCH_TEST_CRASH_AFTER_ALERTS").is_some(),
+            stall_before_alert: std::env::var("NHIWATCH_TEST_STALL_BEFORE_ALERT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs),
+            stalled: std::sync::atomic::AtomicBool::new(false),
+            withheld: AtomicU64::new(0),
             lake,
             sinks,
             topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
@@ -280,6 +303,12 @@ impl Detect {
                 break Ok(());
             }
             saver.next_turn(&consumer);
+            if saver.withheld.load(Ordering::Relaxed) > 0 {
+                let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = self.release_withheld(&saver, &consumer, &hot, &mut g) {
+                    break Err(e);
+                }
+            }
             if last_census.elapsed() >= CENSUS_EVERY {
                 last_census = Instant::now();
                 census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
@@ -493,9 +522,70 @@ impl Detect {
             }
         }
         let input_time = m.timestamp().to_millis();
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        saver.test_stall();
+        // Only an owner sends alerts: after a stall past the session timeout another
+        // instance may own the partition and send these very alerts (same ids) itself.
+        let withhold = !part.withheld.is_empty() || saver.fenced(consumer);
         for alert in alerts.drain(..) {
             let sent = !part.sent.is_empty() && part.sent.remove(&alert.id);
-            self.emit(saver, hot, &alert, input_time, arrival, sent)?;
+            if withhold {
+                metrics::get().alerts_withheld.inc();
+                saver.withheld.fetch_add(1, Ordering::Relaxed);
+                part.withheld.push(Withheld {
+                    alert,
+                    input_time,
+                    arrival,
+                    already_sent: sent,
+                });
+            } else {
+                self.emit(saver, hot, &alert, input_time, arrival, sent)?;
+            }
+        }
+        if withhold {
+            tracing::warn!(
+                partition = p,
+                withheld = part.withheld.len(),
+                "alerts held back: this instance stood still past the session timeout and may no longer own the partition; they are sent once the group confirms it does, or left to the new owner"
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the alerts held back while ownership was in doubt, once it no longer is (the
+    /// partitions this instance lost were removed, with their held alerts, on revoke).
+    fn release_withheld(
+        &self,
+        saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
+        hot: &Hot,
+        parts: &mut HashMap<Key, Part>,
+    ) -> Result<(), Error> {
+        if saver.withheld.load(Ordering::Relaxed) == 0 || saver.fenced(consumer) {
+            return Ok(());
+        }
+        for part in parts.values_mut() {
+            let n = part.withheld.len();
+            for w in part.withheld.drain(..) {
+                self.emit(
+                    saver,
+                    hot,
+                    &w.alert,
+                    w.input_time,
+                    w.arrival,
+                    w.already_sent,
+                )?;
+            }
+            if n > 0 {
+                saver.withheld.fetch_sub(n as u64, Ordering::Relaxed);
+                tracing::info!(
+                    partition = part.src.partition,
+                    alerts = n,
+                    "this instance still owns the partition: the alerts held back are sent"
+                );
+            }
         }
         Ok(())
     }

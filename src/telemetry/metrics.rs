@@ -154,6 +154,8 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// `nhiwatch_alerts_already_sent_total`.
     pub alerts_already_sent: IntCounter,
+    /// `nhiwatch_alerts_withheld_total`.
+    pub alerts_withheld: IntCounter,
     /// `nhiwatch_checkpoint_duration_seconds`.
     pub checkpoint_seconds: Histogram,
     /// `nhiwatch_checkpoint_bytes_total`.
@@ -378,6 +380,11 @@ impl Metrics {
                 &r,
                 "nhiwatch_alerts_already_sent_total",
                 "Alerts of records processed again after a restore that the alerts topic already held (sent before a crash), not sent twice.",
+            ),
+            alerts_withheld: counter(
+                &r,
+                "nhiwatch_alerts_withheld_total",
+                "Alerts held back because this instance stood still past the group's session timeout and may no longer own the partition: sent once the group confirms it does, dropped with a partition it lost (its new owner sends them).",
             ),
             checkpoint_seconds: histogram(
                 &r,

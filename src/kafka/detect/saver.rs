@@ -46,6 +46,13 @@ pub(super) struct Saver {
     /// delivered and before the checkpoint is written: the case a restore must not send
     /// alerts twice in.
     pub(super) crash_after_alerts: bool,
+    /// Test hook (`NHIWATCH_TEST_STALL_BEFORE_ALERT=SECS`): stand still once, for SECS, with
+    /// the first alerts in hand (a stall at the worst moment: another instance may take the
+    /// partition over and send them meanwhile).
+    pub(super) stall_before_alert: Option<Duration>,
+    pub(super) stalled: std::sync::atomic::AtomicBool,
+    /// Alerts held back in the partitions this instance holds (see `Part::withheld`).
+    pub(super) withheld: AtomicU64,
 }
 
 /// The poll loop's pace, for fencing.
@@ -139,6 +146,33 @@ impl Saver {
         }
     }
 
+    /// The stall test hook: stands still once, with alerts in hand.
+    pub(super) fn test_stall(&self) {
+        if let Some(d) = self.stall_before_alert
+            && !self.stalled.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                seconds = d.as_secs(),
+                "test hook NHIWATCH_TEST_STALL_BEFORE_ALERT: standing still with alerts in hand"
+            );
+            std::thread::sleep(d);
+        }
+    }
+
+    /// A partition leaves this instance: its held-back alerts go with it (its next owner
+    /// processes those records again).
+    pub(super) fn forget_withheld(&self, part: &Part) {
+        let n = part.withheld.len() as u64;
+        if n > 0 {
+            self.withheld.fetch_sub(n, Ordering::Relaxed);
+            tracing::info!(
+                partition = part.src.partition,
+                alerts = n,
+                "alerts held back for a partition this instance no longer owns are dropped; its new owner sends them"
+            );
+        }
+    }
+
     /// A new turn of the poll loop begins (a turn that stood still is judged first).
     pub(super) fn next_turn(&self, consumer: &BaseConsumer<Ctx>) {
         self.fenced(consumer);
@@ -156,9 +190,13 @@ impl Saver {
             tracing::info!("checkpoint skipped: this instance may no longer own its partitions");
             return Ok(());
         }
+        // A partition holding alerts back is not checkpointed: its offsets must not move
+        // past records whose alerts nobody sent.
         let chosen: Vec<Key> = parts
             .iter()
-            .filter(|(p, part)| part.dirty && only.is_none_or(|o| o.contains(p)))
+            .filter(|(p, part)| {
+                part.dirty && part.withheld.is_empty() && only.is_none_or(|o| o.contains(p))
+            })
             .map(|(p, _)| p.clone())
             .collect();
         if chosen.is_empty() {
@@ -384,6 +422,7 @@ impl Saver {
             dirty: false,
             warned_gap: false,
             sent,
+            withheld: Vec::new(),
         };
         Ok(part)
     }
