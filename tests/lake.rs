@@ -756,6 +756,36 @@ fn cli_psql_and_http_return_the_same_rows() {
         let (status, _, body) = http(server.http, Some(&bearer()), "/query", sql);
         assert_eq!(status, 403, "{sql}: {}", String::from_utf8_lossy(&body));
     }
+    // Nor through EXPLAIN ANALYZE (which runs its statement), nor by changing the session's
+    // DataFusion settings (one session serves every client).
+    let written = lake.dir.path().join("written.csv");
+    for sql in [
+        format!(
+            "EXPLAIN ANALYZE COPY (SELECT id FROM alerts) TO '{}'",
+            written.display()
+        ),
+        "EXPLAIN ANALYZE INSERT INTO alerts SELECT * FROM alerts".to_string(),
+        "EXPLAIN COPY alerts TO '/tmp/nhiwatch-explain-copy.parquet'".to_string(),
+        "SET datafusion.runtime.memory_limit = '100G'".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "RESET datafusion.runtime.memory_limit".to_string(),
+    ] {
+        let (ok, _, err) = psql(server.pg, PASSWORD, &sql);
+        assert!(!ok, "psql accepted {sql}");
+        assert!(err.contains("read-only"), "{sql}: {err}");
+        let (status, _, body) = http(server.http, Some(&bearer()), "/query", &sql);
+        assert_eq!(status, 403, "{sql}: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(
+        !written.exists(),
+        "EXPLAIN ANALYZE COPY wrote {}",
+        written.display()
+    );
+    // Reads still explain, and psql's session chatter still works.
+    let (ok, out, err) = psql(server.pg, PASSWORD, "EXPLAIN SELECT count(*) FROM alerts");
+    assert!(ok && out.contains("plan"), "{out}{err}");
+    let (ok, _, err) = psql(server.pg, PASSWORD, "SET application_name = 'grafana'");
+    assert!(ok, "{err}");
     let (ok, out, _) = psql(server.pg, PASSWORD, "SELECT count(*) AS n FROM alerts");
     assert!(ok);
     assert_eq!(csv_rows(&out)[1][0], lake.alerts.len().to_string());

@@ -61,19 +61,30 @@ impl AuthSource for Credentials {
     }
 }
 
-/// Refuses whatever is not a read: DDL, DML, `COPY`, and anything else outside the list.
-/// Session chatter clients send (`SET`, `SHOW`, transactions, cursors) passes to the hooks
-/// after this one.
+/// Refuses whatever is not a read: DDL, DML, `COPY`, an `EXPLAIN` of any of them, a change to
+/// the shared session's DataFusion settings, and anything else outside the list. Session
+/// chatter clients send (`SET`, `SHOW`, transactions, cursors) passes to the hooks after this
+/// one; a statement that arrives with a plan has its plan checked too.
 #[derive(Debug)]
 struct ReadOnly;
 
 fn allowed(s: &Statement) -> bool {
+    match s {
+        // `EXPLAIN ANALYZE` runs its statement: only a read may be explained.
+        Statement::Explain { statement, .. } => matches!(**statement, Statement::Query(_)),
+        // One session serves every client: its DataFusion settings (the memory limit, …)
+        // are the operator's, set in the configuration. Clients' own parameters
+        // (`application_name`, `client_encoding`, …) go to the SET/SHOW hook.
+        Statement::Set(_) => !s.to_string().to_ascii_lowercase().contains("datafusion."),
+        _ => chatter_or_read(s),
+    }
+}
+
+fn chatter_or_read(s: &Statement) -> bool {
     matches!(
         s,
         Statement::Query(_)
-            | Statement::Explain { .. }
             | Statement::ExplainTable { .. }
-            | Statement::Set(_)
             | Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
             | Statement::ShowStatus { .. }
@@ -128,12 +139,19 @@ impl QueryHook for ReadOnly {
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _plan: &LogicalPlan,
+        plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        (!allowed(statement)).then(|| Err(refuse(statement)))
+        // Statements (SET, transactions) were screened above; the plan must not write.
+        let writes = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false);
+        if !allowed(statement) || writes.verify_plan(plan).is_err() {
+            return Some(Err(refuse(statement)));
+        }
+        None
     }
 }
 
