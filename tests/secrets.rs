@@ -159,6 +159,113 @@ fn no_secret_reaches_any_output() {
     }
 }
 
+/// Tokens of other platforms, a private key and a URL password, as a compromised pipeline
+/// might write them into the claims it mints with or into records nhiwatch rejects.
+const PLANTED: &[&str] = &[
+    "ghp_PLANTEDgithubPAT0123456789abcdefghij",
+    "github_pat_11PLANTED0123456789_abcdefghijklmnopqrstuvwxyz",
+    "glpat-PLANTEDgitlab0123456",
+    "xoxb-12345678-PLANTEDslack",
+    "PLANTEDbearerValue0123456789",
+    "MIIEvQIBADANPLANTEDprivateKEY",
+    "PLANTEDurlPassword",
+];
+
+/// A numeric password (masked like a string one).
+const PLANTED_NUMBER: u64 = 314_159_265_358;
+
+#[test]
+fn planted_platform_tokens_reach_neither_rejects_nor_logs_nor_the_lake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("planted.jsonl");
+    let rejects = dir.path().join("rejects.jsonl");
+    let lake = dir.path().join("lake");
+    let p = PLANTED;
+    // A valid GitHub token's claims carrying secrets in fields nhiwatch does not read (kept
+    // in the lake's `record` column), …
+    let claims: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(util::fixture("github/environment-deploy.json")).expect("fixture"),
+    )
+    .expect("json");
+    let mut good = claims.clone();
+    good["note"] = format!("{} {} {}", p[0], p[1], p[2]).into();
+    good["headers"] = format!("Authorization: Bearer {}", p[4]).into();
+    good["clone_url"] = format!("https://ci:{}@git.example.com/x.git", p[6]).into();
+    good["Deploy_Password"] = PLANTED_NUMBER.into();
+    good["nested"] = format!(r#"{{"slack_token":"{}"}}"#, p[3]).into();
+    // … a record of the wrong shape whose secret lands in the reject's message, …
+    let mut wrong = claims.clone();
+    wrong["iat"] = p[0].into();
+    // … and a broken record longer than the rejects file keeps, with a private key across
+    // the cut.
+    let pad = "x".repeat((64 << 10) - 40);
+    let long = format!(
+        r#"{{"jti":"j","pad":"{pad}","key":"-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----","#,
+        p[5]
+    );
+    let text = format!(
+        "{}\n{}\n{long}\n",
+        serde_json::to_string(&good).expect("json"),
+        serde_json::to_string(&wrong).expect("json")
+    );
+    let number = PLANTED_NUMBER.to_string();
+    for secret in p.iter().chain([&number.as_str()]) {
+        assert!(text.contains(secret), "{secret} is not planted");
+    }
+    std::fs::write(&input, &text).expect("input");
+    let o = util::bin()
+        .args([
+            "replay",
+            "--format",
+            "github",
+            "--emit",
+            "events",
+            "--rejects",
+            rejects.to_str().expect("utf-8"),
+            "--lake",
+            lake.to_str().expect("utf-8"),
+            input.to_str().expect("utf-8"),
+        ])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
+    assert_eq!(rejected.lines().count(), 2, "{rejected}");
+    assert!(rejected.contains("\"record_truncated\":true"), "{rejected}");
+    let q = util::run(
+        &[
+            "query",
+            "--lake",
+            lake.to_str().expect("utf-8"),
+            "--format",
+            "csv",
+            "SELECT record FROM events",
+        ],
+        None,
+    );
+    let records = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        records.contains("octo-org/octo-repo"),
+        "{records}{}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    for secret in p.iter().chain([&number.as_str()]) {
+        for (what, out) in [
+            ("stdout", String::from_utf8_lossy(&o.stdout)),
+            ("stderr", stderr.clone()),
+            ("rejects file", rejected.clone().into()),
+            ("lake", records.clone()),
+        ] {
+            assert!(
+                !out.contains(secret),
+                "{secret} leaked into the {what}:\n{out}"
+            );
+        }
+    }
+}
+
 #[test]
 fn quickstart_output_holds_fingerprints_not_ids() {
     let o = run(

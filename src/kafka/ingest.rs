@@ -349,8 +349,9 @@ pub(crate) fn dead_letter(
     let reason = reject.reason.as_str();
     let m = metrics::get();
     m.rejects.with_label_values(&[stage, reason]).inc();
+    let message = crate::redact::redact_str(&reject.message);
     let Some(dlq) = dlq else {
-        tracing::warn!(topic, partition, offset, index = reject.index, reason, message = %reject.message, "record rejected (no kafka.dlq_topic)");
+        tracing::warn!(topic, partition, offset, index = reject.index, reason, message = %message, "record rejected (no kafka.dlq_topic)");
         return Ok(());
     };
     let body = if reject.len > 0 && reject.offset + reject.len <= payload.len() {
@@ -371,7 +372,7 @@ pub(crate) fn dead_letter(
         })
         .insert(Header {
             key: headers::MESSAGE,
-            value: Some(&reject.message),
+            value: Some(message.as_ref()),
         })
         .insert(Header {
             key: headers::ORIGIN,

@@ -178,6 +178,7 @@ impl Run<'_> {
         truncated: bool,
     ) {
         self.summary.rejects[reject.reason as usize] += 1;
+        let message = redact_str(&reject.message);
         metrics::get()
             .rejects
             .with_label_values(&[stage::REPLAY, reject.reason.as_str()])
@@ -190,7 +191,7 @@ impl Run<'_> {
                 index = reject.index,
                 reason = reject.reason.as_str(),
                 "record rejected: {}",
-                reject.message
+                message
             );
             if self.logged_rejects == LOGGED_REJECTS {
                 tracing::warn!(
@@ -204,19 +205,20 @@ impl Run<'_> {
                 index = reject.index,
                 reason = reject.reason.as_str(),
                 "record rejected: {}",
-                reject.message
+                message
             );
         }
         let Some((w, path)) = &mut self.rejects else {
             return;
         };
-        let record = String::from_utf8_lossy(&redact(text)).into_owned();
+        // Masked when it was cut (see `read::reject_text`).
+        let record = String::from_utf8_lossy(text).into_owned();
         let line = RejectLine {
             file,
             line,
             index: reject.index,
             reason: reject.reason,
-            message: &reject.message,
+            message: &message,
             record,
             record_truncated: truncated,
         };

@@ -23,7 +23,7 @@ use crate::alert::Alert;
 use crate::decode::{Decoded, Decoder, Reject, RejectReason};
 use crate::detect::{Engine, Severity, Stats};
 use crate::event::{Action, Event, Source};
-use crate::redact::redact;
+use crate::redact::redact_str;
 use crate::source::file::{self, Framed, Input, ReadCounter};
 use crate::telemetry::metrics::{self, stage};
 use engines::*;

@@ -233,9 +233,11 @@ pub(super) fn reject_text(reject: &Reject, bytes: &[u8]) -> (Vec<u8>, bool) {
         (reject.offset + reject.len).min(bytes.len())
     };
     let text = bytes.get(reject.offset.min(end)..end).unwrap_or_default();
+    // Masked whole, then cut: a secret across the cut is masked, not left half there.
+    let text = crate::redact::redact(text);
     if text.len() > MAX_REJECT_RECORD {
         (text[..MAX_REJECT_RECORD].to_vec(), true)
     } else {
-        (text.to_vec(), false)
+        (text.into_owned(), false)
     }
 }
