@@ -118,11 +118,21 @@ impl Fingerprinter {
         })
     }
 
-    /// A fingerprinter with a random key for this process only.
+    /// A fingerprinter with a random key for this process only: drawn once, so every
+    /// decoder of the process (one per input topic) fingerprints a credential alike and a
+    /// credential minted in one topic's records still matches its use in another's.
     pub fn ephemeral() -> Result<Self, KeyError> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
-        let mut fp = Fingerprinter::new(&key)?;
+        static KEY: std::sync::OnceLock<Result<[u8; 32], String>> = std::sync::OnceLock::new();
+        let key = KEY
+            .get_or_init(|| {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key)
+                    .map(|()| key)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| KeyError::Random(e.clone()))?;
+        let mut fp = Fingerprinter::new(key)?;
         fp.ephemeral = true;
         Ok(fp)
     }
@@ -170,6 +180,28 @@ impl Fingerprinter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_keys_are_one_per_process_so_decoders_agree() {
+        // Two decoders without a configured key (two input topics) must fingerprint the same
+        // credential alike, or a mint in one topic never matches its use in the other.
+        let (a, b) = (
+            Fingerprinter::ephemeral().expect("random"),
+            Fingerprinter::ephemeral().expect("random"),
+        );
+        assert!(a.is_ephemeral() && b.is_ephemeral());
+        let id = "ASIAQNZGKIQY7EXAMPLE";
+        assert_eq!(
+            a.fingerprint(CredentialKind::AwsAccessKey, id),
+            b.fingerprint(CredentialKind::AwsAccessKey, id)
+        );
+        // And it is a key of this process, not a fixed one.
+        let fixed = Fingerprinter::new(&[7u8; 32]).expect("key");
+        assert_ne!(
+            a.fingerprint(CredentialKind::AwsAccessKey, id),
+            fixed.fingerprint(CredentialKind::AwsAccessKey, id)
+        );
+    }
 
     #[test]
     fn same_key_same_fingerprint_and_kind_separates() {

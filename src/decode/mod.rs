@@ -180,11 +180,16 @@ impl Decoder {
         let fp = match fingerprint.key()? {
             Some(key) => Fingerprinter::new(&key).map_err(invalid)?,
             None => {
-                tracing::warn!(
-                    "no fingerprint key configured (set {FINGERPRINT_KEY_ENV} or \
-                     fingerprint.key_file); using a random key for this process, so credential \
-                     fingerprints will not match those of other runs"
-                );
+                // Once per process: every decoder shares the one random key.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "no fingerprint key configured (set {FINGERPRINT_KEY_ENV} or \
+                         fingerprint.key_file); using a random key for this process (shared by \
+                         its decoders), so credential fingerprints will not match those of \
+                         other runs, instances or restarts"
+                    )
+                });
                 Fingerprinter::ephemeral().map_err(invalid)?
             }
         };
