@@ -135,6 +135,7 @@ struct SpoolMeters {
     spool_bytes: prometheus::IntGauge,
     dropped_full: prometheus::IntCounter,
     refused: prometheus::IntCounter,
+    too_large: prometheus::IntCounter,
 }
 
 impl SpoolMeters {
@@ -147,6 +148,7 @@ impl SpoolMeters {
             spool_bytes: m.sink_spool_bytes.with_label_values(&[name]),
             dropped_full: m.sink_dropped.with_label_values(&[name, "spool_full"]),
             refused: m.sink_dropped.with_label_values(&[name, "refused"]),
+            too_large: m.sink_dropped.with_label_values(&[name, "too_large"]),
         }
     }
 
@@ -353,6 +355,23 @@ impl Sinks {
                         h.write(alert, &mut buf);
                     }
                     out.encoder.encode(alert, &mut buf);
+                    // An alert the spool cannot hold (a huge identity or evidence) is set
+                    // aside, never a reason to stop.
+                    if buf.len() > spool.record_limit() {
+                        meters.too_large.inc();
+                        set_aside(
+                            spool.dir(),
+                            &out.name,
+                            "alert too large for the spool",
+                            &format!(
+                                "alert of {} bytes is larger than the spool's record limit of {} bytes",
+                                buf.len(),
+                                spool.record_limit()
+                            ),
+                            &buf,
+                        );
+                        continue;
+                    }
                     let dropped = spool.append(arrival, &buf).map_err(|source| Error::Spool {
                         sink: out.name.clone(),
                         source,
@@ -428,6 +447,33 @@ impl Drop for Sinks {
         if d.is_none() {
             *d = Some(Instant::now());
         }
+    }
+}
+
+/// Sets a record a sink will never deliver aside in `<spool>/rejected.jsonl`, logged as
+/// `what` (the caller counts it by reason): it must not block the alerts behind it, nor be
+/// lost.
+pub(super) fn set_aside(dir: &std::path::Path, sink: &str, what: &str, why: &str, payload: &[u8]) {
+    let path = dir.join("rejected.jsonl");
+    let line = serde_json::json!({
+        "time": crate::time::Timestamp::now().to_rfc3339(),
+        "sink": sink,
+        "reason": why,
+        "record": String::from_utf8_lossy(payload),
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| {
+            let mut s = line.to_string();
+            s.push('\n');
+            f.write_all(s.as_bytes())
+        });
+    tracing::error!(sink = %sink, reason = %why, kept_in = %path.display(), "{what}; set aside");
+    if let Err(e) = written {
+        metrics::get().error(metrics::stage::SINK, "spool");
+        tracing::error!(sink = %sink, error = %e, "cannot write the rejected file");
     }
 }
 
@@ -529,6 +575,59 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("t0p-s3cret"), "{shown}");
         assert_eq!(s[0].token().as_deref(), Some("t0p-s3cret"));
+    }
+
+    #[test]
+    fn an_alert_larger_than_the_spool_takes_is_set_aside_not_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A receiver nobody listens on: everything stays spooled.
+        let cfgs = parse(
+            "[[sinks]]\nname = \"siem\"\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\nspool_max_bytes = 65536\n",
+        );
+        validate(&cfgs).expect("valid");
+        let sinks = Sinks::build(
+            &cfgs,
+            &BuildOptions {
+                spool_dir: Some(dir.path()),
+                hostname: "h".into(),
+                latency_sink: None,
+            },
+        )
+        .expect("sinks");
+        let mut huge = crate::encode::tests::sample();
+        huge.summary = "x".repeat(100 << 10);
+        let too_large = metrics::get()
+            .sink_dropped
+            .with_label_values(&["siem", "too_large"]);
+        let before = too_large.get();
+        sinks.send(&huge, 0).expect("a huge alert is no error");
+        sinks
+            .send(&crate::encode::tests::sample(), 0)
+            .expect("the next alert is spooled");
+        assert_eq!(too_large.get(), before + 1);
+        let rejected = std::fs::read_to_string(find_rejected(dir.path())).expect("rejected file");
+        assert!(
+            rejected.contains("larger than the spool's record limit"),
+            "{rejected}"
+        );
+        assert!(rejected.contains(&"x".repeat(1000)), "the alert is kept");
+        sinks.shutdown(Duration::from_millis(10)).expect("shutdown");
+    }
+
+    /// The `rejected.jsonl` somewhere under `dir`.
+    fn find_rejected(dir: &Path) -> std::path::PathBuf {
+        for e in std::fs::read_dir(dir).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                let r = find_rejected(&p);
+                if r.exists() {
+                    return r;
+                }
+            } else if p.file_name().is_some_and(|n| n == "rejected.jsonl") {
+                return p;
+            }
+        }
+        dir.join("missing")
     }
 
     #[test]

@@ -242,6 +242,11 @@ impl Spool {
         &self.dir
     }
 
+    /// The largest record [`Spool::append`] takes.
+    pub fn record_limit(&self) -> usize {
+        (self.max_bytes.saturating_sub(HEADER) as usize).min(MAX_RECORD)
+    }
+
     /// Appends one record. When the spool is full, blocks (until delivery frees room or the
     /// spool is closed) or drops the oldest records, as configured. Returns how many old
     /// records were dropped to make room.

@@ -179,27 +179,13 @@ impl Worker {
     /// receiver will never take it, and it must not block the alerts behind it.
     pub(super) fn refuse(&self, r: &Record, why: &str) {
         self.spool_meters.refused.inc();
-        let path = self.spool.dir().join("rejected.jsonl");
-        let line = serde_json::json!({
-            "time": crate::time::Timestamp::now().to_rfc3339(),
-            "sink": self.name,
-            "reason": why,
-            "record": String::from_utf8_lossy(&r.payload),
-        });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| {
-                let mut s = line.to_string();
-                s.push('\n');
-                f.write_all(s.as_bytes())
-            });
-        tracing::error!(sink = %self.name, reason = %why, kept_in = %path.display(), "receiver refused an alert; set aside");
-        if let Err(e) = written {
-            metrics::get().error(metrics::stage::SINK, "spool");
-            tracing::error!(sink = %self.name, error = %e, "cannot write the rejected file");
-        }
+        super::set_aside(
+            self.spool.dir(),
+            &self.name,
+            "receiver refused an alert",
+            why,
+            &r.payload,
+        );
     }
 }
 

@@ -430,7 +430,7 @@ impl Metrics {
             sink_dropped: counter_vec(
                 &r,
                 "nhiwatch_sink_dropped_total",
-                "Alerts a sink gave up on, by sink and reason (spool_full: dropped oldest by the drop_oldest policy; refused: the receiver refused the record, kept in the spool's rejected file).",
+                "Alerts a sink gave up on, by sink and reason (spool_full: dropped oldest by the drop_oldest policy; refused: the receiver refused the record; too_large: larger than the spool's record limit; both kept in the spool's rejected file).",
                 &["sink", "reason"],
             ),
             sink_spool_bytes: gauge_vec(
@@ -528,7 +528,7 @@ impl Metrics {
     /// Declares a sink with a disk spool: its drop counters and spool size export zeros too.
     pub fn declare_spooled_sink(&self, sink: &str) {
         self.declare_sink(sink);
-        for reason in ["spool_full", "refused"] {
+        for reason in ["spool_full", "refused", "too_large"] {
             self.sink_dropped.with_label_values(&[sink, reason]);
         }
         self.sink_spool_bytes.with_label_values(&[sink]);
