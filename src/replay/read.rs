@@ -176,13 +176,21 @@ pub(super) fn decode_framed(
             }
             n
         }
-        Framed::Oversize { line, len } => {
+        Framed::Oversize { line, len, cut } => {
             let reject = Reject {
                 reason: RejectReason::TooLarge,
-                message: format!(
-                    "line is {len} bytes; decode.max_record_bytes is {}",
-                    decoder.max_record_bytes()
-                ),
+                message: if cut {
+                    // A document is read no further than the limit (see `file::frame`).
+                    format!(
+                        "document is more than decode.max_record_bytes ({}); the rest of the input was not read",
+                        decoder.max_record_bytes()
+                    )
+                } else {
+                    format!(
+                        "line is {len} bytes; decode.max_record_bytes is {}",
+                        decoder.max_record_bytes()
+                    )
+                },
                 offset: 0,
                 len: 0,
                 index: None,

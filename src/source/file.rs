@@ -79,8 +79,10 @@ pub enum Framed<'a> {
     Oversize {
         /// 1-based line.
         line: u64,
-        /// Its length in bytes.
+        /// Its length in bytes (when `cut`: how much was read).
         len: u64,
+        /// A document read no further than the limit: the rest of the input was not read.
+        cut: bool,
     },
     /// The document framing could not find a JSON value; the text up to the next line that
     /// starts a document was skipped.
@@ -253,9 +255,24 @@ pub fn frame(
     if lines {
         frame_lines(reader, w, eof, max_record, &mut f)
     } else {
+        // Documents (a JSON array, pretty-printed values) are parsed whole, so they are read
+        // whole, but never more than the record limit (a compressed file can expand a
+        // thousand times): a larger one is one oversize record ("more than" the limit).
         let mut all = w.data().to_vec();
         if !eof {
-            reader.read_to_end(&mut all)?;
+            let room = (max_record + 1).saturating_sub(all.len()) as u64;
+            (&mut reader).take(room).read_to_end(&mut all)?;
+        }
+        if all.len() > max_record {
+            // Not read further: the rest belongs to the same document, and reading it could
+            // mean decompressing a bomb.
+            let len = all.len() as u64;
+            let _ = f(Framed::Oversize {
+                line: 1,
+                len,
+                cut: true,
+            });
+            return Ok(len);
         }
         frame_documents(&all, &mut f);
         Ok(all.len() as u64)
@@ -282,6 +299,7 @@ fn frame_lines(
                 f(Framed::Oversize {
                     line: l,
                     len: n + end as u64,
+                    cut: false,
                 })
             } else {
                 emit_line(&data[pos..end], line, max_record, f)
@@ -313,6 +331,7 @@ fn frame_lines(
         let _ = f(Framed::Oversize {
             line: l,
             len: n + rest.len() as u64,
+            cut: false,
         });
     } else if !rest.is_empty() {
         let _ = emit_line(rest, line, max_record, f);
@@ -333,6 +352,7 @@ fn emit_line(
         return f(Framed::Oversize {
             line,
             len: bytes.len() as u64,
+            cut: false,
         });
     }
     f(Framed::Record {
@@ -450,7 +470,7 @@ mod tests {
                 Framed::Record { bytes, line, .. } => {
                     format!("{line}:{}", String::from_utf8_lossy(bytes))
                 }
-                Framed::Oversize { line, len } => format!("{line}:oversize {len}"),
+                Framed::Oversize { line, len, .. } => format!("{line}:oversize {len}"),
                 Framed::Unparseable { line, .. } => format!("{line}:unparseable"),
             });
             ControlFlow::Continue(())
@@ -466,6 +486,40 @@ mod tests {
             got,
             ["1:{\"a\":1}", "3:{\"b\":2}\r", "4:not json", "5:{\"c\":3}"]
         );
+    }
+
+    #[test]
+    fn a_compressed_document_is_read_no_further_than_the_record_limit() {
+        // 64 MiB of a JSON array compress to about 64 KiB: read whole, it would take all of
+        // it in memory (a gzip bomb takes gigabytes the same way).
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"[{\"a\":1},").expect("gzip");
+        let pad = vec![b' '; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&pad).expect("gzip");
+        }
+        gz.write_all(b"{\"b\":2}]\n").expect("gzip");
+        let bomb = gz.finish().expect("gzip");
+        assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bomb.json.gz");
+        std::fs::write(&path, bomb).expect("write");
+        let counter = ReadCounter::default();
+        let reader = super::open(&Input::Path(path), &counter).expect("open");
+        let mut got = Vec::new();
+        let read = frame(reader, 1 << 20, |fr| {
+            got.push(match fr {
+                Framed::Oversize { line, len, cut } => format!("{line}:oversize {len} {cut}"),
+                _ => "other".to_string(),
+            });
+            ControlFlow::Continue(())
+        })
+        .expect("framed");
+        // Read no further than the limit, or the framing window (2 MiB) already filled while
+        // looking for the first line, whichever is more: not 64 MiB.
+        assert_eq!(got, [format!("1:oversize {read} true")]);
+        assert!(read > 1 << 20 && read <= 2 << 20, "read {read} bytes");
     }
 
     #[test]
