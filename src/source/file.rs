@@ -258,7 +258,11 @@ pub fn frame(
         // Documents (a JSON array, pretty-printed values) are parsed whole, so they are read
         // whole, but never more than the record limit (a compressed file can expand a
         // thousand times): a larger one is one oversize record ("more than" the limit).
-        let mut all = w.data().to_vec();
+        // The window's buffer becomes the document's (no copy of what was read already).
+        let (start, end) = (w.start, w.end);
+        let mut all = std::mem::take(&mut w.buf);
+        all.truncate(end);
+        all.drain(..start);
         if !eof {
             let room = (max_record + 1).saturating_sub(all.len()) as u64;
             (&mut reader).take(room).read_to_end(&mut all)?;
