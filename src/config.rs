@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn sql_endpoints_need_a_lake_only_once_the_flags_are_applied() {
         let ok = "[kafka]\nbootstrap_servers = \"b:9092\"\n[[kafka.topics]]\nname = \"in\"\n\
-                  [sql]\nhttp_listen = \"127.0.0.1:0\"\npassword = \"x\"\n";
+                  [sql]\nhttp_listen = \"127.0.0.1:0\"\npassword = \"long-enough-pw\"\n";
         let mut cfg = Config::parse(ok).unwrap();
         cfg.validate().unwrap();
         let err = cfg.validate_run().unwrap_err().to_string();

@@ -126,6 +126,9 @@ impl SqlConfig {
                 ),
             ));
         }
+        if let Some(p) = &self.password {
+            check_length("sql.password", &p.0)?;
+        }
         if self.enabled() && self.password.is_none() && self.password_env.is_none() {
             let key = if self.pg_listen.is_some() {
                 "sql.pg_listen"
@@ -144,11 +147,15 @@ impl SqlConfig {
     /// The password, read from the environment when `password_env` is set.
     pub fn password(&self) -> Result<String, crate::error::ConfigError> {
         if let Some(p) = &self.password {
+            check_length("sql.password", &p.0)?;
             return Ok(p.0.clone());
         }
         if let Some(var) = &self.password_env {
             return match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(v),
+                Ok(v) if !v.is_empty() => {
+                    check_length("sql.password_env", &v)?;
+                    Ok(v)
+                }
                 _ => Err(crate::error::ConfigError::Invalid {
                     key: "sql.password_env".into(),
                     message: format!("environment variable {var} is unset or empty"),
@@ -160,6 +167,21 @@ impl SqlConfig {
             message: "is required".into(),
         })
     }
+}
+
+/// The shortest password the SQL endpoints accept: they serve every event and alert, and the
+/// HTTP endpoint takes the password as a bearer token.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+fn check_length(key: &str, password: &str) -> Result<(), crate::error::ConfigError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(crate::error::ConfigError::Invalid {
+            key: key.into(),
+            message: format!("is {n} characters; at least {MIN_PASSWORD_CHARS}"),
+        });
+    }
+    Ok(())
 }
 
 /// A query failure.
@@ -504,7 +526,7 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("sql.http_listen"), "{err}");
-        parse("pg_listen = \"127.0.0.1:5433\"\npassword = \"x\"")
+        parse("pg_listen = \"127.0.0.1:5433\"\npassword = \"long-enough-pw\"")
             .validate()
             .unwrap();
         parse("").validate().unwrap();
@@ -512,6 +534,17 @@ mod tests {
 
     #[test]
     fn password_and_password_env_are_exclusive_and_env_must_be_set() {
+        // Short passwords are refused, without showing them.
+        for short in ["", "x", "elevenchars"] {
+            let err = parse(&format!("password = \"{short}\"")).validate();
+            let err = err.expect_err(short).to_string();
+            assert!(
+                err.contains("sql.password") && err.contains("at least 12"),
+                "{err}"
+            );
+            assert!(short.is_empty() || !err.contains(short), "{err}");
+        }
+        parse("password = \"twelve-chars\"").validate().unwrap();
         let both = parse("password = \"x\"\npassword_env = \"Y\"");
         assert!(
             both.validate()

@@ -409,10 +409,18 @@ impl Spool {
         Ok(())
     }
 
+    /// Replaces the ack file durably: the new content is on disk before the rename, and the
+    /// rename before delivered segments are removed (a crash must never leave an empty ack,
+    /// which would keep the spool from opening, nor one that points at a removed segment).
     fn write_ack(&self, (seg, off): (u64, u64)) -> io::Result<()> {
         let tmp = self.dir.join("ack.tmp");
-        fs::write(&tmp, format!("{seg} {off}\n"))?;
-        fs::rename(&tmp, self.dir.join("ack"))
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("{seg} {off}\n").as_bytes())?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join("ack"))?;
+        File::open(&self.dir)?.sync_all()
     }
 
     /// Records not yet delivered.
