@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 0 primitives | `time` `units` `error` `redact` | instants, config units (`Duration`), the config error, secret masking |
+//! | 0 primitives | `time` `units` `error` `redact` `httpd` | instants, config units (`Duration`), the config error, secret masking, bounds for the small HTTP endpoints |
 //! | 1 model | `event` `alert` `environment` `fingerprint` | the canonical event, the alert and its `Severity`, environment names and tiers, credential fingerprints |
 //! | 2 read and remember | `source` `decode` `baseline` `telemetry` | framing, the five formats, per-identity/peer/fleet state, metrics and logs |
 //! | 3 judge | `detect` | the engine, the four detectors, specs, peer rules, `baselines show` reports |
@@ -47,6 +47,7 @@ pub mod environment;
 pub mod error;
 pub mod event;
 pub mod fingerprint;
+pub mod httpd;
 pub mod kafka;
 pub mod lake;
 pub mod query;

@@ -427,6 +427,58 @@ fn replay_serves_metrics_while_a_live_stdin_stream_runs() {
 }
 
 #[test]
+fn the_metrics_endpoint_bounds_request_heads_time_and_connections() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = util::bin()
+        .args(["replay", "--metrics-addr", &addr, "-"])
+        .env("NHIWATCH_FINGERPRINT_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("replay");
+    let stdin = child.stdin.take().expect("stdin");
+    let start = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no endpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = |send: &[u8]| -> String {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        let _ = c.write_all(send);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut got = String::new();
+        let _ = c.read_to_string(&mut got);
+        got
+    };
+    // A request line without an end is refused at 8 KiB, not buffered.
+    let got = answer(&vec![b'a'; 1 << 20]);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    // 32 connections that send nothing hold every place: the next is refused at once …
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = answer(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    // … and each is answered 408 when its 5 s are up, which frees its place.
+    let started = Instant::now();
+    let mut first = idle.into_iter().next().expect("one");
+    let mut got = String::new();
+    let _ = first.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let got = answer(b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    drop(stdin);
+    let status = child.wait().expect("replay exits");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn metric_names_are_defined_in_one_file() {
     let src = util::root().join("src");
     let mut offenders = Vec::new();

@@ -8,7 +8,7 @@
 //! Plain `std::net` like the metrics endpoint: one request per connection on its own thread,
 //! the query run on the SQL runtime.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,11 +132,19 @@ pub fn serve(
     std::thread::Builder::new()
         .name("sql-http".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
+            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for mut conn in listener.incoming().flatten() {
+                let Some(slot) = crate::httpd::admit(&mut conn, &active, &LIMITS) else {
+                    metrics::get().query_done("http", "refused", 0.0);
+                    continue;
+                };
                 let (rt, ctx, auth) = (rt.clone(), ctx.clone(), auth.clone());
                 let _ = std::thread::Builder::new()
                     .name("sql-http-conn".into())
-                    .spawn(move || answer(conn, &rt, &ctx, &auth, max_rows));
+                    .spawn(move || {
+                        answer(conn, &rt, &ctx, &auth, max_rows);
+                        drop(slot);
+                    });
             }
         })
         .map_err(|e| super::Error::Setup(e.to_string()))?;
@@ -154,12 +162,19 @@ struct Request {
     body: Vec<u8>,
 }
 
+/// A query request: 16 KiB of head, the whole request (body included) within 30 s, 16
+/// connections at once.
+const LIMITS: crate::httpd::Limits = crate::httpd::Limits {
+    max_head: 16 << 10,
+    deadline: Duration::from_secs(30),
+    max_connections: 16,
+};
+
 fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
+    let started = std::time::Instant::now();
     let mut reader = BufReader::new(conn);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(|e| (400, format!("cannot read the request: {e}")))?;
+    let head = crate::httpd::read_head(&mut reader, conn, &LIMITS, started)?;
+    let line = head.line;
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("/").to_string();
@@ -182,19 +197,8 @@ fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
         body: Vec::new(),
     };
     let mut length: Option<usize> = None;
-    loop {
-        let mut h = String::new();
-        match reader.read_line(&mut h) {
-            Ok(0) => break,
-            Ok(_) if h.trim().is_empty() => break,
-            Ok(_) => {}
-            Err(e) => return Err((400, format!("cannot read the headers: {e}"))),
-        }
-        let Some((name, value)) = h.split_once(':') else {
-            continue;
-        };
-        let value = value.trim().to_string();
-        match name.trim().to_ascii_lowercase().as_str() {
+    for (name, value) in head.headers {
+        match name.as_str() {
             "authorization" => req.authorization = Some(value),
             "accept" => req.accept = Some(value),
             "content-type" => req.json_body = value.starts_with("application/json"),
@@ -216,9 +220,17 @@ fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
             return Err((413, format!("body of {n} bytes; at most {MAX_BODY}")));
         }
         req.body.resize(n, 0);
+        let left = crate::httpd::remaining(started, &LIMITS)
+            .ok_or((408, "request too slow".to_string()))?;
+        let _ = conn.set_read_timeout(Some(left));
         reader
             .read_exact(&mut req.body)
-            .map_err(|e| (400, format!("body shorter than Content-Length: {e}")))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    (408, "request too slow".to_string())
+                }
+                _ => (400, format!("body shorter than Content-Length: {e}")),
+            })?;
     }
     Ok(req)
 }
@@ -231,8 +243,10 @@ fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",
     };
     let head = format!(
@@ -279,7 +293,6 @@ fn answer(
     auth: &Auth,
     max_rows: usize,
 ) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let req = match read_request(&conn) {
         Ok(r) => r,
         Err((status, msg)) => return error(&mut conn, status, &msg),

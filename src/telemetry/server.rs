@@ -2,13 +2,23 @@
 //! format, [`super::metrics`]), `/healthz` (the process serves) and `/readyz` (state restored
 //! and, for `run`, partitions assigned).
 //! Plain `std::net`: one request per connection, answered on its own short-lived thread, so a
-//! slow scraper never stalls detection.
+//! slow scraper never stalls detection; the request head is bounded in size and time and the
+//! connections in number ([`crate::httpd`]).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::httpd::{self, Limits};
+
+/// A scrape is a short GET: 8 KiB of head within 5 s, 32 at once.
+const LIMITS: Limits = Limits {
+    max_head: 8 << 10,
+    deadline: Duration::from_secs(5),
+    max_connections: 32,
+};
 
 /// Binds `addr` and serves until the process exits. Fails only if the address cannot be bound.
 pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
@@ -17,11 +27,18 @@ pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> 
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
+            let active = Arc::new(AtomicUsize::new(0));
+            for mut conn in listener.incoming().flatten() {
+                let Some(slot) = httpd::admit(&mut conn, &active, &LIMITS) else {
+                    continue;
+                };
                 let ready = ready.clone();
                 let _ = std::thread::Builder::new()
                     .name("metrics-conn".into())
-                    .spawn(move || answer(conn, &ready));
+                    .spawn(move || {
+                        answer(conn, &ready);
+                        drop(slot);
+                    });
             }
         })?;
     tracing::info!(addr = %local, "metrics endpoint listening");
@@ -29,20 +46,29 @@ pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> 
 }
 
 fn answer(mut conn: TcpStream, ready: &AtomicBool) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    // Drain the headers so the client sees a clean close.
-    let mut h = String::new();
-    while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-        h.clear();
-    }
+    let started = Instant::now();
+    let head = {
+        let mut reader = BufReader::new(&conn);
+        httpd::read_head(&mut reader, &conn, &LIMITS, started)
+    };
+    let line = match head {
+        Ok(h) => h.line,
+        Err((status, why)) => {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
+                if status == 408 {
+                    "Request Timeout"
+                } else if status == 431 {
+                    "Request Header Fields Too Large"
+                } else {
+                    "Bad Request"
+                },
+                why.len() + 1
+            );
+            return;
+        }
+    };
     let target = line.split_whitespace().nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
     let (status, ctype, body) = match path {
