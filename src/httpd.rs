@@ -110,6 +110,24 @@ pub fn read_head(
     Ok(Head { line, headers })
 }
 
+/// Closes a connection whose request was refused before it was read whole: the response is
+/// sent, then up to 1 MiB or 500 ms of what the client still sends is read and dropped, so
+/// the close does not reset the connection before the client has read the response.
+pub fn close_refused(conn: &TcpStream) {
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 16 << 10];
+    let mut left = 1usize << 20;
+    let mut r = conn;
+    while left > 0 && Instant::now() < until {
+        match r.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
 /// What is left of a request's deadline, if anything.
 pub fn remaining(started: Instant, limits: &Limits) -> Option<Duration> {
     limits

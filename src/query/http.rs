@@ -295,7 +295,11 @@ fn answer(
 ) {
     let req = match read_request(&conn) {
         Ok(r) => r,
-        Err((status, msg)) => return error(&mut conn, status, &msg),
+        Err((status, msg)) => {
+            error(&mut conn, status, &msg);
+            crate::httpd::close_refused(&conn);
+            return;
+        }
     };
     if req.path != "/query" {
         return error(&mut conn, 404, "not found; the endpoint is /query");

@@ -66,6 +66,7 @@ fn answer(mut conn: TcpStream, ready: &AtomicBool) {
                 },
                 why.len() + 1
             );
+            httpd::close_refused(&conn);
             return;
         }
     };
