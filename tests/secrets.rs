@@ -233,6 +233,28 @@ fn planted_platform_tokens_reach_neither_rejects_nor_logs_nor_the_lake() {
     assert!(o.status.success(), "{stderr}");
     let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
     assert_eq!(rejected.lines().count(), 2, "{rejected}");
+    // The rejects file and every file of the lake are the owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).expect("dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    files(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut all = vec![rejects.clone()];
+        files(&lake, &mut all);
+        assert!(all.len() >= 2, "{all:?}");
+        for f in &all {
+            let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+    }
     assert!(rejected.contains("\"record_truncated\":true"), "{rejected}");
     let q = util::run(
         &[

@@ -332,7 +332,7 @@ impl Writer {
         if part.staging.is_none() {
             let path = staging_dir.join(format!("{id}-{seq:06}.arrows"));
             self.seq += 1;
-            let file = File::create_new(&path).map_err(io_err(&path, "create"))?;
+            let file = crate::files::create_new(&path).map_err(io_err(&path, "create"))?;
             file.try_lock().map_err(|e| Error::Io {
                 what: "lock",
                 path: path.display().to_string(),
@@ -552,7 +552,7 @@ fn convert(
     let stamp: String = stamp[..19].chars().filter(char::is_ascii_digit).collect();
     let name = format!("part-{stamp}-{id}-{seq:06}.parquet");
     let tmp = dir.join(format!("{name}.tmp"));
-    let out = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    let out = crate::files::create(&tmp).map_err(io_err(&tmp, "create"))?;
     let plain = Schema::new(schema.fields().clone());
     let mut w = ArrowWriter::try_new(
         BufWriter::with_capacity(1 << 20, out),
@@ -606,7 +606,7 @@ pub fn write_baselines(root: &Path, name: &str, batch: &RecordBatch) -> Result<(
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
     let dest = dir.join(format!("{name}.parquet"));
     let tmp = dir.join(format!("{name}.parquet.tmp"));
-    let out = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    let out = crate::files::create(&tmp).map_err(io_err(&tmp, "create"))?;
     let mut w = ArrowWriter::try_new(
         BufWriter::new(out),
         batch.schema(),

@@ -152,7 +152,7 @@ pub fn run(
     };
     let rejects = match &opts.rejects {
         Some(p) => Some((
-            io::BufWriter::new(File::create(p).map_err(|source| Error::Output {
+            io::BufWriter::new(crate::files::create(p).map_err(|source| Error::Output {
                 what: "rejects",
                 path: p.display().to_string(),
                 source,

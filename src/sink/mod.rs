@@ -461,15 +461,11 @@ pub(super) fn set_aside(dir: &std::path::Path, sink: &str, what: &str, why: &str
         "reason": why,
         "record": String::from_utf8_lossy(payload),
     });
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| {
-            let mut s = line.to_string();
-            s.push('\n');
-            f.write_all(s.as_bytes())
-        });
+    let written = crate::files::append(&path).and_then(|mut f| {
+        let mut s = line.to_string();
+        s.push('\n');
+        f.write_all(s.as_bytes())
+    });
     tracing::error!(sink = %sink, reason = %why, kept_in = %path.display(), "{what}; set aside");
     if let Err(e) = written {
         metrics::get().error(metrics::stage::SINK, "spool");

@@ -199,11 +199,7 @@ impl Spool {
             }
         }
         opened.records = queue.len() as u64;
-        let mut tail = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(dir, last))
-            .map_err(io)?;
+        let mut tail = crate::files::append(&seg_path(dir, last)).map_err(io)?;
         tail.seek(SeekFrom::End(0)).map_err(io)?;
         let spool = Spool {
             dir: dir.to_path_buf(),
@@ -290,11 +286,7 @@ impl Spool {
         }
         if g.tail_len >= SEGMENT_BYTES {
             let next = g.segments.back().copied().unwrap_or(0) + 1;
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(seg_path(&self.dir, next))
-                .map_err(|e| self.io(e))?;
+            let f = crate::files::append(&seg_path(&self.dir, next)).map_err(|e| self.io(e))?;
             // The previous segment is complete: make it durable before leaving it.
             g.tail.sync_data().map_err(|e| self.io(e))?;
             g.tail = f;
@@ -415,7 +407,7 @@ impl Spool {
     fn write_ack(&self, (seg, off): (u64, u64)) -> io::Result<()> {
         let tmp = self.dir.join("ack.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::files::create(&tmp)?;
             f.write_all(format!("{seg} {off}\n").as_bytes())?;
             f.sync_all()?;
         }
