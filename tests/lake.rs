@@ -513,6 +513,49 @@ fn day_partitions_are_pruned_before_files_are_opened() {
 }
 
 #[test]
+fn http_results_are_cut_at_a_byte_cap_and_slow_queries_stopped() {
+    let lake = replay_lake();
+    let root = lake.path();
+    let server = serve_with(
+        &root,
+        lake.dir.path(),
+        "max_result_bytes = 1048576\nquery_timeout = \"2s\"\n",
+    );
+    // Wide rows: whole native records, tens of MB in all; the endpoint keeps about 1 MiB.
+    let (status, head, body) = http(
+        server.http,
+        Some(&bearer()),
+        "/query?format=csv",
+        "SELECT record FROM events",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("X-Nhiwatch-Truncated: true"), "{head}");
+    assert!(
+        head.contains("X-Nhiwatch-Truncated-By: max_result_bytes"),
+        "{head}"
+    );
+    let rows = csv_rows(&String::from_utf8_lossy(&body)).len() - 1;
+    let total = count(&root, "SELECT count(*) FROM events") as usize;
+    assert!(rows > 0 && rows < total, "{rows} of {total} rows");
+    assert!(body.len() < 8 << 20, "{} bytes sent", body.len());
+    // A join of every event with every other runs for minutes: stopped at the timeout.
+    let started = Instant::now();
+    let (status, _, body) = http(
+        server.http,
+        Some(&bearer()),
+        "/query",
+        "SELECT count(*) FROM events a JOIN events b ON a.identity <> b.identity",
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("sql.query_timeout"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The endpoint still answers.
+    let (status, _, _) = http(server.http, Some(&bearer()), "/query", "SELECT 1");
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn the_lake_is_read_only_and_errors_name_the_problem() {
     let lake = replay_lake();
     let root = lake.path();

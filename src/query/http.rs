@@ -121,7 +121,7 @@ pub fn serve(
     rt: tokio::runtime::Handle,
     ctx: Arc<SessionContext>,
     auth: Auth,
-    max_rows: usize,
+    caps: Caps,
 ) -> Result<SocketAddr, super::Error> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| super::Error::Setup(format!("cannot listen on {addr}: {e}")))?;
@@ -142,7 +142,7 @@ pub fn serve(
                 let _ = std::thread::Builder::new()
                     .name("sql-http-conn".into())
                     .spawn(move || {
-                        answer(conn, &rt, &ctx, &auth, max_rows);
+                        answer(conn, &rt, &ctx, &auth, caps);
                         drop(slot);
                     });
             }
@@ -150,6 +150,18 @@ pub fn serve(
         .map_err(|e| super::Error::Setup(e.to_string()))?;
     tracing::info!(addr = %local, "http sql endpoint listening");
     Ok(local)
+}
+
+/// What one query may return and take (`sql.max_rows`, `sql.max_result_bytes`,
+/// `sql.query_timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Rows.
+    pub max_rows: usize,
+    /// Bytes of Arrow data.
+    pub max_bytes: u64,
+    /// Run time.
+    pub timeout: Duration,
 }
 
 struct Request {
@@ -246,6 +258,7 @@ fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        504 => "Gateway Timeout",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",
     };
@@ -291,7 +304,7 @@ fn answer(
     rt: &tokio::runtime::Handle,
     ctx: &SessionContext,
     auth: &Auth,
-    max_rows: usize,
+    caps: Caps,
 ) {
     let req = match read_request(&conn) {
         Ok(r) => r,
@@ -334,32 +347,29 @@ fn answer(
         return error(&mut conn, 400, "no SQL: send it as the body or ?sql=");
     }
     let started = Instant::now();
-    let result = rt.block_on(super::execute_limited(ctx, &sql, Some(max_rows + 1)));
+    let result = rt.block_on(super::execute_capped(
+        ctx,
+        &sql,
+        caps.max_rows,
+        caps.max_bytes,
+        caps.timeout,
+    ));
     let secs = started.elapsed().as_secs_f64();
-    let (schema, mut batches) = match result {
+    let (schema, batches, cut) = match result {
         Ok(r) => r,
         Err(e) => {
             metrics::get().query_done("http", e.outcome(), secs);
-            let status = if matches!(e, super::Error::ReadOnly(_)) {
-                403
-            } else {
-                400
+            let status = match e {
+                super::Error::ReadOnly(_) => 403,
+                super::Error::Timeout(_) => 504,
+                _ => 400,
             };
             return error(&mut conn, status, &e.to_string());
         }
     };
     metrics::get().query_done("http", "ok", secs);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let truncated = rows > max_rows;
-    if truncated {
-        // Drop the one extra row that told us there were more.
-        let mut keep = max_rows;
-        for b in batches.iter_mut() {
-            let n = b.num_rows().min(keep);
-            *b = b.slice(0, n);
-            keep -= n;
-        }
-    }
+    let truncated = cut != super::Cut::No;
     let mut body = Vec::new();
     let written = match format {
         Format::Json => {
@@ -381,10 +391,12 @@ fn answer(
         Format::Arrow => "application/vnd.apache.arrow.stream",
         _ => "application/json",
     };
-    let extra = format!(
-        "X-Nhiwatch-Rows: {}\r\nX-Nhiwatch-Truncated: {truncated}\r\n",
-        rows.min(max_rows)
-    );
+    let by = match cut {
+        super::Cut::Rows => "X-Nhiwatch-Truncated-By: max_rows\r\n",
+        super::Cut::Bytes => "X-Nhiwatch-Truncated-By: max_result_bytes\r\n",
+        super::Cut::No => "",
+    };
+    let extra = format!("X-Nhiwatch-Rows: {rows}\r\nX-Nhiwatch-Truncated: {truncated}\r\n{by}");
     respond(&mut conn, 200, ctype, &extra, &body);
 }
 

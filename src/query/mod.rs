@@ -61,6 +61,13 @@ pub struct SqlConfig {
     /// of memory (an endpoint shares it with `run`'s detectors).
     #[serde(default = "default_memory_limit")]
     pub memory_limit: u64,
+    /// Most bytes (Arrow, in memory) of one HTTP query's result; more are cut and the
+    /// response says so (rows can be wide: `record` holds whole native records).
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: u64,
+    /// An HTTP query running longer than this is stopped and answered 504.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout: crate::units::Duration,
 }
 
 impl Default for SqlConfig {
@@ -73,12 +80,22 @@ impl Default for SqlConfig {
             password_env: None,
             max_rows: default_max_rows(),
             memory_limit: default_memory_limit(),
+            max_result_bytes: default_max_result_bytes(),
+            query_timeout: default_query_timeout(),
         }
     }
 }
 
 fn default_memory_limit() -> u64 {
     2 << 30
+}
+
+fn default_max_result_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_query_timeout() -> crate::units::Duration {
+    crate::units::Duration::from_secs(120)
 }
 
 /// The smallest `sql.memory_limit`: below it DataFusion cannot run a join of two batches.
@@ -116,6 +133,15 @@ impl SqlConfig {
         }
         if self.max_rows == 0 {
             return Err(invalid("sql.max_rows", "must be at least 1".into()));
+        }
+        if self.max_result_bytes < 1 << 20 {
+            return Err(invalid(
+                "sql.max_result_bytes",
+                format!("{} is too small; at least 1048576", self.max_result_bytes),
+            ));
+        }
+        if self.query_timeout.as_secs() == 0 {
+            return Err(invalid("sql.query_timeout", "must be at least 1s".into()));
         }
         if self.memory_limit < MIN_MEMORY_LIMIT {
             return Err(invalid(
@@ -201,6 +227,11 @@ pub enum Error {
         /// DataFusion's account of what ran out.
         source: DataFusionError,
     },
+    /// It ran longer than `sql.query_timeout`.
+    #[error(
+        "the query ran longer than sql.query_timeout ({0} s) and was stopped; narrow it by day or time, or raise the limit"
+    )]
+    Timeout(u64),
     /// DataFusion could not plan or run it.
     #[error("{0}")]
     Sql(#[from] DataFusionError),
@@ -218,8 +249,72 @@ impl Error {
         match self {
             Error::ReadOnly(_) => "refused",
             Error::Memory { .. } => "memory_limit",
+            Error::Timeout(_) => "timeout",
             _ => "error",
         }
+    }
+}
+
+/// Why a result was cut short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// It is whole.
+    No,
+    /// At `max_rows`.
+    Rows,
+    /// At `max_result_bytes`.
+    Bytes,
+}
+
+/// Plans `sql` read-only and collects its result batch by batch, stopping at `max_rows` rows
+/// or `max_bytes` bytes of Arrow data (what is over is dropped, and the cut said), or with
+/// [`Error::Timeout`] after `timeout`: an endpoint never holds more than it will send.
+pub async fn execute_capped(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: usize,
+    max_bytes: u64,
+    timeout: std::time::Duration,
+) -> Result<(SchemaRef, Vec<RecordBatch>, Cut), Error> {
+    use futures_util::StreamExt;
+    let run = async {
+        let df = ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map_err(refusal)?;
+        let df = df.limit(0, Some(max_rows.saturating_add(1)))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(|e| over_memory(ctx, e))?;
+        let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0u64);
+        let mut cut = Cut::No;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| over_memory(ctx, e))?;
+            let size = b.get_array_memory_size() as u64;
+            if bytes + size > max_bytes {
+                // Keep the rows that fit, in proportion (a batch's rows are alike in width).
+                let room = (max_bytes - bytes) as f64 / size.max(1) as f64;
+                let n = ((b.num_rows() as f64) * room) as usize;
+                if n > 0 {
+                    batches.push(b.slice(0, n));
+                }
+                cut = Cut::Bytes;
+                break;
+            }
+            bytes += size;
+            rows += b.num_rows();
+            if rows > max_rows {
+                let over = rows - max_rows;
+                batches.push(b.slice(0, b.num_rows() - over));
+                cut = Cut::Rows;
+                break;
+            }
+            batches.push(b);
+        }
+        Ok::<_, Error>((schema, batches, cut))
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(timeout.as_secs())),
     }
 }
 
@@ -498,7 +593,11 @@ pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
             rt.handle().clone(),
             ctx.clone(),
             http::Auth::new(&cfg.user, &password),
-            cfg.max_rows,
+            http::Caps {
+                max_rows: cfg.max_rows,
+                max_bytes: cfg.max_result_bytes,
+                timeout: std::time::Duration::from_secs(cfg.query_timeout.as_secs()),
+            },
         )?);
     }
     Ok(Endpoints {

@@ -465,7 +465,7 @@ impl Metrics {
             queries: counter_vec(
                 &r,
                 "nhiwatch_query_requests_total",
-                "SQL queries served, by endpoint (http, postgres) and outcome (ok, error, refused, memory_limit).",
+                "SQL queries served, by endpoint (http, postgres) and outcome (ok, error, refused, memory_limit, timeout).",
                 &["endpoint", "outcome"],
             ),
             query_duration: register(
@@ -610,7 +610,7 @@ impl Metrics {
 
     /// Declares the SQL endpoints' families.
     pub fn declare_query(&self, endpoint: &str) {
-        for outcome in ["ok", "error", "refused"] {
+        for outcome in ["ok", "error", "refused", "timeout"] {
             self.queries.with_label_values(&[endpoint, outcome]);
         }
         self.query_duration.with_label_values(&[endpoint]);
