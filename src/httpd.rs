@@ -128,6 +128,25 @@ pub fn close_refused(conn: &TcpStream) {
     }
 }
 
+/// The reason phrase of a status the endpoints answer with.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Internal Server Error",
+    }
+}
+
 /// What is left of a request's deadline, if anything.
 pub fn remaining(started: Instant, limits: &Limits) -> Option<Duration> {
     limits

@@ -252,7 +252,7 @@ impl Engine {
                 continue;
             }
             // A runner id that now serves other pipelines too is a shared runner.
-            if self.shared_runner_ids != 0 && p.defer.replace_class == Class::RunnerId as u8 {
+            if self.shared_runner_min(&p).is_some() {
                 let since = baseline::day_of_secs(at.0).saturating_sub(p.defer.window_days);
                 if self.state.fleet.identities_since(p.defer.value, since) >= self.adoption_min(&p)
                 {
@@ -308,11 +308,14 @@ impl Engine {
     /// runner id is the fleet's once it serves `shared_runner_identities` identities (a
     /// group or instance runner), anything else at the detector's rollout threshold.
     fn adoption_min(&self, p: &Pending) -> u32 {
-        if self.shared_runner_ids != 0 && p.defer.replace_class == Class::RunnerId as u8 {
-            self.shared_runner_ids.min(p.defer.min_identities)
-        } else {
-            p.defer.min_identities
-        }
+        self.shared_runner_min(p)
+            .map_or(p.defer.min_identities, |s| s.min(p.defer.min_identities))
+    }
+
+    /// `shared_runner_identities` when the held alert is on a GitLab runner id.
+    fn shared_runner_min(&self, p: &Pending) -> Option<u32> {
+        (self.shared_runner_ids != 0 && p.defer.replace_class == Class::RunnerId as u8)
+            .then_some(self.shared_runner_ids)
     }
 
     /// Distinct identities that got new values of a family between two times.

@@ -248,20 +248,7 @@ fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
 }
 
 fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[u8]) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        504 => "Gateway Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
-    };
+    let reason = crate::httpd::reason(status);
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()

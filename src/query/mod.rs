@@ -278,12 +278,7 @@ pub async fn execute_capped(
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Cut), Error> {
     use futures_util::StreamExt;
     let run = async {
-        let df = ctx
-            .sql_with_options(sql, read_only())
-            .await
-            .map_err(refusal)?;
-        let df = df.limit(0, Some(max_rows.saturating_add(1)))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let (df, schema) = plan(ctx, sql, Some(max_rows.saturating_add(1))).await?;
         let mut stream = df.execute_stream().await.map_err(|e| over_memory(ctx, e))?;
         let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0u64);
         let mut cut = Cut::No;
@@ -402,6 +397,17 @@ pub async fn execute_limited(
     sql: &str,
     limit: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+    let (df, schema) = plan(ctx, sql, limit).await?;
+    let batches = df.collect().await.map_err(|e| over_memory(ctx, e))?;
+    Ok((schema, batches))
+}
+
+/// Plans `sql` read-only, keeping at most `limit` rows; with the result's schema.
+async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+    limit: Option<usize>,
+) -> Result<(datafusion::dataframe::DataFrame, SchemaRef), Error> {
     let df = ctx
         .sql_with_options(sql, read_only())
         .await
@@ -411,8 +417,7 @@ pub async fn execute_limited(
         None => df,
     };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(|e| over_memory(ctx, e))?;
-    Ok((schema, batches))
+    Ok((df, schema))
 }
 
 /// A query that ran out of the session's memory pool is the analyst's to narrow, not an

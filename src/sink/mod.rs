@@ -601,29 +601,14 @@ mod tests {
             .send(&crate::encode::tests::sample(), 0)
             .expect("the next alert is spooled");
         assert_eq!(too_large.get(), before + 1);
-        let rejected = std::fs::read_to_string(find_rejected(dir.path())).expect("rejected file");
+        let rejected = std::fs::read_to_string(dir.path().join("siem").join("rejected.jsonl"))
+            .expect("rejected file");
         assert!(
             rejected.contains("larger than the spool's record limit"),
             "{rejected}"
         );
         assert!(rejected.contains(&"x".repeat(1000)), "the alert is kept");
         sinks.shutdown(Duration::from_millis(10)).expect("shutdown");
-    }
-
-    /// The `rejected.jsonl` somewhere under `dir`.
-    fn find_rejected(dir: &Path) -> std::path::PathBuf {
-        for e in std::fs::read_dir(dir).expect("dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                let r = find_rejected(&p);
-                if r.exists() {
-                    return r;
-                }
-            } else if p.file_name().is_some_and(|n| n == "rejected.jsonl") {
-                return p;
-            }
-        }
-        dir.join("missing")
     }
 
     #[test]

@@ -57,13 +57,7 @@ fn answer(mut conn: TcpStream, ready: &AtomicBool) {
             let _ = write!(
                 conn,
                 "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
-                if status == 408 {
-                    "Request Timeout"
-                } else if status == 431 {
-                    "Request Header Fields Too Large"
-                } else {
-                    "Bad Request"
-                },
+                httpd::reason(status),
                 why.len() + 1
             );
             httpd::close_refused(&conn);

@@ -77,6 +77,18 @@ pub fn families(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Sends `bytes` as they are (a malformed or oversized request), closes the sending side and
+/// returns whatever the server answered.
+pub fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let _ = c.write_all(bytes);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// `GET` (or `POST` with a form body) over HTTP/1.0; returns status and body.
 pub fn http(addr: &str, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
     let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
