@@ -369,6 +369,52 @@ impl Event {
         }
     }
 
+    /// Visits every decoded string value that names or describes something (not the id, the
+    /// credential fingerprint or the kept record text), with its field name and whether it is
+    /// a name (identity, environment, kind, scope, runner), so that limits and masking apply
+    /// to all of them alike.
+    pub fn visit_values_mut(&mut self, mut f: impl FnMut(&'static str, bool, &mut String)) {
+        f("identity", true, &mut self.identity);
+        f("kind", true, &mut self.kind);
+        let names = [
+            ("environment", &mut self.environment),
+            ("runner.id", &mut self.runner.id),
+            ("runner.group", &mut self.runner.group),
+            ("runner.name", &mut self.runner.name),
+            ("runner.ip", &mut self.runner.ip),
+        ];
+        for (field, v) in names {
+            if let Some(v) = v {
+                f(field, true, v);
+            }
+        }
+        for scope in &mut self.scopes {
+            f("scope", true, scope);
+        }
+        let c = &mut self.context;
+        let described = [
+            ("runner.agent", &mut self.runner.agent),
+            ("context.repo", &mut c.repo),
+            ("context.git_ref", &mut c.git_ref),
+            ("context.workflow", &mut c.workflow),
+            ("context.actor", &mut c.actor),
+            ("context.subject", &mut c.subject),
+            ("context.trigger", &mut c.trigger),
+            ("context.namespace", &mut c.namespace),
+            ("context.account", &mut c.account),
+            ("context.region", &mut c.region),
+            ("context.operation", &mut c.operation),
+            ("context.resource", &mut c.resource),
+            ("context.bound_to", &mut c.bound_to),
+            ("context.error", &mut c.error),
+        ];
+        for (field, v) in described {
+            if let Some(v) = v {
+                f(field, false, v);
+            }
+        }
+    }
+
     /// Sorts and de-duplicates `scopes`, so equal scope sets compare equal.
     pub fn normalize_scopes(&mut self) {
         self.scopes.sort_unstable();

@@ -144,10 +144,16 @@ impl Fingerprinter {
 
     /// The fingerprint of a credential id of the given kind, as 32 lowercase hex digits.
     pub fn fingerprint(&self, kind: CredentialKind, id: &str) -> String {
+        self.fingerprint_text(kind.as_str(), id)
+    }
+
+    /// The keyed fingerprint of any text within a domain (a credential kind, or `masked` for
+    /// token-shaped text masked in decoded values), as 32 lowercase hex digits.
+    pub fn fingerprint_text(&self, domain: &str, text: &str) -> String {
         let mut mac = self.keyed.clone();
-        mac.update(kind.as_str().as_bytes());
+        mac.update(domain.as_bytes());
         mac.update(&[0]);
-        mac.update(id.as_bytes());
+        mac.update(text.as_bytes());
         let bytes = mac.finalize().into_bytes();
         let mut out = String::with_capacity(FP_BYTES * 2);
         const HEX: &[u8; 16] = b"0123456789abcdef";

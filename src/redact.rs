@@ -155,6 +155,48 @@ pub fn redact_str(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Literal starts of the token shapes worth looking for in short decoded values: a cheap test
+/// before the regex, which runs only when one is present.
+static SHAPE_STARTS: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
+    let mut starts = vec![
+        "eyJ",
+        "AKIA",
+        "ASIA",
+        "AROA",
+        "AIDA",
+        "hvs.",
+        "hvb.",
+        "hvr.",
+        "github_pat_",
+        "GR1348941",
+        "xox",
+        "-----BEGIN",
+    ];
+    starts.extend(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]);
+    starts.extend([
+        "glpat-", "glptt-", "gldt-", "glrt-", "gloas-", "glcbt-", "glimt-", "glft-", "glsoat-",
+        "glffct-", "glagent-",
+    ]);
+    aho_corasick::AhoCorasick::new(starts)
+        .unwrap_or_else(|e| unreachable!("static redaction literals: {e}"))
+});
+
+/// Replaces each token-shaped part of a short value (JWTs, AWS key ids, Vault, GitHub, GitLab
+/// and Slack tokens, PEM keys) by what `replace` makes of it; the value itself when none is
+/// there. Legacy Vault tokens (`s.…`) and Bearer values are left to [`redact`]: their
+/// starts are too common in names to test cheaply.
+pub fn mask_shapes(text: &str, mut replace: impl FnMut(&str) -> String) -> Cow<'_, str> {
+    if !SHAPE_STARTS.is_match(text) {
+        return Cow::Borrowed(text);
+    }
+    match SHAPED_ONLY.replace_all(text.as_bytes(), |c: &Captures| {
+        replace(&String::from_utf8_lossy(&c[0])).into_bytes()
+    }) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
+    }
+}
+
 /// Masks path segments shaped like tokens (Vault paths can embed them).
 pub fn redact_path(path: &str) -> Cow<'_, str> {
     if SHAPED_ONLY.is_match(path.as_bytes()) {
@@ -175,6 +217,25 @@ mod tests {
 
     fn r(s: &str) -> String {
         String::from_utf8(redact(s.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn token_shapes_in_values_are_replaced_and_plain_names_kept() {
+        let masked = mask_shapes(
+            "aud:eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln and ghp_1234567890abcdefghijklmnop",
+            |s| format!("<{}>", s.len()),
+        );
+        assert_eq!(masked, "aud:<41> and <30>");
+        for plain in [
+            "github:octo-org/octo-repo/.github/workflows/deploy.yml",
+            "glob",
+            "",
+        ] {
+            assert!(matches!(
+                mask_shapes(plain, |_| unreachable!()),
+                Cow::Borrowed(_)
+            ));
+        }
     }
 
     #[test]

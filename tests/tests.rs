@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod decode;
+mod hostile;
 mod kafka;
 mod lake;
 mod layers;

@@ -126,9 +126,19 @@ pub(crate) struct Ctx<'a> {
     pub env: &'a EnvResolver,
 }
 
-/// Parses a required timestamp field.
+/// Parses a required timestamp field. The message gives the text's length, not the text: a
+/// value in the wrong field could be a secret.
 pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<Timestamp, FormatError> {
-    Timestamp::parse(s.trim_ascii()).map_err(|e| FormatError::Invalid(field, e.to_string()))
+    Timestamp::parse(s.trim_ascii()).map_err(|e| {
+        FormatError::Invalid(
+            field,
+            format!(
+                "invalid timestamp of {} chars: {}",
+                s.chars().count(),
+                e.why
+            ),
+        )
+    })
 }
 
 /// Decodes records of any supported format into canonical events.
@@ -140,6 +150,7 @@ pub struct Decoder {
     min_time: Timestamp,
     max_future_skew_secs: i64,
     max_record_bytes: usize,
+    max_field_bytes: usize,
     keep_records: bool,
 }
 
@@ -153,6 +164,7 @@ impl Decoder {
             min_time: cfg.min_time,
             max_future_skew_secs: i64::try_from(cfg.max_future_skew.as_secs()).unwrap_or(i64::MAX),
             max_record_bytes: cfg.max_record_bytes,
+            max_field_bytes: cfg.max_field_bytes,
             keep_records: false,
         }
     }
@@ -400,8 +412,19 @@ impl Decoder {
                 // The guess was wrong or the record is broken: classify exactly.
                 let exact = match classify_checked(obj) {
                     Ok(g) => g,
-                    Err(syntax) => {
+                    Err(syntax) if syntax.is_syntax() || syntax.is_eof() => {
                         out.push(Err(json_reject(syntax, off, obj.len(), index)));
+                        return 1;
+                    }
+                    Err(data) => {
+                        // A duplicate key, or a distinctive key holding the wrong type.
+                        out.push(Err(reject(
+                            RejectReason::InvalidField,
+                            sanitize_message(&data.to_string()),
+                            off,
+                            obj.len(),
+                            index,
+                        )));
                         return 1;
                     }
                 };
@@ -564,8 +587,60 @@ impl Decoder {
                 at.len,
                 at.index,
             )));
+            return;
+        }
+        let bad = out[from..].iter_mut().find_map(|r| match r {
+            Ok(e) => bad_field(e, self.max_field_bytes),
+            _ => None,
+        });
+        if let Some(message) = bad {
+            out.truncate(from);
+            out.push(Err(reject(
+                RejectReason::InvalidField,
+                message,
+                at.off,
+                at.len,
+                at.index,
+            )));
+            return;
+        }
+        for e in out[from..].iter_mut().flatten() {
+            mask_secrets(e, &self.fp);
         }
     }
+}
+
+/// Why an event's values cannot be kept: one longer than `max` bytes, or a control character
+/// in a value that names something (an identity, environment, scope or runner); `None` when
+/// all is well. The message names the field and the length, never the value.
+fn bad_field(e: &mut Event, max: usize) -> Option<String> {
+    let mut problem = None;
+    e.visit_values_mut(|field, name, v| {
+        if problem.is_none() {
+            if v.len() > max {
+                problem = Some(format!(
+                    "{field} is {} bytes; decode.max_field_bytes is {max}",
+                    v.len()
+                ));
+            } else if name && v.chars().any(char::is_control) {
+                problem = Some(format!("{field} holds a control character"));
+            }
+        }
+    });
+    problem
+}
+
+/// Replaces token-shaped text in an event's values (a JWT sent as an audience, a GitHub token
+/// in a branch name) by `[secret:<keyed fingerprint>]`: never stored or alerted on raw, and
+/// still distinct, so the event is judged as before.
+fn mask_secrets(e: &mut Event, fp: &Fingerprinter) {
+    e.visit_values_mut(|_, _, v| {
+        if let std::borrow::Cow::Owned(masked) = crate::redact::mask_shapes(v, |secret| {
+            format!("[secret:{}]", &fp.fingerprint_text("masked", secret)[..12])
+        }) {
+            *v = masked;
+        }
+    });
 }
 
 /// Where a record sits in the input.

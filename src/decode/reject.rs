@@ -144,7 +144,12 @@ pub(crate) fn sanitize_message(msg: &str) -> String {
         out.push_str(&rest[..=i]);
         let after = &rest[i + 1..];
         match after.find(quote) {
-            // Backticks name fields and variants: keep them.
+            // Backticks name fields and expected variants: keep them. The variant a record
+            // gave is its value: replaced like a quoted one.
+            Some(j) if quote == '`' && out.ends_with("unknown variant `") => {
+                out.push_str(&format!("<{} chars>`", after[..j].chars().count()));
+                rest = &after[j + 1..];
+            }
             Some(j) if quote == '`' => {
                 out.push_str(&after[..=j]);
                 rest = &after[j + 1..];

@@ -113,7 +113,8 @@ pub(super) fn classify(obj: &str) -> Guess {
     classify_checked(obj).unwrap_or(Guess::Unknown)
 }
 
-/// As [`classify`], returning the parse error of records that are not valid JSON.
+/// As [`classify`], returning the parse error of records that are not valid JSON or that repeat
+/// a distinctive key.
 pub(super) fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
     #[derive(Deserialize)]
     struct Probe<'a> {
@@ -157,10 +158,14 @@ pub(super) fn classify_checked(obj: &str) -> Result<Guess, serde_json::Error> {
         action: Option<IgnoredAny>,
         source: Option<IgnoredAny>,
     }
-    // Duplicate keys or wrong value types make the probe fail; such records are unknown.
+    // A duplicate key makes the probe fail: [`classify`] calls such records unknown, the slow
+    // path rejects them with the probe's message. A key of another format's that holds
+    // another type (`"type": 5`) only means the record is of no known format.
     let p = match serde_json::from_str::<Probe>(obj) {
         Ok(p) => p,
-        Err(e) if e.is_syntax() || e.is_eof() => return Err(e),
+        Err(e) if e.is_syntax() || e.is_eof() || e.to_string().starts_with("duplicate field") => {
+            return Err(e);
+        }
         Err(_) => return Ok(Guess::Unknown),
     };
     Ok(if p.records.is_some() {

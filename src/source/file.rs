@@ -87,7 +87,8 @@ pub enum Framed<'a> {
     /// The document framing could not find a JSON value; the text up to the next line that
     /// starts a document was skipped.
     Unparseable {
-        /// 1-based line where the parse failed.
+        /// 1-based line where the skipped text starts (the message says where the parse
+        /// failed).
         line: u64,
         /// The parser's message.
         message: String,
@@ -410,9 +411,18 @@ fn frame_documents(text: &[u8], f: &mut impl FnMut(Framed<'_>) -> ControlFlow<()
                 }
                 // The skipped text must include the failing position.
                 let skipped = &text[from..next];
+                // Reported where the skipped text starts (lines only go forward), with the
+                // parser's position made absolute (serde_json counts from `pos`).
+                let message = e.to_string();
+                let message = match message.rfind(" at line ") {
+                    Some(i) => {
+                        format!("{} at line {err_line} column {}", &message[..i], e.column())
+                    }
+                    None => message,
+                };
                 let flow = f(Framed::Unparseable {
-                    line: err_line,
-                    message: e.to_string(),
+                    line,
+                    message,
                     bytes: skipped,
                 });
                 if flow.is_break() {
