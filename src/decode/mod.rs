@@ -589,8 +589,10 @@ impl Decoder {
             )));
             return;
         }
+        // Masking looks at values only when the record holds a token's start somewhere.
+        let shapes = crate::redact::may_hold_shapes(&input[at.off..at.off + at.len]);
         let bad = out[from..].iter_mut().find_map(|r| match r {
-            Ok(e) => bad_field(e, self.max_field_bytes),
+            Ok(e) => check_values(e, self.max_field_bytes, shapes.then_some(&self.fp)),
             _ => None,
         });
         if let Some(message) = bad {
@@ -602,45 +604,47 @@ impl Decoder {
                 at.len,
                 at.index,
             )));
-            return;
-        }
-        for e in out[from..].iter_mut().flatten() {
-            mask_secrets(e, &self.fp);
         }
     }
 }
 
-/// Why an event's values cannot be kept: one longer than `max` bytes, or a control character
-/// in a value that names something (an identity, environment, scope or runner); `None` when
-/// all is well. The message names the field and the length, never the value.
-fn bad_field(e: &mut Event, max: usize) -> Option<String> {
+/// Checks an event's values: `Some` says why it cannot be kept (a value longer than `max`
+/// bytes, or a control character in a value that names something: an identity, environment,
+/// scope or runner), naming the field and the length, never the value. With a fingerprinter,
+/// token-shaped text in the values (a JWT sent as an audience, a GitHub token in a branch
+/// name) is replaced by `[secret:<keyed fingerprint>]`: never stored or alerted on raw, and
+/// still distinct, so the event is judged as before (rejecting it would let an attacker hide
+/// a mint behind a planted token).
+fn check_values(e: &mut Event, max: usize, mask: Option<&Fingerprinter>) -> Option<String> {
     let mut problem = None;
     e.visit_values_mut(|field, name, v| {
-        if problem.is_none() {
-            if v.len() > max {
-                problem = Some(format!(
-                    "{field} is {} bytes; decode.max_field_bytes is {max}",
-                    v.len()
-                ));
-            } else if name && v.chars().any(char::is_control) {
-                problem = Some(format!("{field} holds a control character"));
-            }
+        if problem.is_some() {
+            return;
         }
-    });
-    problem
-}
-
-/// Replaces token-shaped text in an event's values (a JWT sent as an audience, a GitHub token
-/// in a branch name) by `[secret:<keyed fingerprint>]`: never stored or alerted on raw, and
-/// still distinct, so the event is judged as before.
-fn mask_secrets(e: &mut Event, fp: &Fingerprinter) {
-    e.visit_values_mut(|_, _, v| {
-        if let std::borrow::Cow::Owned(masked) = crate::redact::mask_shapes(v, |secret| {
-            format!("[secret:{}]", &fp.fingerprint_text("masked", secret)[..12])
-        }) {
+        if v.len() > max {
+            problem = Some(format!(
+                "{field} is {} bytes; decode.max_field_bytes is {max}",
+                v.len()
+            ));
+            return;
+        }
+        // C0 controls and DEL by byte; C1 controls (U+0080..U+009F) start with 0xC2.
+        if name
+            && v.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
+            && v.chars().any(char::is_control)
+        {
+            problem = Some(format!("{field} holds a control character"));
+            return;
+        }
+        if let Some(fp) = mask
+            && let std::borrow::Cow::Owned(masked) = crate::redact::mask_shapes(v, |secret| {
+                format!("[secret:{}]", &fp.fingerprint_text("masked", secret)[..12])
+            })
+        {
             *v = masked;
         }
     });
+    problem
 }
 
 /// Where a record sits in the input.
