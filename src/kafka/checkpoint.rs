@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use super::client::{self, Producer, Role};
 use crate::config::KafkaConfig;
+use crate::telemetry::metrics::stage;
 
 // Version 3: the snapshot body of version 3 (baselines with their production time of week).
 // Version 4: the snapshot body of version 4 (held runner changes).
@@ -513,6 +514,7 @@ pub fn read_changelog(
             continue;
         };
         let Ok(meta) = postcard::from_bytes::<Meta>(meta) else {
+            crate::telemetry::metrics::get().error(stage::STATE, "changelog_slot_unusable");
             tracing::warn!(topic, partition, slot = %s, "unreadable changelog meta; ignoring the slot");
             continue;
         };
@@ -531,10 +533,18 @@ pub fn read_changelog(
         }
         if !whole || body.len() as u64 != meta.len || xxhash_rust::xxh3::xxh3_64(&body) != meta.hash
         {
-            tracing::warn!(topic, partition, slot = %s, epoch = meta.epoch, "incomplete changelog snapshot; using the other slot");
+            crate::telemetry::metrics::get().error(stage::STATE, "changelog_slot_unusable");
+            tracing::warn!(topic, partition, slot = %s, epoch = meta.epoch, "incomplete or damaged changelog snapshot (checksum); using the other slot");
             continue;
         }
-        let cp = decode(src.partition, &body)?;
+        let cp = match decode(src.partition, &body) {
+            Ok(cp) => cp,
+            Err(e) => {
+                crate::telemetry::metrics::get().error(stage::STATE, "changelog_slot_unusable");
+                tracing::warn!(topic, partition, slot = %s, epoch = meta.epoch, error = %e, "undecodable changelog snapshot; using the other slot");
+                continue;
+            }
+        };
         if best.as_ref().is_none_or(|b| cp.epoch > b.epoch) {
             best = Some(cp);
         }

@@ -409,6 +409,9 @@ impl Detect {
                     part.dirty = true;
                     empty.push(key.clone());
                 }
+                if part.next_offset > 0 {
+                    rewind(consumer, key, part.next_offset);
+                }
                 parts.insert(key.clone(), part);
             }
         }
@@ -731,4 +734,41 @@ fn parse_origin(v: &[u8]) -> Option<Origin<'_>> {
     let partition = it.next()?.parse().ok()?;
     let topic = it.next()?;
     Some((topic, partition, offset, index))
+}
+
+/// Reads a partition again from `next_offset` when the group's committed offset is past it:
+/// the restored checkpoint is older than the last one (the newest was damaged and the older
+/// changelog snapshot restored), and the records since are still on the topic. Without this
+/// their learning would be lost; their alerts are not sent twice (the checkpoint says where
+/// the alerts topic stood).
+fn rewind(consumer: &BaseConsumer<Ctx>, key: &Key, next_offset: i64) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&key.0, key.1);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok()
+        .and_then(|t| {
+            t.find_partition(&key.0, key.1)
+                .and_then(|e| e.offset().to_raw())
+        })
+        .unwrap_or(-1);
+    if committed <= next_offset {
+        return;
+    }
+    tracing::warn!(
+        topic = %key.0,
+        partition = key.1,
+        checkpoint = next_offset,
+        committed,
+        "the restored checkpoint is older than the committed offset; reading {} records again",
+        committed - next_offset
+    );
+    if let Err(e) = consumer.seek(
+        &key.0,
+        key.1,
+        rdkafka::Offset::Offset(next_offset),
+        Duration::from_secs(10),
+    ) {
+        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot rewind to the checkpoint; the records since are not learned");
+    }
 }

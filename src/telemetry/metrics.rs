@@ -71,6 +71,7 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "checkpoint"),
     (stage::STATE, "restore"),
     (stage::STATE, "local_checkpoint_unusable"),
+    (stage::STATE, "changelog_slot_unusable"),
     (stage::STATE, "partitions_lost"),
     (stage::STATE, "checkpoint_fenced"),
     (stage::SINK, "delivery"),

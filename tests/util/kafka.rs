@@ -186,6 +186,20 @@ impl Broker {
         p.flush(Duration::from_secs(60)).expect("flush");
     }
 
+    /// Produces one keyed record to a partition of `topic` (a fault drill's damaged record).
+    pub fn produce_keyed(&self, topic: &str, partition: i32, key: &[u8], value: &[u8]) {
+        let p: BaseProducer = self.config().create().expect("producer");
+        p.send(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(value),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+        p.flush(Duration::from_secs(60)).expect("flush");
+    }
+
     /// Reads every message of `topic` (all partitions) from the beginning until none arrives
     /// for `quiet`, or `until` says the set is complete, or `timeout` passes.
     pub fn read(
