@@ -451,7 +451,9 @@ impl Harness {
 
     fn check(&self, input: &[u8], n: usize, out: &[Decoded]) -> Result<(), String> {
         // JSON's whitespace: a form feed (which `is_ascii_whitespace` counts) is not blank.
-        let blank = input.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+        let blank = input
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
         if blank && n != 0 {
             return Err(format!("{n} records counted in blank input"));
         }

@@ -404,6 +404,11 @@ fn the_hostile_corpus_is_rejected_with_reasons_and_leaks_no_planted_secret() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("peak memory {peak:?} is not in MiB"));
     assert!(mib < 512.0, "peak memory {mib} MiB");
+    eprintln!(
+        "{summary}; {} rejected; {wrong_rejected} of {} wrong-type records rejected; peak memory {mib} MiB",
+        rejected.lines().count(),
+        wrong.len()
+    );
 
     // No planted secret anywhere: the alerts, the logs at debug level, the rejects file (record
     // text included) and every column of the lake.
