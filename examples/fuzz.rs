@@ -478,7 +478,10 @@ impl Harness {
                         return Err(format!("{} reject without a message", rej.reason));
                     }
                     if let Some(s) = SECRETS.iter().find(|s| rej.message.contains(*s)) {
-                        return Err(format!("reject message quotes a planted secret {s}"));
+                        return Err(format!(
+                            "reject message quotes a planted secret {s}: {} {:?}",
+                            rej.reason, rej.message
+                        ));
                     }
                     if rej.offset > input.len() || rej.offset + rej.len > input.len() {
                         return Err(format!(

@@ -71,24 +71,26 @@ static ONE_PASS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&pattern).unwrap_or_else(|e| unreachable!("static redaction pattern: {e}"))
 });
 
-/// Token shapes, masked wherever they appear.
+/// Token shapes, masked wherever they appear. The platform tokens' prefixes are distinctive
+/// enough to match inside a word too (`xghp_…` is still a GitHub token glued to a letter);
+/// AWS key ids and legacy Vault tokens need a word boundary.
 const SHAPED: &str = concat!(
     // JWTs (header.payload[.signature]).
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?",
     // AWS access key ids.
     r"|\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b",
     // Vault service, batch and recovery tokens, legacy tokens.
-    r"|\bhv[sbr]\.[A-Za-z0-9_-]{20,}",
+    r"|hv[sbr]\.[A-Za-z0-9_-]{20,}",
     r"|\b[sb]\.[A-Za-z0-9]{24}\b",
     // GitHub tokens (personal, OAuth, user-to-server, server-to-server, refresh; fine-grained).
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"|\bgithub_pat_[A-Za-z0-9_]{20,}",
+    r"|gh[pousr]_[A-Za-z0-9]{20,}",
+    r"|github_pat_[A-Za-z0-9_]{20,}",
     // GitLab tokens (personal, project/group, deploy, runner, OAuth, CI job, …) and legacy
     // runner registration tokens.
-    r"|\bgl(?:pat|ptt|dt|rt|oas|cbt|imt|ft|soat|ffct|agent)-[A-Za-z0-9_-]{20,}",
-    r"|\bGR1348941[A-Za-z0-9_-]{20,}",
+    r"|gl(?:pat|ptt|dt|rt|oas|cbt|imt|ft|soat|ffct|agent)-[A-Za-z0-9_-]{20,}",
+    r"|GR1348941[A-Za-z0-9_-]{20,}",
     // Slack tokens.
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}",
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}",
     // Bearer credentials in a header value.
     r"|(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{8,}",
     // PEM private keys, whole or cut off (newlines raw or escaped in JSON).

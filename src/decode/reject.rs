@@ -150,8 +150,15 @@ pub(crate) fn sanitize_message(msg: &str) -> String {
                 out.push_str(&format!("<{} chars>`", after[..j].chars().count()));
                 rest = &after[j + 1..];
             }
+            // A field name comes from the record too (`unknown field`, `duplicate field`):
+            // kept for the typo it usually is, unless it holds a token's start.
             Some(j) if quote == '`' => {
-                out.push_str(&after[..=j]);
+                let name = &after[..j];
+                if crate::redact::may_hold_shapes(name) {
+                    out.push_str(&format!("<{} chars>`", name.chars().count()));
+                } else {
+                    out.push_str(&after[..=j]);
+                }
                 rest = &after[j + 1..];
             }
             Some(j) => {
