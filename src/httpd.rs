@@ -155,6 +155,16 @@ pub fn remaining(started: Instant, limits: &Limits) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
+/// Compares two secrets without an early exit on the first differing byte, so the time taken
+/// does not tell how much of a guess was right.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -555,3 +555,116 @@ fn logs_are_json_lines_with_log_format_json_and_levels_follow_rust_log() {
         "the summary still counts it: {stderr}"
     );
 }
+
+/// With a token (`run.metrics_token_file`), `/metrics` answers 401 without it or with a wrong
+/// one, the health probes stay open, a real Prometheus scrapes with `credentials_file`, and one
+/// without the token sees the target down. A token shorter than 16 characters is refused at
+/// start, named by its variable, never echoed.
+#[test]
+fn the_metrics_endpoint_asks_for_its_token_and_prometheus_scrapes_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "metrics-token-0123456789abcdef";
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let config = dir.path().join("nhiwatch.toml");
+    std::fs::write(
+        &config,
+        format!("[run]\nmetrics_token_file = \"{}\"\n", token_file.display()),
+    )
+    .expect("config");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = util::bin()
+        .args([
+            "--config",
+            config.to_str().expect("utf-8"),
+            "replay",
+            "--metrics-addr",
+            &addr,
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("replay");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no metrics endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let get = |auth: Option<&str>| {
+        let header = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        prom::raw(
+            &addr,
+            format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{header}\r\n").as_bytes(),
+        )
+    };
+    let denied = get(None);
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    assert!(denied.contains("WWW-Authenticate: Bearer"), "{denied}");
+    assert!(!denied.contains("nhiwatch_"), "{denied}");
+    let wrong = get(Some("Bearer metrics-token-0123456789abcdeX"));
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let basic = get(Some(&format!("Basic {token}")));
+    assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
+    let ok = get(Some(&format!("Bearer {token}")));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("nhiwatch_detect_events_total"), "{ok}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+
+    let prom = Prometheus::start_jobs(&[
+        (
+            "with_token",
+            &addr,
+            &format!(
+                "    authorization:\n      type: Bearer\n      credentials_file: {}\n",
+                token_file.display()
+            ),
+        ),
+        ("without_token", &addr, ""),
+    ]);
+    let up = |job: &str| {
+        prom.query(&format!("up{{job=\"{job}\"}}"))["result"]
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r["value"][1].as_str().map(str::to_string))
+    };
+    let start = Instant::now();
+    while up("with_token").is_none() || up("without_token").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no scrape recorded:\n{}",
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(up("with_token").as_deref(), Some("1"), "{}", prom.log());
+    assert_eq!(up("without_token").as_deref(), Some("0"), "{}", prom.log());
+    let scraped = prom.query("nhiwatch_detect_events_total")["result"].clone();
+    assert!(
+        scraped.as_array().is_some_and(|a| !a.is_empty()),
+        "nothing scraped with the token: {scraped}"
+    );
+    drop(child.stdin.take());
+    let _ = child.wait();
+
+    // A short token is refused at start, by name.
+    let o = util::bin()
+        .args(["replay", "--metrics-addr", "127.0.0.1:0", "-"])
+        .env(
+            nhiwatch::telemetry::server::METRICS_TOKEN_ENV,
+            "short-secret",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NHIWATCH_METRICS_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("short-secret"), "{stderr}");
+}

@@ -129,7 +129,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             if let Some(addr) = &args.metrics_addr {
-                crate::telemetry::server::serve(addr, ready.clone())
+                let token =
+                    crate::telemetry::server::metrics_token(cfg.run.metrics_token_file.as_deref())?;
+                crate::telemetry::server::serve(addr, ready.clone(), token)
                     .with_context(|| format!("--metrics-addr {addr}"))?;
             }
             let mut engines = Vec::new();

@@ -165,6 +165,10 @@ pub struct RunConfig {
     /// `host:port` for `/metrics`, `/healthz` and `/readyz` (off when unset).
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// A file whose first line is the bearer token `/metrics` asks for (else
+    /// `NHIWATCH_METRICS_TOKEN`; open when neither is set). `replay --metrics-addr` uses it too.
+    #[serde(default)]
+    pub metrics_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -175,6 +179,7 @@ impl Default for RunConfig {
             alerts_stdout: false,
             alerts_encoding: crate::encode::Encoding::Json,
             metrics_addr: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -31,7 +31,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     // unreachable, `/readyz` once partitions are assigned and their state restored.
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = &cfg.run.metrics_addr {
-        crate::telemetry::server::serve(addr, ready.clone())
+        let token = crate::telemetry::server::metrics_token(cfg.run.metrics_token_file.as_deref())
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        crate::telemetry::server::serve(addr, ready.clone(), token)
             .map_err(|e| Error::Setup(format!("run.metrics_addr {addr}: {e}")))?;
     }
     let k = &cfg.kafka;

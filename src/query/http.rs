@@ -44,7 +44,7 @@ impl Auth {
         };
         let (scheme, value) = h.trim().split_once(' ').unwrap_or((h, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            return same(value.trim().as_bytes(), self.password.as_bytes());
+            return crate::httpd::same(value.trim().as_bytes(), self.password.as_bytes());
         }
         if scheme.eq_ignore_ascii_case("basic")
             && let Some(raw) = base64_decode(value.trim())
@@ -52,19 +52,11 @@ impl Auth {
         {
             let (u, p) = (&raw[..colon], &raw[colon + 1..]);
             // Both compared, so timing does not tell which was wrong.
-            return same(u, self.user.as_bytes()) & same(p, self.password.as_bytes());
+            return crate::httpd::same(u, self.user.as_bytes())
+                & crate::httpd::same(p, self.password.as_bytes());
         }
         false
     }
-}
-
-/// Compares without an early exit on the first differing byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {

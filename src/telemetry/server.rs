@@ -3,7 +3,9 @@
 //! and, for `run`, partitions assigned).
 //! Plain `std::net`: one request per connection, answered on its own short-lived thread, so a
 //! slow scraper never stalls detection; the request head is bounded in size and time and the
-//! connections in number ([`crate::httpd`]).
+//! connections in number ([`crate::httpd`]). With a token ([`metrics_token`]), `/metrics`
+//! answers only requests that carry it (`Authorization: Bearer …`); the health probes stay
+//! open (a kubelet's probe carries no credentials, and they tell nothing).
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,8 +22,50 @@ const LIMITS: Limits = Limits {
     max_connections: 32,
 };
 
-/// Binds `addr` and serves until the process exits. Fails only if the address cannot be bound.
-pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
+/// The variable holding the bearer token `/metrics` asks for (`run.metrics_token_file` wins).
+pub const METRICS_TOKEN_ENV: &str = "NHIWATCH_METRICS_TOKEN";
+
+/// The token scrapes must present: the first line of `file` (config `run.metrics_token_file`)
+/// or the value of `NHIWATCH_METRICS_TOKEN`; `None` (open) when neither is set. At least 16
+/// characters; errors name the key, never the value.
+pub fn metrics_token(
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, crate::error::ConfigError> {
+    let (key, token) = match file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| crate::error::ConfigError::Invalid {
+                    key: "run.metrics_token_file".into(),
+                    message: format!("cannot read {}: {e}", f.display()),
+                })?;
+            (
+                "run.metrics_token_file",
+                text.lines().next().unwrap_or("").trim().to_string(),
+            )
+        }
+        None => match std::env::var(METRICS_TOKEN_ENV) {
+            Ok(v) => (METRICS_TOKEN_ENV, v.trim().to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    if token.chars().count() < 16 {
+        return Err(crate::error::ConfigError::Invalid {
+            key: key.into(),
+            message: "the metrics token must be at least 16 characters".into(),
+        });
+    }
+    Ok(Some(token))
+}
+
+/// Binds `addr` and serves until the process exits; with a `token`, `/metrics` asks for it.
+/// Fails only if the address cannot be bound.
+pub fn serve(
+    addr: &str,
+    ready: Arc<AtomicBool>,
+    token: Option<String>,
+) -> std::io::Result<SocketAddr> {
+    let token: Option<Arc<str>> = token.map(Into::into);
+    let token_state = if token.is_some() { "required" } else { "none" };
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
@@ -33,26 +77,38 @@ pub fn serve(addr: &str, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> 
                     continue;
                 };
                 let ready = ready.clone();
+                let token = token.clone();
                 let _ = std::thread::Builder::new()
                     .name("metrics-conn".into())
                     .spawn(move || {
-                        answer(conn, &ready);
+                        answer(conn, &ready, token.as_deref());
                         drop(slot);
                     });
             }
         })?;
-    tracing::info!(addr = %local, "metrics endpoint listening");
+    tracing::info!(addr = %local, token = token_state, "metrics endpoint listening");
     Ok(local)
 }
 
-fn answer(mut conn: TcpStream, ready: &AtomicBool) {
+/// True when a request may read `/metrics`: no token is configured, or it presents it.
+fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some((scheme, value)) = header.map(str::trim).and_then(|h| h.split_once(' ')) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer") && httpd::same(value.trim().as_bytes(), token.as_bytes())
+}
+
+fn answer(mut conn: TcpStream, ready: &AtomicBool, token: Option<&str>) {
     let started = Instant::now();
     let head = {
         let mut reader = BufReader::new(&conn);
         httpd::read_head(&mut reader, &conn, &LIMITS, started)
     };
-    let line = match head {
-        Ok(h) => h.line,
+    let head = match head {
+        Ok(h) => h,
         Err((status, why)) => {
             let _ = write!(
                 conn,
@@ -64,9 +120,18 @@ fn answer(mut conn: TcpStream, ready: &AtomicBool) {
             return;
         }
     };
-    let target = line.split_whitespace().nth(1).unwrap_or("/");
+    let target = head.line.split_whitespace().nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
     let (status, ctype, body) = match path {
+        "/metrics" if !authorized(token, head.header("authorization")) => {
+            let body = "a bearer token is required (run.metrics_token_file)\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"nhiwatch metrics\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return;
+        }
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

@@ -145,19 +145,27 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` (`host:port`) at `/metrics`, and waits until it
     /// is ready.
     pub fn start(target: &str) -> Prometheus {
+        Prometheus::start_jobs(&[("nhiwatch", target, "")])
+    }
+
+    /// Starts Prometheus with several scrape jobs: (job name, `host:port`, extra YAML lines of
+    /// the job, indented by four spaces, such as an `authorization` block).
+    pub fn start_jobs(jobs: &[(&str, &str, &str)]) -> Prometheus {
         let bin = which("prometheus").unwrap_or_else(|| {
             panic!("the prometheus binary is not installed: run ./scripts/test, which installs the Debian package `prometheus`")
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::util::kafka::free_port();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: nhiwatch\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("config");
+        let mut yaml =
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+                .to_string();
+        for (job, target, extra) in jobs {
+            yaml.push_str(&format!(
+                "  - job_name: {job}\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n{extra}"
+            ));
+        }
+        std::fs::write(&config, yaml).expect("config");
         let log = dir.path().join("prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
