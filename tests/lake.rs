@@ -883,6 +883,33 @@ fn a_query_over_the_memory_limit_fails_and_the_endpoint_keeps_serving() {
     assert_eq!(csv_rows(&out)[1][0], lake.alerts.len().to_string(), "{out}");
 }
 
+/// The PostgreSQL endpoint serves 16 connections at once; the 17th is told so (FATAL 53300,
+/// as PostgreSQL says it), and a freed place is taken again.
+#[test]
+fn the_postgresql_endpoint_refuses_connections_past_its_limit_by_name() {
+    let lake = replay_lake();
+    let server = serve(&lake.path(), lake.dir.path());
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.pg)).expect("connect"))
+        .collect();
+    // The places are taken when the connections are accepted.
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, _, err) = psql(server.pg, PASSWORD, "SELECT 1");
+    assert!(!ok, "a 17th connection was served: {err}");
+    assert!(err.contains("too many clients"), "{err}");
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let (ok, out, err) = psql(server.pg, PASSWORD, "SELECT 1 AS one");
+        if ok {
+            assert_eq!(csv_rows(&out)[1][0], "1", "{out}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Regressions: the queries of docs/investigations.md start with `-- name: …`, which the
 /// command line took for an option, and most return lists, which `--format csv` refused.
 #[test]

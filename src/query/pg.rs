@@ -178,6 +178,60 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// Connections served at once; more are refused with SQLSTATE 53300, as PostgreSQL refuses
+/// past `max_connections`. Each query takes a share of `sql.memory_limit`, so more would
+/// mostly make them fail.
+const MAX_CONNECTIONS: usize = 16;
+
+/// A PostgreSQL `ErrorResponse` (FATAL, 53300 too_many_connections), the whole answer to a
+/// connection over the limit.
+fn too_many_connections() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (
+            b'M',
+            "sorry, too many clients already (nhiwatch serves 16 at once)",
+        ),
+    ] {
+        fields.push(code);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(&fields);
+    out
+}
+
+/// Tells a connection over the limit why, the way a client can show it: an `SSLRequest` or
+/// `GSSENCRequest` is declined first (`N`; an error in its place is all libpq would report),
+/// then the startup message is read and answered with the error.
+async fn refuse_connection(socket: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    for _ in 0..3 {
+        let len = socket.read_u32().await? as usize;
+        if !(8..=10_240).contains(&len) {
+            break;
+        }
+        let mut body = vec![0u8; len - 4];
+        socket.read_exact(&mut body).await?;
+        let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        if len == 8 && (code == SSL_REQUEST || code == GSSENC_REQUEST) {
+            socket.write_all(b"N").await?;
+            continue;
+        }
+        break;
+    }
+    socket.write_all(&too_many_connections()).await?;
+    socket.shutdown().await
+}
+
 /// Binds `addr` and serves `ctx` until the runtime stops; returns the bound address.
 pub async fn serve(
     addr: &str,
@@ -219,16 +273,29 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| super::Error::Setup(e.to_string()))?;
     metrics::get().declare_query("postgres");
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((socket, peer)) => {
+                Ok((mut socket, peer)) => {
+                    let Ok(place) = places.clone().try_acquire_owned() else {
+                        // Answered before the startup is read, as PostgreSQL does.
+                        metrics::get().query_done("postgres", "refused", 0.0);
+                        tracing::warn!(%peer, "sql connection refused: {MAX_CONNECTIONS} already open");
+                        tokio::spawn(async move {
+                            let deadline = std::time::Duration::from_secs(5);
+                            let _ = tokio::time::timeout(deadline, refuse_connection(&mut socket))
+                                .await;
+                        });
+                        continue;
+                    };
                     let handlers = handlers.clone();
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
                         {
                             tracing::debug!(%peer, error = %e, "sql connection ended with an error");
                         }
+                        drop(place);
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, "sql listener accept failed"),
