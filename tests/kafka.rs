@@ -597,6 +597,50 @@ fn a_damaged_checkpoint_and_changelog_snapshot_fall_back_to_the_older_good_one()
     );
 }
 
+/// Fault drill: the broker frozen (SIGSTOP) for 60 s mid-stream, then resumed. (Tansu here
+/// keeps its log in memory, so a stop and restart would lose the topics; a frozen broker is
+/// what the clients see of an outage all the same: every request times out.) nhiwatch keeps
+/// running, retries, and once the broker is back the alert ids equal a clean replay's, none
+/// twice.
+#[test]
+fn the_broker_frozen_for_a_minute_mid_stream_loses_nothing() {
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 3, "freeze");
+    let records = week();
+    let expected = s.replay_ids(&records, 3);
+    let half = records.len() / 2;
+    broker.produce(&s.input, &records[..half]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut nw = s.start("a", &["--metrics-addr", &addr]);
+    nw.wait_for_any(
+        &["partition starts empty", "partition state restored"],
+        Duration::from_secs(90),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    if !broker.signal("STOP") {
+        eprintln!("skipping: an external broker (KAFKA_BOOTSTRAP) cannot be frozen");
+        return;
+    }
+    std::thread::sleep(Duration::from_secs(60));
+    broker.signal("CONT");
+    assert!(
+        nw.running(),
+        "nhiwatch exited while the broker was frozen:\n{}",
+        nw.log()
+    );
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    broker.produce(&s.input, &records[half..]);
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log = nw.log();
+    assert_eq!(nw.terminate(), Some(0), "{log}");
+    assert_eq!(ids(&msgs), expected, "log:\n{log}");
+    assert_eq!(
+        msgs.len(),
+        expected.len(),
+        "an alert sent twice; log:\n{log}"
+    );
+}
+
 /// An instance that sent alerts and then crashed before the checkpoint including their
 /// records: the next owner processes those records again (same records, same alert ids) and
 /// must not put their alerts on the alerts topic a second time.

@@ -119,6 +119,20 @@ impl Broker {
         b
     }
 
+    /// Sends a signal to the broker this test started (`STOP` freezes it, `CONT` resumes
+    /// it); false for an external broker, which a test cannot freeze.
+    pub fn signal(&self, name: &str) -> bool {
+        let Some(child) = &self.child else {
+            return false;
+        };
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", child.id());
+        true
+    }
+
     /// The broker's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
