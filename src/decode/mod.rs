@@ -417,7 +417,7 @@ impl Decoder {
                         return 1;
                     }
                     Err(data) => {
-                        // A duplicate key, or a distinctive key holding the wrong type.
+                        // A duplicate key (the probe fails on nothing else).
                         out.push(Err(reject(
                             RejectReason::InvalidField,
                             sanitize_message(&data.to_string()),
