@@ -229,7 +229,7 @@ pub fn frame(
     let first_line_end = loop {
         if let Some(i) = memchr::memchr(b'\n', &w.data()[scanned..]) {
             let candidate = scanned + i;
-            if w.data()[..candidate].iter().all(u8::is_ascii_whitespace) {
+            if w.data()[..candidate].iter().all(is_json_space) {
                 // Leading blank lines: keep looking.
                 scanned = candidate + 1;
                 continue;
@@ -246,7 +246,7 @@ pub fn frame(
         }
     };
     let first = &w.data()[..first_line_end];
-    let start = first.iter().position(|b| !b.is_ascii_whitespace());
+    let start = first.iter().position(|b| !is_json_space(b));
     let lines = match start.map(|s| first[s]) {
         None => true,
         Some(b'[') => false,
@@ -350,7 +350,7 @@ fn emit_line(
     max_record: usize,
     f: &mut impl FnMut(Framed<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.iter().all(is_json_space) {
         return ControlFlow::Continue(());
     }
     if bytes.len() > max_record {
@@ -433,6 +433,12 @@ fn frame_documents(text: &[u8], f: &mut impl FnMut(Framed<'_>) -> ControlFlow<()
             }
         }
     }
+}
+
+/// JSON's whitespace. A line of other ASCII whitespace (a form feed) is not blank: it is
+/// handed on, and rejected as a record, rather than skipped unreported.
+fn is_json_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 fn count_lines(b: &[u8]) -> u64 {
@@ -543,6 +549,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0].starts_with("2:{"), "{got:?}");
         assert!(got[1].starts_with("5:["), "{got:?}");
+    }
+
+    #[test]
+    fn a_line_of_a_form_feed_is_a_record_not_a_blank_line() {
+        let got = collect(b"{\"a\": 1}\n\x0c\n\n{\"b\": 2}\n", 1 << 20);
+        assert_eq!(got, ["1:{\"a\": 1}", "2:\u{c}", "4:{\"b\": 2}"]);
     }
 
     #[test]
