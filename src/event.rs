@@ -376,41 +376,34 @@ impl Event {
     pub fn visit_values_mut(&mut self, mut f: impl FnMut(&'static str, bool, &mut String)) {
         f("identity", true, &mut self.identity);
         f("kind", true, &mut self.kind);
-        let names = [
-            ("environment", &mut self.environment),
-            ("runner.id", &mut self.runner.id),
-            ("runner.group", &mut self.runner.group),
-            ("runner.name", &mut self.runner.name),
-            ("runner.ip", &mut self.runner.ip),
-        ];
-        for (field, v) in names {
-            if let Some(v) = v {
-                f(field, true, v);
-            }
-        }
         for scope in &mut self.scopes {
             f("scope", true, scope);
         }
-        let c = &mut self.context;
-        let described = [
-            ("runner.agent", &mut self.runner.agent),
-            ("context.repo", &mut c.repo),
-            ("context.git_ref", &mut c.git_ref),
-            ("context.workflow", &mut c.workflow),
-            ("context.actor", &mut c.actor),
-            ("context.subject", &mut c.subject),
-            ("context.trigger", &mut c.trigger),
-            ("context.namespace", &mut c.namespace),
-            ("context.account", &mut c.account),
-            ("context.region", &mut c.region),
-            ("context.operation", &mut c.operation),
-            ("context.resource", &mut c.resource),
-            ("context.bound_to", &mut c.bound_to),
-            ("context.error", &mut c.error),
+        let (r, c) = (&mut self.runner, &mut self.context);
+        let optional = [
+            ("environment", true, &mut self.environment),
+            ("runner.id", true, &mut r.id),
+            ("runner.group", true, &mut r.group),
+            ("runner.name", true, &mut r.name),
+            ("runner.ip", true, &mut r.ip),
+            ("runner.agent", false, &mut r.agent),
+            ("context.repo", false, &mut c.repo),
+            ("context.git_ref", false, &mut c.git_ref),
+            ("context.workflow", false, &mut c.workflow),
+            ("context.actor", false, &mut c.actor),
+            ("context.subject", false, &mut c.subject),
+            ("context.trigger", false, &mut c.trigger),
+            ("context.namespace", false, &mut c.namespace),
+            ("context.account", false, &mut c.account),
+            ("context.region", false, &mut c.region),
+            ("context.operation", false, &mut c.operation),
+            ("context.resource", false, &mut c.resource),
+            ("context.bound_to", false, &mut c.bound_to),
+            ("context.error", false, &mut c.error),
         ];
-        for (field, v) in described {
+        for (field, name, v) in optional {
             if let Some(v) = v {
-                f(field, false, v);
+                f(field, name, v);
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -23,21 +23,8 @@ const PLANTED: [&str; 5] = [
 /// One record per fixture (compact JSON), by format directory; delivery files left out.
 fn seeds() -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
-    for dir in [
-        "github",
-        "gitlab",
-        "vault",
-        "cloudtrail",
-        "kubernetes",
-        "canonical",
-    ] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(util::fixture(dir))
-            .expect("fixture dir")
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        for f in files {
+    for dir in util::FORMAT_DIRS {
+        for f in util::fixture_dir(dir) {
             let text = std::fs::read_to_string(&f).expect("fixture");
             if text.contains("\"Records\"") {
                 // A delivery file holds several records: the count per line would vary.
@@ -342,7 +329,10 @@ fn the_hostile_corpus_is_rejected_with_reasons_and_leaks_no_planted_secret() {
         .find(|l| l.starts_with("nhiwatch replay:"))
         .unwrap_or_else(|| panic!("no summary in {}", tail(&stderr)));
     assert!(
-        summary.starts_with(&format!("nhiwatch replay: {} records", fmt_count(records))),
+        summary.starts_with(&format!(
+            "nhiwatch replay: {} records",
+            nhiwatch::replay::thousands(records as u64)
+        )),
         "{summary} (expected {records} records)"
     );
     let rejected = std::fs::read_to_string(&rejects).expect("rejects file");
@@ -512,18 +502,6 @@ fn fuzz_regressions_stay_fixed() {
         }
     }
     assert!(n >= 5, "{n} regression inputs");
-}
-
-fn fmt_count(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn head(s: &str) -> &str {

@@ -36,25 +36,12 @@ const SECRETS: &[&str] = &[
 ];
 
 fn fixture_files() -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in [
-        "github",
-        "gitlab",
-        "vault",
-        "cloudtrail",
-        "kubernetes",
-        "canonical",
-        "mixed",
-    ] {
-        let mut files: Vec<_> = std::fs::read_dir(util::fixture(dir))
-            .expect("fixture dir")
-            .flatten()
-            .map(|e| e.path().display().to_string())
-            .collect();
-        files.sort();
-        out.extend(files);
-    }
-    out
+    util::FORMAT_DIRS
+        .iter()
+        .chain(&["mixed"])
+        .flat_map(|dir| util::fixture_dir(dir))
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 /// Broken copies of secret-bearing records: each is cut off just after its secrets, so it

@@ -24,6 +24,27 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("schemas/samples").join(rel)
 }
 
+/// The fixture directories of the input formats, one per decoder.
+pub const FORMAT_DIRS: [&str; 6] = [
+    "github",
+    "gitlab",
+    "vault",
+    "cloudtrail",
+    "kubernetes",
+    "canonical",
+];
+
+/// The files of a fixture directory, sorted.
+pub fn fixture_dir(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture(dir))
+        .expect("fixture dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// `../shared/samples`, or `None` (with a message) when this checkout has no `../shared`.
 pub fn shared_samples() -> Option<PathBuf> {
     let p = root().join("../shared/samples");
