@@ -889,11 +889,23 @@ fn a_query_over_the_memory_limit_fails_and_the_endpoint_keeps_serving() {
 fn the_postgresql_endpoint_refuses_connections_past_its_limit_by_name() {
     let lake = replay_lake();
     let server = serve(&lake.path(), lake.dir.path());
+    // Each held connection asks for TLS and gets the server's `N`: then it was accepted and
+    // holds a place (connected alone, it might still wait in the listen queue).
     let held: Vec<std::net::TcpStream> = (0..16)
-        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.pg)).expect("connect"))
+        .map(|_| {
+            use std::io::{Read as _, Write as _};
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", server.pg)).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            c.write_all(&[0, 0, 0, 8, 4, 210, 22, 47])
+                .expect("SSLRequest");
+            let mut answer = [0u8; 1];
+            c.read_exact(&mut answer)
+                .expect("an answer to the SSLRequest");
+            assert_eq!(&answer, b"N");
+            c
+        })
         .collect();
-    // The places are taken when the connections are accepted.
-    std::thread::sleep(Duration::from_millis(500));
     let (ok, _, err) = psql(server.pg, PASSWORD, "SELECT 1");
     assert!(!ok, "a 17th connection was served: {err}");
     assert!(err.contains("too many clients"), "{err}");
