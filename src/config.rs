@@ -38,6 +38,9 @@ pub struct Config {
     /// Where detector specifications come from and which run.
     #[serde(default)]
     pub detectors: DetectorsConfig,
+    /// Bounds of the detection state (identities in memory and spilled, credentials).
+    #[serde(default)]
+    pub state: crate::baseline::StateConfig,
     /// The Kafka topics `nhiwatch run` reads and writes, and the client settings.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -94,6 +97,7 @@ impl Config {
         self.fingerprint.validate()?;
         self.decode.validate()?;
         self.environments.validate()?;
+        self.state.validate()?;
         crate::sink::validate(&self.sinks)?;
         self.lake.validate()?;
         self.sql.validate()?;
@@ -146,13 +150,13 @@ impl Config {
         )
     }
 
-    /// A detection engine built from the `[detectors]` and `[time]` sections; `only` names
+    /// A detection engine built from the `[detectors]`, `[time]` and `[state]` sections; `only` names
     /// the detectors to run.
     pub fn engine(
         &self,
         only: Option<&[String]>,
     ) -> Result<crate::detect::Engine, crate::detect::SetupError> {
-        crate::detect::Engine::from_sections(&self.detectors, &self.time, only)
+        crate::detect::Engine::from_sections(&self.detectors, &self.time, &self.state, only)
     }
 }
 
@@ -268,7 +272,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown detector \"nope\" (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, first_seen)"
+            "unknown detector \"nope\" (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, identity_flood, first_seen)"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! A later presentation is checked against the binding: another environment, another network
 //! for a cloud session key, or a second presentation of a single-use token.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,10 @@ pub const DEFAULT_TTL_SECS: i64 = 12 * 3600;
 pub struct Credentials {
     map: DashMap<u128, Binding, MapHasher>,
     next_sweep: AtomicI64,
+    /// Bindings kept at most (0: the default of `[state] max_credentials`).
+    max: AtomicUsize,
+    /// Bindings forgotten before their expiry to stay within `max`.
+    evicted: AtomicU64,
 }
 
 impl Credentials {
@@ -58,12 +62,52 @@ impl Credentials {
         self.map.get(&key)
     }
 
-    /// Records a mint: a new binding, or one more presentation of a known credential.
+    /// Records a mint: a new binding, or one more presentation of a known credential. Past
+    /// the bound, the expired bindings go first, then the tenth expiring soonest (a
+    /// credential that lives longest is the one whose reuse matters longest).
     pub fn bind(&self, key: u128, binding: Binding) {
+        let now = binding.minted;
         self.map
             .entry(key)
             .and_modify(|b| b.presentations = b.presentations.saturating_add(1))
             .or_insert(binding);
+        let max = self.max();
+        if self.map.len() > max {
+            self.map.retain(|_, b| b.expires >= now);
+            if self.map.len() > max {
+                let n = self.map.len() - max * 9 / 10;
+                let mut order: Vec<(i64, u128)> = self
+                    .map
+                    .iter()
+                    .map(|e| (e.value().expires, *e.key()))
+                    .collect();
+                let (_, cut, _) = order.select_nth_unstable(n - 1);
+                let cut = *cut;
+                drop(order);
+                let before = self.map.len();
+                self.map.retain(|k, b| (b.expires, *k) > cut);
+                self.evicted
+                    .fetch_add((before - self.map.len()) as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sets the most bindings kept (`[state] max_credentials`).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The most bindings kept.
+    pub fn max(&self) -> usize {
+        match self.max.load(Ordering::Relaxed) {
+            0 => super::StateConfig::default().max_credentials,
+            m => m,
+        }
+    }
+
+    /// Bindings forgotten before expiry to stay within the bound, since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Drops bindings expired for longer than `grace_secs`; runs at most once per hour of

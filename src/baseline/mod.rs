@@ -21,6 +21,7 @@ mod fleet;
 mod identity;
 pub mod peers;
 pub mod snapshot;
+pub mod spill;
 pub mod timeofweek;
 mod values;
 
@@ -37,6 +38,7 @@ pub use credentials::{Binding, Credentials, DEFAULT_TTL_SECS};
 pub use fleet::{Fleet, adoption_key};
 pub use identity::{IdentityBaseline, LearnParams};
 pub use peers::Peers;
+pub use spill::{Spill, SpillCounts, StateConfig};
 pub use values::{Entry, ValueSet};
 
 use crate::event::Event;
@@ -275,6 +277,11 @@ impl Interner {
         }
     }
 
+    /// The text of a hash, when known.
+    pub fn lookup(&self, hash: u64) -> Option<String> {
+        self.map.get(&hash).map(|t| t.to_string())
+    }
+
     /// The text of a hash, or its hex when unknown.
     pub fn text(&self, hash: u64) -> String {
         self.map
@@ -326,6 +333,8 @@ pub struct Baselines {
     pub credentials: Arc<Credentials>,
     /// Text of hashed values.
     pub interner: Arc<Interner>,
+    /// Identities out of memory (see [`spill`]).
+    pub spill: std::sync::Mutex<Spill>,
 }
 
 impl Baselines {
@@ -351,6 +360,98 @@ impl Baselines {
         self.credentials
             .for_each(|b| live.extend(b.env.into_iter().chain(b.net)));
         self.interner.retain(&live);
+    }
+
+    /// An empty state bounded by `[state]`.
+    pub fn bounded(cfg: &StateConfig) -> Self {
+        let b = Baselines {
+            spill: std::sync::Mutex::new(Spill::new(cfg)),
+            ..Baselines::default()
+        };
+        b.credentials.set_max(cfg.max_credentials);
+        b
+    }
+
+    /// The spill store, locked (a poisoned lock is still usable: the store is a cache).
+    pub fn spill(&self) -> std::sync::MutexGuard<'_, Spill> {
+        self.spill.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The texts of the hashed values a baseline refers to (kept with it when it is spilled).
+    pub fn texts_of(&self, b: &IdentityBaseline) -> Vec<(u64, String)> {
+        [&b.attrs, &b.nets, &b.scopes, &b.envs]
+            .into_iter()
+            .flat_map(|set| set.entries().iter().map(|x| x.hash))
+            .filter_map(|h| self.interner.lookup(h).map(|t| (h, t)))
+            .collect()
+    }
+
+    /// Moves the least recently active identities out of memory until `keep` are left,
+    /// never `except` (the identity being processed). Ties in last activity go by a stable
+    /// hash of the key, so two runs over the same records evict the same identities. Returns
+    /// the identities that could not be spilled (forgotten), with the first error.
+    pub fn evict(&self, keep: usize, except: &str) -> (u64, Option<std::io::Error>) {
+        let n = self.identities.len().saturating_sub(keep);
+        if n == 0 {
+            return (0, None);
+        }
+        let mut order: Vec<i64> = self
+            .identities
+            .iter()
+            .filter(|e| e.key().as_ref() != except)
+            .map(|e| e.value().last_seen)
+            .collect();
+        if order.is_empty() {
+            return (0, None);
+        }
+        let n = n.min(order.len());
+        let (_, cut, _) = order.select_nth_unstable(n - 1);
+        let cut = *cut;
+        let below = order.iter().filter(|t| **t < cut).count();
+        drop(order);
+        let mut leaving: Vec<Box<str>> = Vec::with_capacity(n);
+        let mut ties: Vec<(u64, Box<str>)> = Vec::new();
+        for e in self.identities.iter() {
+            let t = e.value().last_seen;
+            if t > cut || e.key().as_ref() == except {
+                continue;
+            }
+            if t < cut {
+                leaving.push(e.key().clone());
+            } else {
+                ties.push((hash_value(Class::Identity, e.key()), e.key().clone()));
+            }
+        }
+        ties.sort_unstable();
+        leaving.extend(ties.into_iter().take(n - below).map(|(_, k)| k));
+        leaving.sort_unstable();
+        let mut spill = self.spill();
+        let mut lost = 0;
+        let mut first = None;
+        for key in leaving {
+            if let Some((key, b)) = self.identities.remove(&key)
+                && let Err(e) = spill.put(&key, &b, self.texts_of(&b))
+            {
+                lost += 1;
+                first.get_or_insert(e);
+            }
+        }
+        (lost, first)
+    }
+
+    /// Reads a spilled identity back (its texts interned again); `Ok(None)` when it is not
+    /// spilled. The caller puts it back in memory.
+    pub fn reload(&self, key: &str) -> std::io::Result<Option<IdentityBaseline>> {
+        let mut spill = self.spill();
+        if spill.is_empty() {
+            return Ok(None);
+        }
+        Ok(spill.take(key)?.map(|(b, texts)| {
+            for (h, t) in texts {
+                self.interner.intern(h, &t);
+            }
+            b
+        }))
     }
 
     /// Approximate bytes held per identity baseline (struct, key and heap), for reports.

@@ -13,6 +13,7 @@ mod cross_env_reuse;
 mod first_seen;
 pub mod glob;
 mod held;
+mod identity_flood;
 mod new_runner;
 mod off_hours_mint;
 pub mod peers;
@@ -118,6 +119,8 @@ pub struct Cx<'a> {
     pub zone: &'a str,
     /// The identity's peer group, when the detector judges against peers.
     pub peers: Option<PeerCx<'a>>,
+    /// The identity was never seen before (not read back from disk either).
+    pub new_identity: bool,
 }
 
 /// A detector: inspects events against baselines.
@@ -132,6 +135,15 @@ pub trait Detector: Send + Sync {
     fn inspect(&self, cx: &Cx<'_>) -> Option<Finding>;
     /// Learns detector-private state (the shared baselines learn in the engine).
     fn learn(&self, _cx: &Cx<'_>) {}
+    /// Detector-private state to save with the engine's, if it keeps any that alerts depend
+    /// on.
+    fn save(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Restores what [`Detector::save`] gave; false when the bytes are not its state.
+    fn load(&self, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Setting up detection failed.
@@ -149,11 +161,12 @@ pub enum SetupError {
 }
 
 /// Every detector nhiwatch knows, in output order.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "off_hours_mint",
     "new_runner",
     "scope_escalation",
     "cross_env_reuse",
+    "identity_flood",
     "first_seen",
 ];
 
@@ -164,6 +177,7 @@ fn build(name: &str, spec: Spec) -> Result<Box<dyn Detector>, SetupError> {
         "new_runner" => Box::new(new_runner::NewRunner::new(spec)?),
         "scope_escalation" => Box::new(scope_escalation::ScopeEscalation::new(spec)?),
         "cross_env_reuse" => Box::new(cross_env_reuse::CrossEnvReuse::new(spec)?),
+        "identity_flood" => Box::new(identity_flood::IdentityFlood::new(spec)?),
         "first_seen" => Box::new(first_seen::FirstSeen::new(spec)?),
         other => return Err(SetupError::Unknown(other.to_string())),
     })
@@ -198,6 +212,8 @@ pub struct Engine {
     shared_runner_ids: u32,
     /// Everything learned.
     pub state: Baselines,
+    /// Identities kept in memory (`[state] max_identities`).
+    max_identities: usize,
     clock: i64,
     seq: u64,
     suppress: HashMap<SuppressKey, i64>,
@@ -228,6 +244,7 @@ impl Engine {
     pub fn from_sections(
         detectors: &DetectorsConfig,
         time: &TimeConfig,
+        bounds: &baseline::StateConfig,
         only: Option<&[String]>,
     ) -> Result<Engine, SetupError> {
         let dir = detectors.dir.as_deref();
@@ -252,7 +269,16 @@ impl Engine {
                 None => s.detector.enabled,
             })
             .collect();
-        Engine::new(chosen, privileges, zones, peer_rules)
+        let mut engine = Engine::new(chosen, privileges, zones, peer_rules)?;
+        engine.set_bounds(bounds);
+        Ok(engine)
+    }
+
+    /// Bounds the engine's state (`[state]`): identities in memory and spilled, credentials.
+    pub fn set_bounds(&mut self, bounds: &baseline::StateConfig) {
+        self.max_identities = bounds.max_identities.max(1);
+        *self.state.spill() = baseline::Spill::new(bounds);
+        self.state.credentials.set_max(bounds.max_credentials);
     }
 
     /// An engine with the built-in specifications of the given detectors, UTC, no mappings.
@@ -333,6 +359,7 @@ impl Engine {
             binding_grace_secs,
             shared_runner_ids,
             state,
+            max_identities: baseline::StateConfig::default().max_identities,
             clock: i64::MIN,
             seq: 0,
             suppress: HashMap::new(),
@@ -415,15 +442,14 @@ impl Engine {
         let mut adoptions: smallvec::SmallVec<[u64; 2]> = smallvec::SmallVec::new();
         let mut transition: Option<[u64; baseline::peers::LEVELS]> = None;
         let mut old_runners: Vec<u64> = Vec::new();
+        let mut new_identity = false;
         {
             let identities = &self.state.identities;
             let mut entry = match identities.get_mut(event.identity.as_str()) {
                 Some(e) => e,
                 None => {
-                    let mut b = IdentityBaseline::new(secs);
-                    let (ids, names) = self.peer_rules.candidates(&event.identity);
-                    b.peers = ids;
-                    self.state.peers.join(&ids, &names);
+                    let (b, fresh) = self.arrive(event, secs);
+                    new_identity = fresh;
                     identities.insert(event.identity.as_str().into(), b);
                     match identities.get_mut(event.identity.as_str()) {
                         Some(e) => e,
@@ -443,6 +469,7 @@ impl Engine {
                     binding: binding.as_deref(),
                     zone,
                     peers: d.spec().peers.judge.then_some(peers),
+                    new_identity,
                 };
                 if let Some(f) = d.inspect(&cx) {
                     findings.push((i, f));
@@ -583,6 +610,7 @@ impl Engine {
             }
         }
         drop(binding);
+        self.stats.new_identities += u64::from(new_identity);
         if event.outcome == Outcome::Success {
             let who = hash_identity(&event.identity);
             let moves = transition.iter().flatten();
@@ -595,6 +623,7 @@ impl Engine {
                 let ttl = event
                     .ttl
                     .map_or(DEFAULT_TTL_SECS, |t| t.min(i64::MAX as u64) as i64);
+                let evicted = self.state.credentials.evicted();
                 self.state.credentials.bind(
                     key,
                     Binding {
@@ -608,6 +637,18 @@ impl Engine {
                         first_event: event.id.clone(),
                     },
                 );
+                let evicted = self.state.credentials.evicted() - evicted;
+                if evicted > 0 {
+                    crate::telemetry::metrics::get()
+                        .state_evicted
+                        .with_label_values(&["credentials", "dropped"])
+                        .inc_by(evicted);
+                    tracing::warn!(
+                        credentials = evicted,
+                        max = self.state.credentials.max(),
+                        "live credential bindings past state.max_credentials: the ones expiring soonest are forgotten"
+                    );
+                }
             }
             self.state.credentials.sweep(secs, self.binding_grace_secs);
         }
@@ -633,6 +674,59 @@ impl Engine {
             self.drop_rollouts(view.day, &values);
             self.rollout = (view.day, values);
         }
+    }
+
+    /// The baseline of an identity not in memory: read back when it was spilled, else a new
+    /// one (counted into its peer groups). Makes room first when memory is at its bound.
+    fn arrive(&self, event: &Event, secs: i64) -> (IdentityBaseline, bool) {
+        let m = crate::telemetry::metrics::get();
+        if self.state.identities.len() >= self.max_identities {
+            let keep = self.max_identities - self.max_identities / 10;
+            let before = self.state.spill().counts;
+            let (lost, err) = self.state.evict(keep, &event.identity);
+            let after = self.state.spill().counts;
+            tracing::info!(
+                spilled = after.spilled - before.spilled,
+                dropped = after.dropped - before.dropped,
+                in_memory = self.state.identities.len(),
+                on_disk = self.state.spill().len(),
+                "identities past state.max_identities: the least recently active moved to disk"
+            );
+            m.state_evicted
+                .with_label_values(&["identities", "spilled"])
+                .inc_by(after.spilled - before.spilled);
+            m.state_evicted
+                .with_label_values(&["identities", "dropped"])
+                .inc_by(after.dropped - before.dropped);
+            if let Some(e) = err {
+                tracing::warn!(
+                    error = %e,
+                    identities = lost,
+                    "identities could not be spilled to disk and are forgotten (state.spill_dir)"
+                );
+                m.errors.with_label_values(&["state", "spill_failed"]).inc();
+            }
+        }
+        let (ids, names) = self.peer_rules.candidates(&event.identity);
+        match self.state.reload(&event.identity) {
+            Ok(Some(mut b)) => {
+                // Still counted in its peer groups: it never left them.
+                b.peers = ids;
+                m.state_reloaded.inc();
+                return (b, false);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "a spilled identity could not be read back; it starts afresh");
+                m.errors
+                    .with_label_values(&["state", "spill_unreadable"])
+                    .inc();
+            }
+        }
+        let mut b = IdentityBaseline::new(secs);
+        b.peers = ids;
+        self.state.peers.join(&ids, &names);
+        (b, true)
     }
 
     fn emit(

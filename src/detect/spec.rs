@@ -34,6 +34,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "first_seen",
         include_str!("../../detectors/first_seen.toml"),
     ),
+    (
+        "identity_flood",
+        include_str!("../../detectors/identity_flood.toml"),
+    ),
 ];
 
 /// The shipped privilege ranking, embedded.

@@ -19,6 +19,36 @@ pub struct Runtime {
     pub(super) next_prune: i64,
     /// Fingerprint of the peer grouping the saved peer counts were made with.
     pub(super) peer_rules: u64,
+    /// Detector-private state, by detector name (`identity_flood`'s hourly counts).
+    pub(super) detectors: Vec<(String, Vec<u8>)>,
+}
+
+/// The engine state as saved before detectors kept private state (read for compatibility:
+/// a checkpoint or snapshot written by the previous version restores).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RuntimeV4 {
+    clock: i64,
+    seq: u64,
+    suppress: Vec<(SuppressKey, i64)>,
+    pending: Vec<((i64, u64), Pending)>,
+    news: Vec<News>,
+    next_prune: i64,
+    peer_rules: u64,
+}
+
+impl From<RuntimeV4> for Runtime {
+    fn from(r: RuntimeV4) -> Runtime {
+        Runtime {
+            clock: r.clock,
+            seq: r.seq,
+            suppress: r.suppress,
+            pending: r.pending,
+            news: r.news,
+            next_prune: r.next_prune,
+            peer_rules: r.peer_rules,
+            detectors: Vec::new(),
+        }
+    }
 }
 
 /// Counters for the summary.
@@ -40,6 +70,8 @@ pub struct Stats {
     pub peer_routine: BTreeMap<String, u64>,
     /// Findings on allowlisted identities.
     pub allowlisted: u64,
+    /// Identities seen for the first time (not read back from the spill file).
+    pub new_identities: u64,
 }
 
 impl Stats {
@@ -68,6 +100,7 @@ impl Stats {
             *self.peer_routine.entry(k.clone()).or_default() += v;
         }
         self.allowlisted += o.allowlisted;
+        self.new_identities += o.new_identities;
     }
 
     /// Alerts emitted by one detector.
@@ -163,6 +196,11 @@ impl Engine {
             news: lock(&self.news).clone(),
             next_prune: self.next_prune,
             peer_rules: self.peer_rules.fingerprint(),
+            detectors: self
+                .detectors
+                .iter()
+                .filter_map(|d| d.save().map(|b| (d.name().to_string(), b)))
+                .collect(),
         }
     }
 }
@@ -200,6 +238,13 @@ impl Engine {
     pub fn restore(&mut self, rt: Runtime) {
         self.clock = rt.clock;
         self.seq = rt.seq;
+        for (name, bytes) in &rt.detectors {
+            if let Some(d) = self.detectors.iter().find(|d| d.name() == name)
+                && !d.load(bytes)
+            {
+                tracing::warn!(detector = %name, "saved detector state unreadable; it starts afresh");
+            }
+        }
         self.suppress = rt.suppress.into_iter().collect();
         *lock(&self.news) = rt.news;
         self.next_prune = rt.next_prune;
@@ -219,6 +264,13 @@ impl Engine {
             // The grouping changed: count the identities into the new groups.
             self.rebuild_peers();
         }
+        // A snapshot holds every identity; what is past the bound goes back to disk.
+        if self.state.identities.len() > self.max_identities {
+            let (lost, err) = self.state.evict(self.max_identities, "");
+            if let Some(e) = err {
+                tracing::warn!(error = %e, identities = lost, "restored identities could not be spilled and are forgotten");
+            }
+        }
     }
 }
 
@@ -232,6 +284,10 @@ impl Engine {
 impl Engine {
     /// Counts what the engine holds, for the metrics: one pass over the identities.
     pub fn census(&self) -> Census {
+        let (spilled, spill_capacity) = {
+            let s = self.state.spill();
+            (s.len(), s.capacity())
+        };
         let mut armed = vec![0u64; self.detectors.len()];
         let mut bytes = 0usize;
         for e in self.state.identities.iter() {
@@ -259,6 +315,16 @@ impl Engine {
                 self.state.credentials.len() as u64
             },
             held: self.pending.len() as u64,
+            spilled: spilled as u64,
+            max: [
+                self.max_identities as u64,
+                spill_capacity as u64,
+                if self.borrowed {
+                    0
+                } else {
+                    self.state.credentials.max() as u64
+                },
+            ],
         }
     }
 }
@@ -274,7 +340,13 @@ impl Engine {
     /// Restores baselines and engine state from [`Engine::snapshot_bytes`] output; the engine
     /// should be fresh.
     pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
-        let rt = baseline::snapshot::decode::<Runtime>(bytes, &self.state)?;
+        let rt = match baseline::snapshot::decode::<Runtime>(bytes, &self.state) {
+            Ok(rt) => rt,
+            Err(e) => match baseline::snapshot::decode::<RuntimeV4>(bytes, &self.state) {
+                Ok(old) => old.into(),
+                Err(_) => return Err(e),
+            },
+        };
         self.restore(rt);
         Ok(())
     }
@@ -283,7 +355,16 @@ impl Engine {
 impl Engine {
     /// Loads baselines and engine state from `dir`; false when there is no snapshot yet.
     pub fn load(&mut self, dir: &Path) -> Result<bool, baseline::snapshot::Error> {
-        match baseline::snapshot::load::<Runtime>(dir, &self.state)? {
+        let loaded = match baseline::snapshot::load::<Runtime>(dir, &self.state) {
+            Err(e @ baseline::snapshot::Error::Format { .. }) => {
+                match baseline::snapshot::load::<RuntimeV4>(dir, &self.state) {
+                    Ok(old) => old.map(Runtime::from),
+                    Err(_) => return Err(e),
+                }
+            }
+            other => other?,
+        };
+        match loaded {
             Some(rt) => {
                 self.restore(rt);
                 Ok(true)

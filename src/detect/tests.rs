@@ -614,3 +614,130 @@ fn weekend_work_some_peers_do_becomes_routine_but_a_weekend_night_does_not() {
         "a weekend night is not weekend work: {alerts:#?}"
     );
 }
+
+#[test]
+fn an_identity_pushed_out_of_memory_is_judged_against_its_own_baseline_when_it_returns() {
+    let mut f = Feed::new(&["off_hours_mint"]);
+    let spill_dir = tempfile::tempdir().expect("dir");
+    f.engine.set_bounds(&baseline::StateConfig {
+        max_identities: 100,
+        spill_dir: Some(spill_dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let target = workflow(0, "deploy.yml");
+    office_days(
+        &mut f,
+        std::slice::from_ref(&target),
+        0..14,
+        Some("staging"),
+    );
+    let mints = f
+        .engine
+        .state
+        .identities
+        .get(target.as_str())
+        .expect("b")
+        .mints;
+    // A thousand identities nobody saw before push it out of memory.
+    for i in 0..1000 {
+        f.push(github(
+            &format!("github:flood/r{i}/.github/workflows/ci.yml"),
+            at(14, 10 * 3600 + i),
+            None,
+        ));
+    }
+    assert!(f.engine.state.identities.len() <= 100);
+    assert!(!f.engine.state.identities.contains_key(target.as_str()));
+    assert!(
+        f.engine.state.spill().contains(&target),
+        "spilled, not forgotten"
+    );
+    // Back at 03:00 on a weekday, an hour it never minted at: judged as itself, not as new.
+    f.push(github(&target, at(15, 3 * 3600), Some("staging")));
+    let b = f
+        .engine
+        .state
+        .identities
+        .get(target.as_str())
+        .expect("back in memory")
+        .clone();
+    assert_eq!(b.mints, mints + 1, "its history came back with it");
+    let alerts = f.done();
+    let mine: Vec<&Alert> = alerts.iter().filter(|a| a.identity == target).collect();
+    assert_eq!(mine.len(), 1, "{alerts:?}");
+    assert_eq!(mine[0].detector, "off_hours_mint");
+    assert_eq!(f.engine.state.spill().counts.reloaded, 1);
+    // A snapshot holds every identity, spilled or not; a restored engine spills again.
+    let bytes = f.engine.snapshot_bytes().expect("snapshot");
+    let mut g = Engine::with_defaults(&["off_hours_mint"]).expect("engine");
+    g.set_bounds(&baseline::StateConfig {
+        max_identities: 100,
+        spill_dir: Some(spill_dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    g.restore_bytes(&bytes).expect("restore");
+    let total = |e: &Engine| e.state.identities.len() + e.state.spill().len();
+    assert_eq!(total(&g), 1001);
+    assert_eq!(total(&f.engine), 1001);
+    assert!(g.state.identities.len() <= 100);
+    assert_eq!(g.snapshot_bytes().expect("again"), bytes);
+}
+
+/// `n` never-seen identities of `owner` minting within hour `h` of `day`.
+fn newcomers(f: &mut Feed, owner: &str, n: usize, day: i64, h: i64) {
+    for i in 0..n {
+        let id = format!("github:{owner}/r{day}-{h}-{i}/.github/workflows/ci.yml");
+        let mut e = github(&id, at(day, h * 3600 + (i as i64 * 3600) / n as i64), None);
+        e.context.repo = Some(format!("{owner}/r{i}"));
+        f.push(e);
+    }
+}
+
+#[test]
+fn a_burst_of_never_seen_identities_alerts_once_per_flood_and_not_while_onboarding() {
+    let mut f = Feed::new(&["identity_flood"]);
+    // Onboarding: 600 identities in the first hour is no flood (no history yet).
+    newcomers(&mut f, "acme", 600, 0, 9);
+    // Two days of the same identities minting, and a few new ones a day.
+    for d in 0..3 {
+        for h in 10..18 {
+            for i in 0..20 {
+                f.push(github(
+                    &format!("github:acme/r0-9-{i}/.github/workflows/ci.yml"),
+                    at(d, h * 3600 + i),
+                    None,
+                ));
+            }
+        }
+        newcomers(&mut f, "acme", 3, d, 12);
+    }
+    assert!(
+        f.done().is_empty(),
+        "onboarding and a few a day are no flood"
+    );
+    // 700 new identities within an hour, mostly of one owner.
+    newcomers(&mut f, "mallory", 650, 3, 2);
+    newcomers(&mut f, "acme", 50, 3, 2);
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 1, "once per flood: {alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a.detector, "identity_flood");
+    assert_eq!(a.evidence["new_identities_this_hour"], 500);
+    assert_eq!(a.evidence["top_owners"][0]["name"], "mallory");
+    assert_eq!(a.evidence["top_sources"][0]["name"], "github_actions");
+    // Still flooding the next hour: no second alert. A quiet hour ends it; a new flood alerts.
+    newcomers(&mut f, "mallory", 600, 3, 3);
+    assert!(f.done().is_empty());
+    newcomers(&mut f, "acme", 2, 3, 4);
+    newcomers(&mut f, "mallory", 100, 3, 5);
+    assert!(f.done().is_empty(), "100 an hour is under min_new");
+    newcomers(&mut f, "eve", 900, 3, 6);
+    let again = f.done();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].evidence["top_owners"][0]["name"], "eve");
+    // Its hourly counts survive a restore.
+    let bytes = f.engine.snapshot_bytes().expect("snapshot");
+    let mut g = Engine::with_defaults(&["identity_flood"]).expect("engine");
+    g.restore_bytes(&bytes).expect("restore");
+    assert_eq!(g.snapshot_bytes().expect("again"), bytes);
+}

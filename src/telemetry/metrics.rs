@@ -138,6 +138,14 @@ pub struct Metrics {
     pub baseline_bytes: IntGauge,
     /// `nhiwatch_credentials_live`.
     pub credentials: IntGauge,
+    /// `nhiwatch_identities_spilled`.
+    pub identities_spilled: IntGauge,
+    /// `nhiwatch_state_fill_ratio{bound}`.
+    pub state_fill: GaugeVec,
+    /// `nhiwatch_state_evicted_total{bound,outcome}`.
+    pub state_evicted: IntCounterVec,
+    /// `nhiwatch_state_reloaded_total`.
+    pub state_reloaded: IntCounter,
     /// `nhiwatch_alert_latency_seconds`.
     pub alert_latency: Histogram,
     /// `nhiwatch_event_time_lag_seconds{source}` (set when scraped).
@@ -330,6 +338,32 @@ impl Metrics {
                 &r,
                 "nhiwatch_credentials_live",
                 "Live credential bindings (minted credentials not yet expired).",
+            ),
+            identities_spilled: gauge(
+                &r,
+                "nhiwatch_identities_spilled",
+                "Identities whose baseline is spilled to disk (past `state.max_identities`); read back when they return.",
+            ),
+            state_fill: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "nhiwatch_state_fill_ratio",
+                        "How full each bound of the detection state is (0–1): `identities` (in memory, of `state.max_identities`), `spilled` (of `state.max_spilled_identities`), `credentials` (of `state.max_credentials`).",
+                    ),
+                    &["bound"],
+                ),
+            ),
+            state_evicted: counter_vec(
+                &r,
+                "nhiwatch_state_evicted_total",
+                "State moved out or forgotten to stay within its bounds: `bound` identities (outcome `spilled` to disk, or `dropped`: past `state.max_spilled_identities` or the spill failed) or credentials (outcome `dropped`: the bindings expiring soonest, past `state.max_credentials`).",
+                &["bound", "outcome"],
+            ),
+            state_reloaded: counter(
+                &r,
+                "nhiwatch_state_reloaded_total",
+                "Spilled identities read back from disk when they returned.",
             ),
             alert_latency: histogram(
                 &r,
@@ -715,6 +749,18 @@ impl Metrics {
         self.baseline_bytes.set(c.baseline_bytes as i64);
         self.credentials.set(c.credentials as i64);
         self.alerts_held.set(c.held as i64);
+        self.identities_spilled.set(c.spilled as i64);
+        for (bound, n, max) in [
+            ("identities", c.identities, c.max[0]),
+            ("spilled", c.spilled, c.max[1]),
+            ("credentials", c.credentials, c.max[2]),
+        ] {
+            if max > 0 {
+                self.state_fill
+                    .with_label_values(&[bound])
+                    .set(n as f64 / max as f64);
+            }
+        }
     }
 
     /// The exposition in Prometheus text format, with the scrape-time values refreshed.

@@ -100,6 +100,10 @@ pub struct Census {
     pub credentials: u64,
     /// Alerts held in their fleet grace period.
     pub held: u64,
+    /// Identities spilled to disk.
+    pub spilled: u64,
+    /// The bounds: identities in memory, spilled, credentials.
+    pub max: [u64; 3],
 }
 
 impl Census {
@@ -115,5 +119,9 @@ impl Census {
         self.baseline_bytes += o.baseline_bytes;
         self.credentials += o.credentials;
         self.held += o.held;
+        self.spilled += o.spilled;
+        for (m, n) in self.max.iter_mut().zip(o.max) {
+            *m += n;
+        }
     }
 }
