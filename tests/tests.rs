@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod decode;
+mod flood;
 mod hostile;
 mod kafka;
 mod lake;

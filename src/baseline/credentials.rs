@@ -164,3 +164,47 @@ impl Credentials {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(minted: i64, ttl: i64) -> Binding {
+        Binding {
+            env: None,
+            minted,
+            expires: minted + ttl,
+            single_use: false,
+            net: None,
+            identity: 1,
+            presentations: 1,
+            first_event: String::new(),
+        }
+    }
+
+    #[test]
+    fn past_the_bound_expired_bindings_go_first_then_the_ones_expiring_soonest() {
+        let c = Credentials::default();
+        c.set_max(1_000);
+        // 600 short-lived credentials, expired by the time the long-lived ones come.
+        for k in 0..600u128 {
+            c.bind(k, binding(0, 60));
+        }
+        // 1,100 long-lived ones minted an hour later, each living a second longer.
+        for k in 0..1_100u128 {
+            c.bind(1_000 + k, binding(3_600, 86_400 + k as i64));
+        }
+        assert!(c.len() <= 1_000, "{}", c.len());
+        assert!(
+            (0..600u128).all(|k| c.get(k).is_none()),
+            "expired ones first"
+        );
+        // The one living longest is kept; the first long-lived ones made room.
+        assert!(c.get(2_099).is_some());
+        assert!(c.get(1_000).is_none() && c.get(1_100).is_none() && c.get(1_101).is_some());
+        // At the 1,001st live one, the tenth expiring soonest (101) made room; only those
+        // are counted (expired ones are not live credentials).
+        assert_eq!(c.evicted(), 101);
+        assert_eq!(c.len(), 999);
+    }
+}

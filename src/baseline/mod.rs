@@ -436,6 +436,9 @@ impl Baselines {
                 first.get_or_insert(e);
             }
         }
+        // The removals leave tombstones that would make the next inserts grow the table to
+        // twice the bound (its buckets hold the baselines inline); rehash it to fit instead.
+        self.identities.shrink_to_fit();
         (lost, first)
     }
 

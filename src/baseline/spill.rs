@@ -40,13 +40,13 @@ pub struct StateConfig {
 }
 
 impl Default for StateConfig {
-    /// Sized for a 2 GiB container: 400,000 identities in memory at 1–3 KiB each, 2 million
-    /// credentials at about 150 bytes, 4 million spilled at about 30 bytes each in memory.
+    /// Sized for a 2 GiB container: 400,000 identities in memory at about 2.5 KiB each, a
+    /// million credentials at about 200 bytes, 4 million spilled at about 35 bytes each.
     fn default() -> Self {
         StateConfig {
             max_identities: 400_000,
             max_spilled_identities: 4_000_000,
-            max_credentials: 2_000_000,
+            max_credentials: 1_000_000,
             spill_dir: None,
         }
     }
@@ -112,10 +112,12 @@ pub struct Spill {
     end: u64,
     /// Bytes of records no longer indexed (read back or forgotten).
     garbage: u64,
-    /// Key hash → (offset, length).
-    index: HashMap<u64, (u64, u32), MapHasher>,
+    /// Key hash → the record's place (see [`place`]).
+    index: HashMap<u64, u64, MapHasher>,
     /// Counts since start.
     pub counts: SpillCounts,
+    /// The file is compacted once it is this large and mostly garbage.
+    compact_min: u64,
 }
 
 impl std::fmt::Debug for Spill {
@@ -134,6 +136,16 @@ impl Default for Spill {
     }
 }
 
+/// A record's offset (40 bits: 1 TiB) and length (24 bits: 16 MiB; a baseline is a few KiB
+/// at most) in one word, so an index entry takes 16 bytes.
+fn place(offset: u64, len: u32) -> u64 {
+    (offset << 24) | u64::from(len & 0xff_ffff)
+}
+
+fn unplace(p: u64) -> (u64, u32) {
+    (p >> 24, (p & 0xff_ffff) as u32)
+}
+
 /// The index key of an identity.
 fn key_hash(key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), 0x5b11)
@@ -150,6 +162,7 @@ impl Spill {
             garbage: 0,
             index: HashMap::default(),
             counts: SpillCounts::default(),
+            compact_min: 64 << 20,
         }
     }
 
@@ -175,7 +188,7 @@ impl Spill {
 
     /// Bytes of memory the index takes (about).
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, (u64, u32))>() + 1)
+        self.index.capacity() * (std::mem::size_of::<(u64, u64)>() + 1)
     }
 
     /// Whether `key` is spilled.
@@ -206,8 +219,8 @@ impl Spill {
         let result = self.append(&rec);
         match result {
             Ok((offset, len)) => {
-                if let Some((_, old)) = self.index.insert(key_hash(key), (offset, len)) {
-                    self.garbage += u64::from(old);
+                if let Some(old) = self.index.insert(key_hash(key), place(offset, len)) {
+                    self.garbage += u64::from(unplace(old).1);
                 }
                 self.counts.spilled += 1;
                 Ok(())
@@ -221,7 +234,10 @@ impl Spill {
 
     fn append(&mut self, rec: &Record) -> std::io::Result<(u64, u32)> {
         let bytes = postcard::to_stdvec(rec).map_err(std::io::Error::other)?;
-        let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        let len = u32::try_from(bytes.len())
+            .ok()
+            .filter(|l| *l < 1 << 24 && self.end < 1 << 40)
+            .ok_or_else(|| std::io::Error::other("spill record or file too large"))?;
         if self.file.is_none() {
             let f = tempfile::tempfile_in(&self.dir)?;
             self.file = Some(BufWriter::with_capacity(1 << 16, f));
@@ -249,7 +265,7 @@ impl Spill {
         key: &str,
     ) -> std::io::Result<Option<(IdentityBaseline, Vec<(u64, String)>)>> {
         let h = key_hash(key);
-        let Some(&(offset, len)) = self.index.get(&h) else {
+        let Some((offset, len)) = self.index.get(&h).copied().map(unplace) else {
             return Ok(None);
         };
         let rec = self.read(offset, len);
@@ -285,7 +301,7 @@ impl Spill {
     /// Forgets the longest-spilled tenth of the store (the records first written).
     fn drop_oldest(&mut self) {
         let n = (self.max / 10).max(1).min(self.index.len());
-        let mut offsets: Vec<u64> = self.index.values().map(|(o, _)| *o).collect();
+        let mut offsets: Vec<u64> = self.index.values().map(|p| unplace(*p).0).collect();
         if n == 0 || offsets.is_empty() {
             return;
         }
@@ -293,10 +309,11 @@ impl Spill {
         let cut = *cut;
         let before = self.index.len();
         let mut freed = 0u64;
-        self.index.retain(|_, (o, l)| {
-            let keep = *o > cut;
+        self.index.retain(|_, p| {
+            let (o, l) = unplace(*p);
+            let keep = o > cut;
             if !keep {
-                freed += u64::from(*l);
+                freed += u64::from(l);
             }
             keep
         });
@@ -308,7 +325,7 @@ impl Spill {
     /// Rewrites the file without its garbage once garbage is most of a file of 64 MiB or
     /// more, keeping the records' order (oldest first).
     fn compact_if_worth_it(&mut self) {
-        if self.end < 64 << 20 || self.garbage * 2 < self.end {
+        if self.end < self.compact_min || self.garbage * 2 < self.end {
             return;
         }
         if let Err(e) = self.compact() {
@@ -321,8 +338,14 @@ impl Spill {
             return Ok(());
         };
         old.flush()?;
-        let mut live: Vec<(u64, u64, u32)> =
-            self.index.iter().map(|(h, (o, l))| (*o, *h, *l)).collect();
+        let mut live: Vec<(u64, u64, u32)> = self
+            .index
+            .iter()
+            .map(|(h, p)| {
+                let (o, l) = unplace(*p);
+                (o, *h, l)
+            })
+            .collect();
         live.sort_unstable();
         let new = tempfile::tempfile_in(&self.dir)?;
         let mut w = BufWriter::with_capacity(1 << 16, new);
@@ -332,7 +355,7 @@ impl Spill {
             buf.resize(l as usize, 0);
             old.get_ref().read_exact_at(&mut buf, o)?;
             w.write_all(&buf)?;
-            self.index.insert(h, (end, l));
+            self.index.insert(h, place(end, l));
             end += u64::from(l);
         }
         w.flush()?;
@@ -348,7 +371,7 @@ impl Spill {
         &mut self,
         mut f: impl FnMut(String, IdentityBaseline, Vec<(u64, String)>),
     ) -> u64 {
-        let mut live: Vec<(u64, u32)> = self.index.values().copied().collect();
+        let mut live: Vec<(u64, u32)> = self.index.values().map(|p| unplace(*p)).collect();
         live.sort_unstable();
         let mut bad = 0;
         for (o, l) in live {
@@ -358,5 +381,105 @@ impl Spill {
             }
         }
         bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline(n: u32) -> IdentityBaseline {
+        let mut b = IdentityBaseline::new(i64::from(n));
+        b.mints = n;
+        b.scopes.observe(u64::from(n), 10, 1, 8, 0);
+        b
+    }
+
+    fn store(max: usize) -> (tempfile::TempDir, Spill) {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = Spill::new(&StateConfig {
+            max_spilled_identities: max,
+            spill_dir: Some(dir.path().to_path_buf()),
+            ..StateConfig::default()
+        });
+        (dir, s)
+    }
+
+    #[test]
+    fn a_spilled_identity_comes_back_whole_once() {
+        let (_d, mut s) = store(100);
+        s.put("ci:a", &baseline(7), vec![(7, "scope-a".into())])
+            .expect("put");
+        s.put("ci:b", &baseline(8), vec![]).expect("put");
+        assert!(s.contains("ci:a") && !s.contains("ci:c"));
+        let (b, texts) = s.take("ci:a").expect("read").expect("spilled");
+        assert_eq!(b, baseline(7));
+        assert_eq!(texts, vec![(7, "scope-a".to_string())]);
+        assert!(s.take("ci:a").expect("read").is_none(), "taken once");
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s.counts,
+            SpillCounts {
+                spilled: 2,
+                reloaded: 1,
+                dropped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn past_its_bound_the_longest_spilled_are_forgotten_and_counted() {
+        let (_d, mut s) = store(10);
+        for i in 0..11 {
+            s.put(&format!("ci:{i}"), &baseline(i), vec![])
+                .expect("put");
+        }
+        // The eleventh made room by forgetting the first tenth (one identity): the oldest.
+        assert_eq!(s.len(), 10);
+        assert!(!s.contains("ci:0") && s.contains("ci:1") && s.contains("ci:10"));
+        assert_eq!(s.counts.dropped, 1);
+        let (_d, mut none) = store(0);
+        none.put("ci:x", &baseline(1), vec![]).expect("put");
+        assert!(none.is_empty());
+        assert_eq!(none.counts.dropped, 1);
+    }
+
+    #[test]
+    fn compaction_keeps_every_live_record_and_frees_the_rest() {
+        let (_d, mut s) = store(1_000);
+        s.compact_min = 1;
+        for i in 0..100 {
+            s.put(&format!("ci:{i}"), &baseline(i), vec![])
+                .expect("put");
+        }
+        let full = s.file_bytes();
+        for i in 0..60 {
+            assert!(s.take(&format!("ci:{i}")).expect("read").is_some());
+        }
+        assert!(
+            s.file_bytes() <= full * 6 / 10,
+            "{} of {full} bytes",
+            s.file_bytes()
+        );
+        let mut seen = Vec::new();
+        assert_eq!(s.for_each(|k, b, _| seen.push((k, b.mints))), 0);
+        let want: Vec<(String, u32)> = (60..100).map(|i| (format!("ci:{i}"), i)).collect();
+        assert_eq!(seen, want, "oldest first, none lost");
+    }
+
+    #[test]
+    fn bounds_are_validated_by_name() {
+        let small = StateConfig {
+            max_identities: 99,
+            ..StateConfig::default()
+        };
+        let e = small.validate().expect_err("too small").to_string();
+        assert!(e.contains("state.max_identities"), "{e}");
+        let nodir = StateConfig {
+            spill_dir: Some("/nonexistent/spill".into()),
+            ..StateConfig::default()
+        };
+        let e = nodir.validate().expect_err("no dir").to_string();
+        assert!(e.contains("state.spill_dir"), "{e}");
     }
 }

@@ -144,7 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             {
                 tracing::info!(
                     dir = %dir.display(),
-                    identities = engine.state.identities.len(),
+                    identities = engine.identity_count(),
                     "baselines restored"
                 );
             }
@@ -197,7 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let engine = &engines[0];
             if let Some(dir) = &args.state {
                 let path = engine.save(dir)?;
-                tracing::info!(path = %path.display(), identities = engine.state.identities.len(), "baselines saved");
+                tracing::info!(path = %path.display(), identities = engine.identity_count(), "baselines saved");
             }
             eprint!("{}", summary.render());
             Ok(if summary.nothing_read() {
@@ -231,12 +231,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let mut rows: Vec<(String, u32, u32, u32)> = engines
                 .iter()
                 .flat_map(|engine| {
-                    engine
-                        .state
-                        .identities
-                        .iter()
-                        .map(|e| (e.key().to_string(), e.events, e.mints, e.uses))
-                        .collect::<Vec<_>>()
+                    let mut rows = Vec::new();
+                    engine.each_identity(|k, b| {
+                        rows.push((k.to_string(), b.events, b.mints, b.uses));
+                    });
+                    rows
                 })
                 .collect();
             rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

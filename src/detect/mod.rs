@@ -681,11 +681,18 @@ impl Engine {
     fn arrive(&self, event: &Event, secs: i64) -> (IdentityBaseline, bool) {
         let m = crate::telemetry::metrics::get();
         if self.state.identities.len() >= self.max_identities {
-            let keep = self.max_identities - self.max_identities / 10;
+            // A quarter at a time: each move costs a pass over the table and a rehash.
+            let keep = self.max_identities - self.max_identities / 4;
             let before = self.state.spill().counts;
             let (lost, err) = self.state.evict(keep, &event.identity);
             let after = self.state.spill().counts;
-            tracing::info!(
+            if before.spilled + before.dropped == 0 {
+                tracing::warn!(
+                    max_identities = self.max_identities,
+                    "identities past state.max_identities: the least recently active move to disk from now on (logged at debug level after this)"
+                );
+            }
+            tracing::debug!(
                 spilled = after.spilled - before.spilled,
                 dropped = after.dropped - before.dropped,
                 in_memory = self.state.identities.len(),

@@ -90,7 +90,41 @@ fn day_text(d: Day) -> String {
 /// The report for an identity, or `None` when it has no baseline.
 pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
     let st = &engine.state;
+    if !st.identities.contains_key(identity)
+        && let Ok(Some(mut b)) = st.reload(identity)
+    {
+        // Spilled: back in memory for the report.
+        b.peers = engine.peer_rules.candidates(identity).0;
+        st.identities.insert(identity.into(), b);
+    }
     let b = st.identities.get(identity)?;
+    Some(of(engine, identity, &b))
+}
+
+/// The reports of every identity, the ones in memory first, then the spilled ones (their
+/// value texts interned again for the report), each part sorted by identity.
+pub fn all(engine: &Engine) -> Vec<Report> {
+    let st = &engine.state;
+    let mut keys: Vec<String> = st.identities.iter().map(|e| e.key().to_string()).collect();
+    keys.sort_unstable();
+    let mut out: Vec<Report> = keys.iter().filter_map(|k| identity(engine, k)).collect();
+    let mut spilled: Vec<(String, crate::baseline::IdentityBaseline)> = Vec::new();
+    st.spill().for_each(|k, b, texts| {
+        for (h, t) in texts {
+            st.interner.intern(h, &t);
+        }
+        let mut b = b;
+        b.peers = engine.peer_rules.candidates(&k).0;
+        spilled.push((k, b));
+    });
+    spilled.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out.extend(spilled.iter().map(|(k, b)| of(engine, k, b)));
+    out
+}
+
+/// The report for an identity's baseline.
+pub fn of(engine: &Engine, identity: &str, b: &crate::baseline::IdentityBaseline) -> Report {
+    let st = &engine.state;
     let text = |h: u64| st.interner.text(h);
     let values = |set: &crate::baseline::ValueSet, kind: &dyn Fn(u8) -> String| -> Vec<Value> {
         let mut v: Vec<Value> = set
@@ -113,7 +147,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         v
     };
     let class = |aux: u8| super::Class::runner_label(aux).to_string();
-    let ((peer_group, peer_group_size), peer_candidates) = engine.peer_groups(&b);
+    let ((peer_group, peer_group_size), peer_candidates) = engine.peer_groups(b);
     let busiest = b
         .tow
         .busiest(6)
@@ -123,7 +157,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
             (format!("{day} {:02}h", bin % 24), (c * 10.0).round() / 10.0)
         })
         .collect();
-    Some(Report {
+    Report {
         identity: identity.to_string(),
         first_seen: Timestamp::from_micros(b.first_seen * 1_000_000),
         last_seen: Timestamp::from_micros(b.last_seen * 1_000_000),
@@ -131,7 +165,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         mints: b.mints,
         uses: b.uses,
         failures: b.failures,
-        armed: engine.armed(&b),
+        armed: engine.armed(b),
         timezone: engine.zone_of(identity).to_string(),
         usual_hours: b.tow.describe(),
         busiest,
@@ -159,7 +193,7 @@ pub fn identity(engine: &Engine, identity: &str) -> Option<Report> {
         peer_candidates,
         environment_combination: crate::baseline::peers::mask::describe(b.env_mask),
         production_hours: b.prod_tow.as_ref().map(|t| t.describe()),
-    })
+    }
 }
 
 /// The report as text.

@@ -282,6 +282,21 @@ impl Engine {
 }
 
 impl Engine {
+    /// Calls `f` with every identity's baseline, in memory or spilled to disk.
+    pub fn each_identity(&self, mut f: impl FnMut(&str, &IdentityBaseline)) {
+        for e in self.state.identities.iter() {
+            f(e.key(), e.value());
+        }
+        self.state.spill().for_each(|k, b, _| f(&k, &b));
+    }
+
+    /// Identities in memory and spilled.
+    pub fn identity_count(&self) -> usize {
+        self.state.identities.len() + self.state.spill().len()
+    }
+}
+
+impl Engine {
     /// Counts what the engine holds, for the metrics: one pass over the identities.
     pub fn census(&self) -> Census {
         let (spilled, spill_capacity) = {

@@ -428,17 +428,7 @@ pub fn baselines_batch(
     let mut lists: [ListBuilder<StringBuilder>; 5] =
         std::array::from_fn(|_| ListBuilder::new(StringBuilder::new()));
     for engine in engines {
-        let mut keys: Vec<String> = engine
-            .state
-            .identities
-            .iter()
-            .map(|e| e.key().to_string())
-            .collect();
-        keys.sort_unstable();
-        for key in keys {
-            let Some(r) = crate::detect::report::identity(engine, &key) else {
-                continue;
-            };
+        for r in crate::detect::report::all(engine) {
             text[0].append_value(&r.identity);
             text[1].append_value(&r.timezone);
             text[2].append_value(&r.usual_hours);

@@ -314,11 +314,20 @@ pub fn run(
         for engine in run.engines.iter() {
             stats.merge(&engine.stats);
             run.summary.identities += engine.state.identities.len();
+            {
+                let spill = engine.state.spill();
+                run.summary.spilled += spill.len();
+                let c = &mut run.summary.spill;
+                c.spilled += spill.counts.spilled;
+                c.reloaded += spill.counts.reloaded;
+                c.dropped += spill.counts.dropped;
+            }
             run.summary.baseline_bytes += engine.state.identity_bytes();
             if engine.borrows_context() {
                 continue;
             }
             run.summary.credentials += engine.state.credentials.len();
+            run.summary.credentials_evicted += engine.state.credentials.evicted();
             let p = &engine.state.peers;
             run.summary.peers.0 += p.len();
             run.summary.peers.1 += p.values_len();

@@ -29,6 +29,12 @@ pub struct Summary {
     pub identities: usize,
     /// Live credential bindings at the end.
     pub credentials: usize,
+    /// Identities spilled to disk at the end, and what the spill stores did.
+    pub spilled: usize,
+    /// Spill counts summed over engines.
+    pub spill: crate::baseline::SpillCounts,
+    /// Credential bindings forgotten before expiry (past `state.max_credentials`).
+    pub credentials_evicted: u64,
     /// Approximate bytes of the identity baselines at the end (keys, structs and heap).
     pub baseline_bytes: usize,
     /// Peer groups at the end, the values their members adopted, and their approximate
@@ -114,6 +120,19 @@ impl Summary {
                 thousands((self.baseline_bytes / self.identities.max(1)) as u64),
                 thousands(self.credentials as u64)
             ));
+            let sp = &self.spill;
+            if sp.spilled + sp.dropped + self.credentials_evicted > 0 {
+                s.push_str(&format!(
+                    "  state: {} new identities; {} in memory, {} spilled to disk ({} moved out, {} read back, {} forgotten); {} credential bindings forgotten before expiry\n",
+                    thousands(d.new_identities),
+                    thousands(self.identities as u64),
+                    thousands(self.spilled as u64),
+                    thousands(sp.spilled),
+                    thousands(sp.reloaded),
+                    thousands(sp.dropped),
+                    thousands(self.credentials_evicted)
+                ));
+            }
             s.push_str(&format!(
                 "  peer groups: {} ({} adopted values, {} B per identity)\n",
                 thousands(self.peers.0 as u64),

@@ -316,7 +316,11 @@ impl Metrics {
                 "nhiwatch_alerts_held",
                 "Alerts held in their fleet grace period now.",
             ),
-            identities: gauge(&r, "nhiwatch_identities", "Identities with a baseline."),
+            identities: gauge(
+                &r,
+                "nhiwatch_identities",
+                "Identities with a baseline in memory (see `nhiwatch_identities_spilled` for the ones on disk).",
+            ),
             identities_armed: gauge_vec(
                 &r,
                 "nhiwatch_identities_armed",

@@ -176,6 +176,7 @@ pub fn parse_events(stdout: &[u8]) -> Vec<Event> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l}: {e}")))
         .collect()
 }
+pub mod flood;
 pub mod investigations;
 pub mod kafka;
 pub mod ocsf;

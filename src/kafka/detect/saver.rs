@@ -376,7 +376,7 @@ impl Saver {
                     from,
                     epoch = cp.epoch,
                     next_offset = cp.next_offset,
-                    identities = engine.state.identities.len(),
+                    identities = engine.identity_count(),
                     "partition state restored"
                 );
                 (cp.next_offset, cp.epoch + 1, cp.marks.to_map())
