@@ -3,6 +3,8 @@
 //! pool, a subnet migration, a policy granted to every service) and is judged once at fleet
 //! level instead of being flagged once per identity.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
@@ -40,11 +42,19 @@ impl FleetEntry {
 #[derive(Debug, Default)]
 pub struct Fleet {
     values: DashMap<u64, FleetEntry, MapHasher>,
+    /// Values kept at most (0: the default of `[state] max_fleet_values`).
+    max: AtomicUsize,
+    /// Values forgotten early to stay within `max`.
+    evicted: AtomicU64,
 }
 
 impl Fleet {
-    /// Records that `identity` used `value` on `day`.
+    /// Records that `identity` used `value` on `day`. Past the bound, the tenth of the values
+    /// seen longest ago are forgotten first (ties by value, so every run forgets the same).
     pub fn observe(&self, value: u64, identity: u32, day: Day) {
+        if self.values.len() >= self.max() && !self.values.contains_key(&value) {
+            self.shrink();
+        }
         let mut e = self.values.entry(value).or_insert_with(|| FleetEntry {
             first: day,
             last: day,
@@ -58,6 +68,40 @@ impl Fleet {
         } else if let Some(oldest) = e.recent.iter_mut().min_by_key(|(_, d)| *d) {
             *oldest = (identity, day);
         }
+    }
+
+    fn shrink(&self) {
+        let max = self.max();
+        let n = self.values.len().saturating_sub(max - max / 10);
+        if n == 0 {
+            return;
+        }
+        let mut order: Vec<(Day, u64)> = self.values.iter().map(|e| (e.last, *e.key())).collect();
+        let (_, cut, _) = order.select_nth_unstable(n - 1);
+        let cut = *cut;
+        drop(order);
+        let before = self.values.len();
+        self.values.retain(|k, e| (e.last, *k) > cut);
+        self.evicted
+            .fetch_add((before - self.values.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the most values kept (`[state] max_fleet_values`).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The most values kept.
+    pub fn max(&self) -> usize {
+        match self.max.load(Ordering::Relaxed) {
+            0 => super::StateConfig::default().max_fleet_values,
+            m => m,
+        }
+    }
+
+    /// Values forgotten early to stay within the bound, since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Identities that used `value` since `since`.
@@ -125,5 +169,23 @@ mod tests {
         assert_eq!(f.first_seen(7), Some(10));
         f.forget(21);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn past_the_bound_the_values_seen_longest_ago_are_forgotten() {
+        let f = Fleet::default();
+        f.set_max(100);
+        for v in 0..100u64 {
+            f.observe(v, 1, 10 + (v / 10) as Day);
+        }
+        f.observe(5, 2, 30); // seen again: kept, though first among the oldest
+        f.observe(1_000, 1, 30);
+        assert_eq!(f.len(), 91, "ten of 100 forgotten for the new one");
+        assert_eq!(f.evicted(), 10);
+        assert_eq!(f.identities_since(5, 30), 1);
+        assert_eq!(f.first_seen(0), None, "the oldest went");
+        assert_eq!(f.first_seen(10), None);
+        assert_eq!(f.first_seen(11), Some(11));
+        assert_eq!(f.first_seen(1_000), Some(30));
     }
 }

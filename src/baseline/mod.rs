@@ -369,6 +369,7 @@ impl Baselines {
             ..Baselines::default()
         };
         b.credentials.set_max(cfg.max_credentials);
+        b.fleet.set_max(cfg.max_fleet_values);
         b
     }
 

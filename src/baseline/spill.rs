@@ -34,6 +34,9 @@ pub struct StateConfig {
     pub max_spilled_identities: usize,
     /// Live credential bindings kept; beyond, the ones expiring soonest are forgotten.
     pub max_credentials: usize,
+    /// Values (runner ids, networks, scopes) the fleet context counts identities for;
+    /// beyond, the ones seen longest ago are forgotten.
+    pub max_fleet_values: usize,
     /// Where the spill file is made (unnamed, removed when the process ends); default: the
     /// system's temporary directory.
     pub spill_dir: Option<PathBuf>,
@@ -41,12 +44,14 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     /// Sized for a 2 GiB container: 400,000 identities in memory at about 2.5 KiB each, a
-    /// million credentials at about 200 bytes, 4 million spilled at about 35 bytes each.
+    /// million credentials at about 200 bytes, 4 million spilled at about 35 bytes each,
+    /// half a million fleet values at about 150 bytes.
     fn default() -> Self {
         StateConfig {
             max_identities: 400_000,
             max_spilled_identities: 4_000_000,
             max_credentials: 1_000_000,
+            max_fleet_values: 500_000,
             spill_dir: None,
         }
     }
@@ -69,6 +74,12 @@ impl StateConfig {
             return Err(invalid(
                 "max_credentials",
                 format!("{} is too small (at least 1000)", self.max_credentials),
+            ));
+        }
+        if self.max_fleet_values < 1_000 {
+            return Err(invalid(
+                "max_fleet_values",
+                format!("{} is too small (at least 1000)", self.max_fleet_values),
             ));
         }
         if let Some(d) = &self.spill_dir

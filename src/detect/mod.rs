@@ -279,6 +279,7 @@ impl Engine {
         self.max_identities = bounds.max_identities.max(1);
         *self.state.spill() = baseline::Spill::new(bounds);
         self.state.credentials.set_max(bounds.max_credentials);
+        self.state.fleet.set_max(bounds.max_fleet_values);
     }
 
     /// An engine with the built-in specifications of the given detectors, UTC, no mappings.
@@ -614,8 +615,21 @@ impl Engine {
         if event.outcome == Outcome::Success {
             let who = hash_identity(&event.identity);
             let moves = transition.iter().flatten();
+            let evicted = self.state.fleet.evicted();
             for v in fleet_news.iter().chain(moves).chain(&adoptions) {
                 self.state.fleet.observe(*v, who, view.day);
+            }
+            let evicted = self.state.fleet.evicted() - evicted;
+            if evicted > 0 {
+                crate::telemetry::metrics::get()
+                    .state_evicted
+                    .with_label_values(&["fleet_values", "dropped"])
+                    .inc_by(evicted);
+                tracing::warn!(
+                    values = evicted,
+                    max = self.state.fleet.max(),
+                    "fleet values past state.max_fleet_values: the ones seen longest ago are forgotten (a rollout of one of them may alert per identity)"
+                );
             }
             if event.action == Action::Mint
                 && let Some(key) = view.cred

@@ -339,7 +339,17 @@ impl Engine {
                 } else {
                     self.state.credentials.max() as u64
                 },
+                if self.borrowed {
+                    0
+                } else {
+                    self.state.fleet.max() as u64
+                },
             ],
+            fleet_values: if self.borrowed {
+                0
+            } else {
+                self.state.fleet.len() as u64
+            },
         }
     }
 }

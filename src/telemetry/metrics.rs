@@ -74,6 +74,8 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "changelog_slot_unusable"),
     (stage::STATE, "partitions_lost"),
     (stage::STATE, "checkpoint_fenced"),
+    (stage::STATE, "spill_failed"),
+    (stage::STATE, "spill_unreadable"),
     (stage::SINK, "delivery"),
     (stage::SINK, "write"),
     (stage::LAKE, "write"),
@@ -353,7 +355,7 @@ impl Metrics {
                 GaugeVec::new(
                     Opts::new(
                         "nhiwatch_state_fill_ratio",
-                        "How full each bound of the detection state is (0–1): `identities` (in memory, of `state.max_identities`), `spilled` (of `state.max_spilled_identities`), `credentials` (of `state.max_credentials`).",
+                        "How full each bound of the detection state is (0–1): `identities` (in memory, of `state.max_identities`), `spilled` (of `state.max_spilled_identities`), `credentials` (of `state.max_credentials`), `fleet_values` (of `state.max_fleet_values`).",
                     ),
                     &["bound"],
                 ),
@@ -361,7 +363,7 @@ impl Metrics {
             state_evicted: counter_vec(
                 &r,
                 "nhiwatch_state_evicted_total",
-                "State moved out or forgotten to stay within its bounds: `bound` identities (outcome `spilled` to disk, or `dropped`: past `state.max_spilled_identities` or the spill failed) or credentials (outcome `dropped`: the bindings expiring soonest, past `state.max_credentials`).",
+                "State moved out or forgotten to stay within its bounds: `bound` identities (outcome `spilled` to disk, or `dropped`: past `state.max_spilled_identities` or the spill failed), credentials (outcome `dropped`: the bindings expiring soonest, past `state.max_credentials`) or fleet_values (outcome `dropped`: the values seen longest ago, past `state.max_fleet_values`).",
                 &["bound", "outcome"],
             ),
             state_reloaded: counter(
@@ -552,6 +554,14 @@ impl Metrics {
         m.detect_events.inc_by(0);
         for reason in ["in_checkpoint", "duplicate"] {
             m.detect_skipped.with_label_values(&[reason]);
+        }
+        for labels in [
+            ["identities", "spilled"],
+            ["identities", "dropped"],
+            ["credentials", "dropped"],
+            ["fleet_values", "dropped"],
+        ] {
+            m.state_evicted.with_label_values(&labels);
         }
         m
     }
@@ -758,6 +768,7 @@ impl Metrics {
             ("identities", c.identities, c.max[0]),
             ("spilled", c.spilled, c.max[1]),
             ("credentials", c.credentials, c.max[2]),
+            ("fleet_values", c.fleet_values, c.max[3]),
         ] {
             if max > 0 {
                 self.state_fill

@@ -102,8 +102,10 @@ pub struct Census {
     pub held: u64,
     /// Identities spilled to disk.
     pub spilled: u64,
-    /// The bounds: identities in memory, spilled, credentials.
-    pub max: [u64; 3],
+    /// The bounds: identities in memory, spilled, credentials, fleet values.
+    pub max: [u64; 4],
+    /// Values the fleet context counts identities for.
+    pub fleet_values: u64,
 }
 
 impl Census {
@@ -120,6 +122,7 @@ impl Census {
         self.credentials += o.credentials;
         self.held += o.held;
         self.spilled += o.spilled;
+        self.fleet_values += o.fleet_values;
         for (m, n) in self.max.iter_mut().zip(o.max) {
             *m += n;
         }
