@@ -1083,3 +1083,147 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
         state_diff(&from_run[0], &from_replay[0])
     );
 }
+
+/// A small tmpfs mounted for a test (unmounted when dropped); the drill needs root.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs for the full-disk drill needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir)
+    }
+
+    /// Fills the file system to the last byte; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_state_directory_pauses_consumption_and_it_resumes_when_space_returns() {
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 3, "statefull");
+    let records = week();
+    let expected = s.replay_ids(&records, 3);
+    let disk = Tmpfs::mount(s.path("disk"), "64m");
+    let state = disk.0.join("state");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut nw = Nhiwatch::start_with(
+        &s.config,
+        &[
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "--metrics-addr",
+            &addr,
+        ],
+        s.path("a.log"),
+        &[],
+    );
+    nw.wait_for_any(
+        &["partition starts empty", "partition state restored"],
+        Duration::from_secs(90),
+    );
+    let half = records.len() / 2;
+    broker.produce(&s.input, &records[..half]);
+    std::thread::sleep(Duration::from_secs(5));
+    // The disk fills up mid-stream.
+    let filler = disk.fill();
+    broker.produce(&s.input, &records[half..]);
+    nw.wait_for("disk full: checkpoint not written", Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        nw.running(),
+        "nhiwatch exited on a full disk:\n{}",
+        nw.log()
+    );
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let full: f64 = body
+        .lines()
+        .find(|l| l.starts_with(r#"nhiwatch_errors_total{reason="disk_full",stage="state"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no disk_full count:\n{body}"));
+    assert!(full >= 2.0, "tried again while the disk is full: {full}");
+    // Space returns.
+    std::fs::remove_file(&filler).expect("free the disk");
+    nw.wait_for("disk space is back", Duration::from_secs(60));
+    let msgs = read_alerts(&broker, &s, &expected);
+    let text = nw.log();
+    assert_eq!(nw.terminate(), Some(0), "{text}");
+    assert_eq!(ids(&msgs), expected, "log:\n{text}");
+    assert_eq!(
+        msgs.len(),
+        expected.len(),
+        "an alert sent twice; log:\n{text}"
+    );
+    drop(disk);
+}
+
+/// The lake's staging files are written as records arrive (by the ingest stage): a full disk
+/// under the lake stops the process with an error that names the file, before anything past
+/// the lake's last durable point is committed; started again once there is space, it loses
+/// nothing and sends nothing twice.
+#[test]
+fn a_full_disk_under_the_lake_stops_the_process_and_a_restart_after_space_returns_loses_nothing() {
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 3, "lakefull");
+    let records = week();
+    let expected = s.replay_ids(&records, 3);
+    let disk = Tmpfs::mount(s.path("disk"), "64m");
+    let lake = disk.0.join("lake");
+    let lake = lake.to_str().expect("utf-8");
+    let mut nw = s.start("a", &["--lake", lake]);
+    nw.wait_for_any(
+        &["partition starts empty", "partition state restored"],
+        Duration::from_secs(90),
+    );
+    let half = records.len() / 2;
+    broker.produce(&s.input, &records[..half]);
+    std::thread::sleep(Duration::from_secs(5));
+    let filler = disk.fill();
+    broker.produce(&s.input, &records[half..]);
+    let status = nw.wait_exit(Duration::from_secs(120));
+    let text = nw.log();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("No space left on device") && text.contains(lake),
+        "the error names the file and the cause:\n{text}"
+    );
+    std::fs::remove_file(&filler).expect("free the disk");
+    let nw = s.start("a", &["--lake", lake]);
+    let msgs = read_alerts(&broker, &s, &expected);
+    let text = nw.log();
+    assert_eq!(nw.terminate(), Some(0), "{text}");
+    assert_eq!(ids(&msgs), expected, "log:\n{text}");
+    assert_eq!(
+        msgs.len(),
+        expected.len(),
+        "an alert sent twice; log:\n{text}"
+    );
+    drop(disk);
+}

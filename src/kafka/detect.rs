@@ -39,6 +39,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the detection-state gauges (identities, memory, held alerts) are recounted.
 const CENSUS_EVERY: Duration = Duration::from_secs(5);
+/// How often a checkpoint that failed for want of disk space is tried again.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(2);
 
 /// Settings of the stage.
 pub struct Detect {
@@ -298,9 +300,36 @@ impl Detect {
         let mut last = Instant::now();
         let mut last_census = Instant::now();
         let mut idle_dirty = false;
+        // Since when checkpoints fail for want of disk space: consumption is paused, the
+        // state stays in memory (nothing is committed past the last checkpoint, so nothing is
+        // lost even if the process dies meanwhile), and the checkpoint is tried again until
+        // space returns.
+        let mut full_since: Option<Instant> = None;
+        let mut full_retry = Instant::now();
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
+            }
+            if let Some(since) = full_since
+                && full_retry.elapsed() >= DISK_FULL_RETRY
+            {
+                full_retry = Instant::now();
+                let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                match saver.checkpoint(&consumer, &mut g, None) {
+                    Ok(()) => {
+                        full_since = None;
+                        last = Instant::now();
+                        resume(&consumer, true);
+                        tracing::warn!(
+                            paused_s = since.elapsed().as_secs(),
+                            "disk space is back: checkpoint written, consumption resumed"
+                        );
+                    }
+                    Err(e) if e.is_disk_full() => {
+                        disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                    }
+                    Err(e) => break Err(e),
+                }
             }
             saver.next_turn(&consumer);
             if saver.withheld.load(Ordering::Relaxed) > 0 {
@@ -317,12 +346,18 @@ impl Detect {
                 None => {
                     // Idle: checkpoint now rather than at the interval, so a drained stream
                     // is committed promptly (and a quiet period costs nothing to restart).
-                    if idle_dirty && last.elapsed() >= IDLE_CHECKPOINT.min(self.interval) {
+                    if full_since.is_none()
+                        && idle_dirty
+                        && last.elapsed() >= IDLE_CHECKPOINT.min(self.interval)
+                    {
                         idle_dirty = false;
                         last = Instant::now();
                         let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
-                            break Err(e);
+                            if !e.is_disk_full() {
+                                break Err(e);
+                            }
+                            disk_full(&consumer, &e, &mut full_since, &mut full_retry);
                         }
                     }
                 }
@@ -356,11 +391,14 @@ impl Detect {
                 }
                 self.ready.store(true, Ordering::Release);
             }
-            if last.elapsed() >= self.interval {
+            if full_since.is_none() && last.elapsed() >= self.interval {
                 last = Instant::now();
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
-                    break Err(e);
+                    if !e.is_disk_full() {
+                        break Err(e);
+                    }
+                    disk_full(&consumer, &e, &mut full_since, &mut full_retry);
                 }
             }
         };
@@ -693,6 +731,42 @@ struct Hot {
 }
 
 /// Recounts the detection-state gauges over every partition held here.
+/// A checkpoint failed for want of disk space: pause consumption (the consumer keeps polling,
+/// so it stays in its group), count it and say so once.
+fn disk_full(
+    consumer: &BaseConsumer<Ctx>,
+    e: &Error,
+    full_since: &mut Option<Instant>,
+    full_retry: &mut Instant,
+) {
+    metrics::get().error(stage::STATE, "disk_full");
+    *full_retry = Instant::now();
+    if full_since.is_none() {
+        *full_since = Some(Instant::now());
+        tracing::error!(
+            error = %e,
+            "disk full: checkpoint not written; consumption paused, state kept in memory, nothing committed; trying again every {} s",
+            DISK_FULL_RETRY.as_secs()
+        );
+    }
+    resume(consumer, false);
+}
+
+/// Resumes (or pauses) every assigned partition.
+fn resume(consumer: &BaseConsumer<Ctx>, go: bool) {
+    let Ok(tpl) = consumer.assignment() else {
+        return;
+    };
+    let r = if go {
+        consumer.resume(&tpl)
+    } else {
+        consumer.pause(&tpl)
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not {} consumption", if go { "resume" } else { "pause" });
+    }
+}
+
 fn census(parts: &HashMap<Key, Part>) {
     let mut c = crate::detect::Census::default();
     for part in parts.values() {

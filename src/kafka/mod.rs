@@ -113,6 +113,16 @@ pub enum Error {
     Lake(#[from] crate::lake::Error),
 }
 
+impl Error {
+    /// The error is a file system out of space (`ENOSPC`) or over quota (`EDQUOT`) under the
+    /// state directory, the lake or a spool: something that passes when space returns. The
+    /// errors carry the OS error's text, and the code in it is what is matched.
+    pub fn is_disk_full(&self) -> bool {
+        let text = self.to_string();
+        text.contains("(os error 28)") || text.contains("(os error 122)")
+    }
+}
+
 /// The (topic, partition) pairs of a partition list.
 pub(crate) fn partitions_of(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()

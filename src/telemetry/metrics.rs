@@ -74,6 +74,7 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "changelog_slot_unusable"),
     (stage::STATE, "partitions_lost"),
     (stage::STATE, "checkpoint_fenced"),
+    (stage::STATE, "disk_full"),
     (stage::STATE, "spill_failed"),
     (stage::STATE, "spill_unreadable"),
     (stage::SINK, "delivery"),
