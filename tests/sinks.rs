@@ -697,7 +697,36 @@ fn https_with_a_custom_ca_is_verified() {
 fn alerts_spooled_while_the_receiver_is_down_are_delivered_after_a_restart() {
     let broker = Broker::start();
     let s = crate::kafka::Setup::new(&broker, 1, "spool");
-    let records = crate::kafka::week();
+    // The receiver stays down for a whole 100,000-record stream: a simulated organisation of
+    // 300 identities over two weeks.
+    let sim = s.path("org.jsonl");
+    let out = util::run(
+        &[
+            "simulate",
+            "--identities",
+            "300",
+            "--days",
+            "14",
+            "--seed",
+            "7",
+            "--records",
+            "100000",
+            "-o",
+            sim.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Vec<u8>> = std::fs::read_to_string(&sim)
+        .unwrap()
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    assert_eq!(records.len(), 100_000);
     let port = free_port();
     // The receiver is down: nothing listens on its port yet.
     let extra = format!(
@@ -795,6 +824,11 @@ retry_max_ms = 500
     assert_eq!(
         got, want,
         "every alert exactly once, in order, after the outage and restart"
+    );
+    eprintln!(
+        "{} records; {} alerts spooled while the receiver was down, delivered once, in order",
+        records.len(),
+        want.len()
     );
     assert_eq!(second.terminate(), Some(0));
 }
