@@ -1310,3 +1310,24 @@ fn run_keeps_every_event_in_the_lake_through_a_kill() {
         .collect();
     assert_eq!(got, want_ids, "the alerts run raised are in the lake");
 }
+
+/// Each PostgreSQL connection has its own session: a time zone one client sets (not a
+/// `datafusion.*` setting, so allowed) must not change how another client's query runs.
+#[test]
+fn a_setting_one_postgresql_client_makes_does_not_reach_another() {
+    let lake = replay_lake();
+    let server = serve(&lake.path(), lake.dir.path());
+    let zone = |sql: &str| {
+        let (ok, out, err) = psql(server.pg, PASSWORD, sql);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
+    let before = zone("SELECT arrow_typeof(now()) AS t");
+    assert!(!before.contains("Tokyo"), "{before}");
+    zone("SET TIME ZONE 'Asia/Tokyo'");
+    let after = zone("SELECT arrow_typeof(now()) AS t");
+    assert_eq!(
+        after, before,
+        "another client's SET TIME ZONE reached this one"
+    );
+}

@@ -62,7 +62,8 @@ impl AuthSource for Credentials {
 }
 
 /// Refuses whatever is not a read: DDL, DML, `COPY`, an `EXPLAIN` of any of them, a change to
-/// the shared session's DataFusion settings, and anything else outside the list. Session
+/// the DataFusion settings (the operator's, from the configuration), and anything else
+/// outside the list. Session
 /// chatter clients send (`SET`, `SHOW`, transactions, cursors) passes to the hooks after this
 /// one; a statement that arrives with a plan has its plan checked too.
 #[derive(Debug)]
@@ -72,8 +73,8 @@ fn allowed(s: &Statement) -> bool {
     match s {
         // `EXPLAIN ANALYZE` runs its statement: only a read may be explained.
         Statement::Explain { statement, .. } => matches!(**statement, Statement::Query(_)),
-        // One session serves every client: its DataFusion settings (the memory limit, …)
-        // are the operator's, set in the configuration. Clients' own parameters
+        // The DataFusion settings (the memory limit, …) are the operator's, set in the
+        // configuration, though each connection has its own session. Clients' own parameters
         // (`application_name`, `client_encoding`, …) go to the SET/SHOW hook.
         Statement::Set(_) => !s.to_string().to_ascii_lowercase().contains("datafusion."),
         _ => chatter_or_read(s),
@@ -261,11 +262,17 @@ pub async fn serve(
     let mut params = DefaultServerParameterProvider::default();
     params.default_transaction_read_only = true;
     params.time_zone = "UTC".into();
-    let handlers = Arc::new(Handlers {
-        service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
-        credentials,
-        params: Arc::new(params),
-    });
+    let params = Arc::new(params);
+    // A session per connection (its own copy of the settings; the tables, the catalog and
+    // the memory pool are shared), so nothing one client sets reaches another.
+    let handlers_for = move || {
+        let session = Arc::new(SessionContext::new_with_state(ctx.state()));
+        Arc::new(Handlers {
+            service: Arc::new(DfSessionService::new_with_hooks(session, hooks.clone())),
+            credentials: credentials.clone(),
+            params: params.clone(),
+        })
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| super::Error::Setup(format!("cannot listen on {addr}: {e}")))?;
@@ -289,7 +296,7 @@ pub async fn serve(
                         });
                         continue;
                     };
-                    let handlers = handlers.clone();
+                    let handlers = handlers_for();
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
                         {
