@@ -1085,10 +1085,10 @@ fn direct_mode_without_repartitioning_equals_replay_through_kill_9() {
 }
 
 /// A small tmpfs mounted for a test (unmounted when dropped); the drill needs root.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(pub(crate) PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: PathBuf, size: &str) -> Tmpfs {
         std::fs::create_dir_all(&dir).expect("mount point");
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -1104,7 +1104,7 @@ impl Tmpfs {
     }
 
     /// Fills the file system to the last byte; returns the filler file.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         use std::io::Write as _;
         let path = self.0.join("filler");
         let mut f = std::fs::File::create(&path).expect("filler");

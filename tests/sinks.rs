@@ -970,3 +970,106 @@ fn replay_sinks_without_sinks_or_spool_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// The disk under the spool fills up mid-stream while the SIEM receiver is down: the process
+/// stops with an error that names the spool and the cause, having committed nothing past its
+/// last checkpoint; started again once there is space, every alert reaches the receiver
+/// (sinks are at least once: alerts spooled after the last checkpoint may come twice).
+#[test]
+fn a_full_disk_under_the_spool_stops_the_process_and_a_restart_loses_no_alert() {
+    let broker = Broker::start();
+    let s = crate::kafka::Setup::new(&broker, 1, "spoolfull");
+    let records = crate::kafka::week();
+    let disk = crate::kafka::Tmpfs::mount(s.path("disk"), "64m");
+    let spool = disk.0.join("spool");
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        r#"
+[detectors]
+enabled = [{detectors}]
+
+[delivery]
+drain_timeout = "2s"
+spool_dir = {spool:?}
+
+[[sinks]]
+name = "siem"
+type = "http"
+url = "http://127.0.0.1:{port}/hook"
+retry_initial_ms = 100
+retry_max_ms = 500
+"#,
+        detectors = DETECTORS
+            .split(',')
+            .map(|d| format!("\"{d}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        spool = spool.to_str().unwrap(),
+    ));
+    std::fs::write(&s.config, text).unwrap();
+    let input = s.path("input.jsonl");
+    std::fs::write(&input, records.join(&b'\n')).unwrap();
+    let out = util::run(
+        &[
+            "--config",
+            s.config.to_str().unwrap(),
+            "replay",
+            "--hold",
+            input.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let want: BTreeSet<String> = line_ids(String::from_utf8_lossy(&out.stdout).lines())
+        .into_iter()
+        .collect();
+    assert!(want.len() > 100, "{}", want.len());
+
+    let mut first = s.start("a", &[]);
+    first.wait_for("nhiwatch run started", Duration::from_secs(30));
+    let half = records.len() / 2;
+    broker.produce(&s.input, &records[..half]);
+    std::thread::sleep(Duration::from_secs(5));
+    let filler = disk.fill();
+    broker.produce(&s.input, &records[half..]);
+    let status = first.wait_exit(Duration::from_secs(120));
+    let log = first.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("No space left on device") && log.contains(spool.to_str().unwrap()),
+        "the error names the spool and the cause:\n{log}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let receiver = HttpReceiver::start(port, Plan::default(), None);
+    let second = s.start("a", &[]);
+    let start = std::time::Instant::now();
+    let got = loop {
+        let got: BTreeSet<String> = line_ids(receiver.accepted_lines().iter().map(String::as_str))
+            .into_iter()
+            .collect();
+        if got.is_superset(&want) {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} of {} alerts delivered, missing {:?}:\n{}",
+            got.intersection(&want).count(),
+            want.len(),
+            want.difference(&got).collect::<Vec<_>>(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = receiver.accepted_lines().len();
+    eprintln!(
+        "{} alerts, {lines} deliveries ({} twice: at least once)",
+        want.len(),
+        lines - want.len()
+    );
+    assert_eq!(got, want, "no alert lost, none invented");
+    assert_eq!(second.terminate(), Some(0));
+    drop(disk);
+}

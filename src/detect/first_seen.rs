@@ -101,6 +101,34 @@ impl Detector for FirstSeen {
         })
     }
 
+    fn save(&self) -> Option<Vec<u8>> {
+        // Sorted, so the same state saves to the same bytes.
+        let seen = self.seen.lock().ok()?;
+        let mut v: Vec<(u64, Vec<u64>)> = seen
+            .iter()
+            .map(|(k, s)| {
+                let mut s: Vec<u64> = s.iter().copied().collect();
+                s.sort_unstable();
+                (*k, s)
+            })
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        postcard::to_stdvec(&v).ok()
+    }
+
+    fn load(&self, bytes: &[u8]) -> bool {
+        let Ok(v) = postcard::from_bytes::<Vec<(u64, Vec<u64>)>>(bytes) else {
+            return false;
+        };
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = v
+                .into_iter()
+                .map(|(k, s)| (k, s.into_iter().collect()))
+                .collect();
+        }
+        true
+    }
+
     fn learn(&self, cx: &Cx<'_>) {
         let id = hash_value(crate::baseline::Class::Identity, &cx.event.identity);
         if let Ok(mut seen) = self.seen.lock() {

@@ -252,6 +252,7 @@ impl Detect {
                 .map(Duration::from_secs),
             stalled: std::sync::atomic::AtomicBool::new(false),
             withheld: AtomicU64::new(0),
+            broken: std::sync::atomic::AtomicBool::new(false),
             lake,
             sinks,
             topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
@@ -335,6 +336,7 @@ impl Detect {
             if saver.withheld.load(Ordering::Relaxed) > 0 {
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = self.release_withheld(&saver, &consumer, &hot, &mut g) {
+                    saver.break_off();
                     break Err(e);
                 }
             }
@@ -377,6 +379,8 @@ impl Detect {
                         &mut results,
                         &mut alerts,
                     ) {
+                        // The record was learned; its alerts may not have been handed off.
+                        saver.break_off();
                         break Err(e);
                     }
                 }

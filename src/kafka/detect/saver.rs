@@ -53,6 +53,12 @@ pub(super) struct Saver {
     pub(super) stalled: std::sync::atomic::AtomicBool,
     /// Alerts held back in the partitions this instance holds (see `Part::withheld`).
     pub(super) withheld: AtomicU64,
+    /// A record was processed but its alerts could not be handed off (a spool or the lake
+    /// failed): the state in memory is ahead of what was delivered, so no checkpoint may be
+    /// written from it any more, the one on revoke at shutdown included, or those alerts
+    /// would be lost for good. The records since the last checkpoint are read again at the
+    /// next start.
+    pub(super) broken: std::sync::atomic::AtomicBool,
 }
 
 /// The poll loop's pace, for fencing.
@@ -109,8 +115,18 @@ impl Saver {
         parts: &mut HashMap<Key, Part>,
         only: Option<&[Key]>,
     ) -> Result<(), Error> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Setup(
+                "checkpoint not written: alerts of a record processed since the last one could not be handed off; the records since are read again at the next start".into(),
+            ));
+        }
         self.write_checkpoint(consumer, parts, only)
             .inspect_err(|_| metrics::get().error(stage::STATE, "checkpoint"))
+    }
+
+    /// Marks the state in memory as ahead of what was delivered (see `broken`).
+    pub(super) fn break_off(&self) {
+        self.broken.store(true, Ordering::Release);
     }
 
     /// Whether writing state now could overwrite another owner's: the group has taken the
