@@ -741,3 +741,28 @@ fn a_burst_of_never_seen_identities_alerts_once_per_flood_and_not_while_onboardi
     g.restore_bytes(&bytes).expect("restore");
     assert_eq!(g.snapshot_bytes().expect("again"), bytes);
 }
+
+#[test]
+fn engine_state_saved_before_detectors_kept_their_own_still_restores() {
+    let mut f = Feed::new(&["off_hours_mint", "identity_flood"]);
+    let ids: Vec<String> = (0..3).map(|i| workflow(i, "deploy.yml")).collect();
+    office_days(&mut f, &ids, 0..3, Some("staging"));
+    // The previous layout: the engine state without detector-private state.
+    let old = RuntimeV4::default();
+    let bytes = baseline::snapshot::encode(&f.engine.state, &old).expect("encode");
+    let mut g = Engine::with_defaults(&["off_hours_mint", "identity_flood"]).expect("engine");
+    g.restore_bytes(&bytes)
+        .expect("a checkpoint of the previous layout restores");
+    assert_eq!(g.state.identities.len(), 3);
+    assert_eq!(
+        g.state.identities.get(ids[0].as_str()).expect("b").mints,
+        f.engine
+            .state
+            .identities
+            .get(ids[0].as_str())
+            .expect("b")
+            .mints
+    );
+    // Bytes that are neither layout are refused.
+    assert!(g.restore_bytes(&bytes[..bytes.len() / 2]).is_err());
+}
