@@ -1103,8 +1103,24 @@ impl Tmpfs {
         Tmpfs(dir)
     }
 
+    /// Produces half of `records`, lets them be processed, fills the file system and
+    /// produces the rest; returns the filler file (remove it to free the space).
+    pub(crate) fn fill_mid_stream(
+        &self,
+        broker: &Broker,
+        topic: &str,
+        records: &[Vec<u8>],
+    ) -> PathBuf {
+        let half = records.len() / 2;
+        broker.produce(topic, &records[..half]);
+        std::thread::sleep(Duration::from_secs(5));
+        let filler = self.fill();
+        broker.produce(topic, &records[half..]);
+        filler
+    }
+
     /// Fills the file system to the last byte; returns the filler file.
-    pub(crate) fn fill(&self) -> PathBuf {
+    fn fill(&self) -> PathBuf {
         use std::io::Write as _;
         let path = self.0.join("filler");
         let mut f = std::fs::File::create(&path).expect("filler");
@@ -1148,12 +1164,7 @@ fn a_full_disk_under_the_state_directory_pauses_consumption_and_it_resumes_when_
         &["partition starts empty", "partition state restored"],
         Duration::from_secs(90),
     );
-    let half = records.len() / 2;
-    broker.produce(&s.input, &records[..half]);
-    std::thread::sleep(Duration::from_secs(5));
-    // The disk fills up mid-stream.
-    let filler = disk.fill();
-    broker.produce(&s.input, &records[half..]);
+    let filler = disk.fill_mid_stream(&broker, &s.input, &records);
     nw.wait_for("disk full: checkpoint not written", Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(6));
     assert!(
@@ -1202,11 +1213,7 @@ fn a_full_disk_under_the_lake_stops_the_process_and_a_restart_after_space_return
         &["partition starts empty", "partition state restored"],
         Duration::from_secs(90),
     );
-    let half = records.len() / 2;
-    broker.produce(&s.input, &records[..half]);
-    std::thread::sleep(Duration::from_secs(5));
-    let filler = disk.fill();
-    broker.produce(&s.input, &records[half..]);
+    let filler = disk.fill_mid_stream(&broker, &s.input, &records);
     let status = nw.wait_exit(Duration::from_secs(120));
     let text = nw.log();
     assert!(!status.success(), "{text}");

@@ -1028,11 +1028,7 @@ retry_max_ms = 500
 
     let mut first = s.start("a", &[]);
     first.wait_for("nhiwatch run started", Duration::from_secs(30));
-    let half = records.len() / 2;
-    broker.produce(&s.input, &records[..half]);
-    std::thread::sleep(Duration::from_secs(5));
-    let filler = disk.fill();
-    broker.produce(&s.input, &records[half..]);
+    let filler = disk.fill_mid_stream(&broker, &s.input, &records);
     let status = first.wait_exit(Duration::from_secs(120));
     let log = first.log();
     assert!(!status.success(), "{log}");

@@ -2,12 +2,13 @@
 //! A later presentation is checked against the binding: another environment, another network
 //! for a cloud session key, or a second presentation of a single-use token.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::MapHasher;
+use super::bound::Bound;
 
 /// What a credential was minted for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,10 +39,8 @@ pub const DEFAULT_TTL_SECS: i64 = 12 * 3600;
 pub struct Credentials {
     map: DashMap<u128, Binding, MapHasher>,
     next_sweep: AtomicI64,
-    /// Bindings kept at most (0: the default of `[state] max_credentials`).
-    max: AtomicUsize,
-    /// Bindings forgotten before their expiry to stay within `max`.
-    evicted: AtomicU64,
+    /// `[state] max_credentials`; what was forgotten before expiry to keep it.
+    bound: Bound,
 }
 
 impl Credentials {
@@ -67,47 +66,42 @@ impl Credentials {
     /// credential that lives longest is the one whose reuse matters longest).
     pub fn bind(&self, key: u128, binding: Binding) {
         let now = binding.minted;
-        self.map
-            .entry(key)
-            .and_modify(|b| b.presentations = b.presentations.saturating_add(1))
-            .or_insert(binding);
-        let max = self.max();
-        if self.map.len() > max {
-            self.map.retain(|_, b| b.expires >= now);
-            if self.map.len() > max {
-                let n = self.map.len() - max * 9 / 10;
-                let mut order: Vec<(i64, u128)> = self
-                    .map
-                    .iter()
-                    .map(|e| (e.value().expires, *e.key()))
-                    .collect();
-                let (_, cut, _) = order.select_nth_unstable(n - 1);
-                let cut = *cut;
-                drop(order);
-                let before = self.map.len();
-                self.map.retain(|k, b| (b.expires, *k) > cut);
-                self.evicted
-                    .fetch_add((before - self.map.len()) as u64, Ordering::Relaxed);
+        let len = match self.map.entry(key) {
+            dashmap::Entry::Occupied(mut o) => {
+                let b = o.get_mut();
+                b.presentations = b.presentations.saturating_add(1);
+                return;
             }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(binding);
+                self.bound.added()
+            }
+        };
+        let max = self.max();
+        if len > max {
+            self.map.retain(|_, b| b.expires >= now);
+            let n = match self.map.len() {
+                live if live > max => live - max * 9 / 10,
+                _ => 0,
+            };
+            self.bound.forget(&self.map, n, |b| b.expires);
         }
     }
 
     /// Sets the most bindings kept (`[state] max_credentials`).
     pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
+        self.bound.set_max(max);
     }
 
     /// The most bindings kept.
     pub fn max(&self) -> usize {
-        match self.max.load(Ordering::Relaxed) {
-            0 => super::StateConfig::default().max_credentials,
-            m => m,
-        }
+        self.bound
+            .max(super::StateConfig::default().max_credentials)
     }
 
     /// Bindings forgotten before expiry to stay within the bound, since start.
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        self.bound.evicted()
     }
 
     /// Drops bindings expired for longer than `grace_secs`; runs at most once per hour of
@@ -118,6 +112,7 @@ impl Credentials {
         }
         self.next_sweep.store(now + 3600, Ordering::Relaxed);
         self.map.retain(|_, b| b.expires + grace_secs >= now);
+        self.bound.recount(&self.map);
     }
 
     /// When the next sweep runs (saved with snapshots, so a restored process sweeps on the
@@ -162,6 +157,7 @@ impl Credentials {
         for (k, v) in entries {
             self.map.insert(k, v);
         }
+        self.bound.recount(&self.map);
     }
 }
 

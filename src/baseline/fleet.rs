@@ -3,11 +3,10 @@
 //! pool, a subnet migration, a policy granted to every service) and is judged once at fleet
 //! level instead of being flagged once per identity.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+use super::bound::Bound;
 use super::{Day, MapHasher};
 
 /// The fleet key under which identities *taking up* a value are counted (as opposed to
@@ -42,23 +41,26 @@ impl FleetEntry {
 #[derive(Debug, Default)]
 pub struct Fleet {
     values: DashMap<u64, FleetEntry, MapHasher>,
-    /// Values kept at most (0: the default of `[state] max_fleet_values`).
-    max: AtomicUsize,
-    /// Values forgotten early to stay within `max`.
-    evicted: AtomicU64,
+    /// `[state] max_fleet_values`; what was forgotten early to keep it.
+    bound: Bound,
 }
 
 impl Fleet {
     /// Records that `identity` used `value` on `day`. Past the bound, the tenth of the values
     /// seen longest ago are forgotten first (ties by value, so every run forgets the same).
     pub fn observe(&self, value: u64, identity: u32, day: Day) {
-        if self.values.len() >= self.max() && !self.values.contains_key(&value) {
-            self.shrink();
+        let max = self.max();
+        if self.bound.len() >= max && !self.values.contains_key(&value) {
+            let n = self.values.len().saturating_sub(max - max / 10);
+            self.bound.forget(&self.values, n, |e| e.last);
         }
-        let mut e = self.values.entry(value).or_insert_with(|| FleetEntry {
-            first: day,
-            last: day,
-            recent: Vec::new(),
+        let mut e = self.values.entry(value).or_insert_with(|| {
+            self.bound.added();
+            FleetEntry {
+                first: day,
+                last: day,
+                recent: Vec::new(),
+            }
         });
         e.last = e.last.max(day);
         if let Some(slot) = e.recent.iter_mut().find(|(id, _)| *id == identity) {
@@ -70,38 +72,20 @@ impl Fleet {
         }
     }
 
-    fn shrink(&self) {
-        let max = self.max();
-        let n = self.values.len().saturating_sub(max - max / 10);
-        if n == 0 {
-            return;
-        }
-        let mut order: Vec<(Day, u64)> = self.values.iter().map(|e| (e.last, *e.key())).collect();
-        let (_, cut, _) = order.select_nth_unstable(n - 1);
-        let cut = *cut;
-        drop(order);
-        let before = self.values.len();
-        self.values.retain(|k, e| (e.last, *k) > cut);
-        self.evicted
-            .fetch_add((before - self.values.len()) as u64, Ordering::Relaxed);
-    }
-
     /// Sets the most values kept (`[state] max_fleet_values`).
     pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
+        self.bound.set_max(max);
     }
 
     /// The most values kept.
     pub fn max(&self) -> usize {
-        match self.max.load(Ordering::Relaxed) {
-            0 => super::StateConfig::default().max_fleet_values,
-            m => m,
-        }
+        self.bound
+            .max(super::StateConfig::default().max_fleet_values)
     }
 
     /// Values forgotten early to stay within the bound, since start.
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        self.bound.evicted()
     }
 
     /// Identities that used `value` since `since`.
@@ -129,6 +113,7 @@ impl Fleet {
     /// Drops values unseen since `before`.
     pub fn forget(&self, before: Day) {
         self.values.retain(|_, e| e.last >= before);
+        self.bound.recount(&self.values);
     }
 
     /// Every entry, sorted by value (snapshots).
@@ -147,6 +132,7 @@ impl Fleet {
         for (k, v) in entries {
             self.values.insert(k, v);
         }
+        self.bound.recount(&self.values);
     }
 }
 

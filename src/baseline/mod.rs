@@ -16,6 +16,7 @@
 //! evidence and `baselines show`. Baselines are updated in event-time order and only after the
 //! detectors have inspected the event ("inspect, then learn").
 
+mod bound;
 mod credentials;
 mod fleet;
 mod identity;

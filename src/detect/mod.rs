@@ -619,18 +619,12 @@ impl Engine {
             for v in fleet_news.iter().chain(moves).chain(&adoptions) {
                 self.state.fleet.observe(*v, who, view.day);
             }
-            let evicted = self.state.fleet.evicted() - evicted;
-            if evicted > 0 {
-                crate::telemetry::metrics::get()
-                    .state_evicted
-                    .with_label_values(&["fleet_values", "dropped"])
-                    .inc_by(evicted);
-                tracing::warn!(
-                    values = evicted,
-                    max = self.state.fleet.max(),
-                    "fleet values past state.max_fleet_values: the ones seen longest ago are forgotten (a rollout of one of them may alert per identity)"
-                );
-            }
+            forgotten(
+                "fleet_values",
+                self.state.fleet.evicted() - evicted,
+                self.state.fleet.max(),
+                "fleet values past state.max_fleet_values: the ones seen longest ago are forgotten (a rollout of one of them may alert per identity)",
+            );
             if event.action == Action::Mint
                 && let Some(key) = view.cred
             {
@@ -651,18 +645,12 @@ impl Engine {
                         first_event: event.id.clone(),
                     },
                 );
-                let evicted = self.state.credentials.evicted() - evicted;
-                if evicted > 0 {
-                    crate::telemetry::metrics::get()
-                        .state_evicted
-                        .with_label_values(&["credentials", "dropped"])
-                        .inc_by(evicted);
-                    tracing::warn!(
-                        credentials = evicted,
-                        max = self.state.credentials.max(),
-                        "live credential bindings past state.max_credentials: the ones expiring soonest are forgotten"
-                    );
-                }
+                forgotten(
+                    "credentials",
+                    self.state.credentials.evicted() - evicted,
+                    self.state.credentials.max(),
+                    "live credential bindings past state.max_credentials: the ones expiring soonest are forgotten",
+                );
             }
             self.state.credentials.sweep(secs, self.binding_grace_secs);
         }
@@ -839,6 +827,17 @@ impl Engine {
                 out.push(alert);
             }
         }
+    }
+}
+
+/// Counts and logs `n` entries of a `[state]` bound forgotten to keep it.
+fn forgotten(bound: &str, n: u64, max: usize, what: &str) {
+    if n > 0 {
+        crate::telemetry::metrics::get()
+            .state_evicted
+            .with_label_values(&[bound, "dropped"])
+            .inc_by(n);
+        tracing::warn!(forgotten = n, max, "{what}");
     }
 }
 
