@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio_rustls::rustls;
 
 /// The bounds of one endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +42,75 @@ pub fn admit(conn: &mut TcpStream, active: &Arc<AtomicUsize>, limits: &Limits) -
         return None;
     }
     Some(Slot(active.clone()))
+}
+
+/// An accepted connection, in the clear or under TLS (when the endpoint has a certificate).
+pub enum Conn {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP; the handshake runs on the first read, within the request deadline.
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    /// Wraps an accepted socket, under TLS when `tls` is set.
+    pub fn new(tcp: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>) -> std::io::Result<Conn> {
+        // A client that stops reading must not hold the thread for ever.
+        tcp.set_write_timeout(Some(Duration::from_secs(60)))?;
+        Ok(match tls {
+            None => Conn::Plain(tcp),
+            Some(config) => {
+                let session =
+                    rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+                Conn::Tls(Box::new(rustls::StreamOwned::new(session, tcp)))
+            }
+        })
+    }
+
+    /// The socket under it (timeouts, shutdown, the peer's address).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// A TLS connection ends with a close_notify, so the client knows the response is whole.
+    fn drop(&mut self) {
+        if let Conn::Tls(s) = self
+            && !s.conn.is_handshaking()
+        {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    }
 }
 
 /// A request line and its headers (names lower-cased).
@@ -113,7 +183,14 @@ pub fn read_head(
 /// Closes a connection whose request was refused before it was read whole: the response is
 /// sent, then up to 1 MiB or 500 ms of what the client still sends is read and dropped, so
 /// the close does not reset the connection before the client has read the response.
-pub fn close_refused(conn: &TcpStream) {
+pub fn close_refused(conn: &mut Conn) {
+    if let Conn::Tls(s) = conn
+        && !s.conn.is_handshaking()
+    {
+        s.conn.send_close_notify();
+        let _ = s.flush();
+    }
+    let conn = conn.tcp();
     let _ = conn.shutdown(std::net::Shutdown::Write);
     let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
     let until = Instant::now() + Duration::from_millis(500);

@@ -60,4 +60,5 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod units;

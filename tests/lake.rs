@@ -513,7 +513,7 @@ fn day_partitions_are_pruned_before_files_are_opened() {
 }
 
 #[test]
-fn http_results_are_cut_at_a_byte_cap_and_slow_queries_stopped() {
+fn results_are_capped_and_slow_queries_stopped_on_both_endpoints() {
     let lake = replay_lake();
     let root = lake.path();
     let server = serve_with(
@@ -553,6 +553,111 @@ fn http_results_are_cut_at_a_byte_cap_and_slow_queries_stopped() {
     // The endpoint still answers.
     let (status, _, _) = http(server.http, Some(&bearer()), "/query", "SELECT 1");
     assert_eq!(status, 200);
+
+    // The PostgreSQL wire has no "truncated": the query fails once its rows pass the cap,
+    // naming it, and the connection's next query runs.
+    let (ok, out, err) = psql(server.pg, PASSWORD, "SELECT record FROM events");
+    assert!(!ok, "psql got the whole result: {} bytes", out.len());
+    assert!(err.contains("sql.max_result_bytes"), "{err}");
+    let (ok, out, err) = psql(
+        server.pg,
+        PASSWORD,
+        "SELECT count(*) FROM events a JOIN events b ON a.identity <> b.identity",
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("sql.query_timeout"), "{err}");
+    let (ok, out, err) = psql(server.pg, PASSWORD, "SELECT count(*) AS n FROM alerts");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("n\n"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, by the `openssl` tool.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn with_a_certificate_both_endpoints_serve_tls_only() {
+    let lake = replay_lake();
+    let root = lake.path();
+    let (cert, key) = self_signed(lake.dir.path());
+    let server = serve_with(
+        &root,
+        lake.dir.path(),
+        &format!("tls_cert = {:?}\ntls_key = {:?}\n", cert, key),
+    );
+    let alerts = count(&root, "SELECT count(*) FROM alerts");
+    let sql = "SELECT count(*) AS n FROM alerts";
+    // psql checking the certificate and the address it names.
+    let root_cert = cert.to_str().unwrap();
+    let (ok, out, err) = psql_with(
+        server.pg,
+        PASSWORD,
+        sql,
+        &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", root_cert)],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("n\n{alerts}\n"));
+    // In the clear: refused before the password is asked for, saying why.
+    let (ok, _, err) = psql_with(server.pg, PASSWORD, sql, &[("PGSSLMODE", "disable")]);
+    assert!(!ok);
+    assert!(err.contains("TLS connections only"), "{err}");
+    // HTTPS with the certificate checked (curl); plain HTTP gets no answer.
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert", root_cert])
+        .args(["-H", &format!("Authorization: {}", bearer())])
+        .args(["--data-binary", sql])
+        .arg(format!(
+            "https://127.0.0.1:{}/query?format=csv",
+            server.http
+        ))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(body, format!("n\n{alerts}\n"));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", server.http)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let request = format!(
+        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n{sql}",
+        bearer(),
+        sql.len()
+    );
+    let _ = c.write_all(request.as_bytes());
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 }
 
 #[test]
@@ -678,6 +783,11 @@ fn serve_with(lake: &Path, dir: &Path, extra: &str) -> Server {
 
 /// `psql --csv -c SQL`; (success, stdout, stderr).
 fn psql(port: u16, password: &str, sql: &str) -> (bool, String, String) {
+    psql_with(port, password, sql, &[])
+}
+
+/// [`psql`] with more libpq variables (`PGSSLMODE`, …).
+fn psql_with(port: u16, password: &str, sql: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -697,6 +807,8 @@ fn psql(port: u16, password: &str, sql: &str) -> (bool, String, String) {
         ])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGSSLMODE", "prefer")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("psql (Debian postgresql-client)");

@@ -9,7 +9,7 @@
 //! the query run on the SQL runtime.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,8 @@ pub fn serve(
     rt: tokio::runtime::Handle,
     ctx: Arc<SessionContext>,
     auth: Auth,
-    caps: Caps,
+    caps: super::Caps,
+    tls: Option<Arc<crate::tls::ServerConfig>>,
 ) -> Result<SocketAddr, super::Error> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| super::Error::Setup(format!("cannot listen on {addr}: {e}")))?;
@@ -121,6 +122,7 @@ pub fn serve(
         .local_addr()
         .map_err(|e| super::Error::Setup(e.to_string()))?;
     metrics::get().declare_query("http");
+    let tls_on = tls.is_some();
     std::thread::Builder::new()
         .name("sql-http".into())
         .spawn(move || {
@@ -131,29 +133,21 @@ pub fn serve(
                     continue;
                 };
                 let (rt, ctx, auth) = (rt.clone(), ctx.clone(), auth.clone());
+                let tls = tls.clone();
                 let _ = std::thread::Builder::new()
                     .name("sql-http-conn".into())
                     .spawn(move || {
-                        answer(conn, &rt, &ctx, &auth, caps);
+                        match crate::httpd::Conn::new(conn, tls.as_ref()) {
+                            Ok(conn) => answer(conn, &rt, &ctx, &auth, caps),
+                            Err(e) => tracing::debug!(error = %e, "sql connection not set up"),
+                        }
                         drop(slot);
                     });
             }
         })
         .map_err(|e| super::Error::Setup(e.to_string()))?;
-    tracing::info!(addr = %local, "http sql endpoint listening");
+    tracing::info!(addr = %local, tls = tls_on, "http sql endpoint listening");
     Ok(local)
-}
-
-/// What one query may return and take (`sql.max_rows`, `sql.max_result_bytes`,
-/// `sql.query_timeout`).
-#[derive(Clone, Copy, Debug)]
-pub struct Caps {
-    /// Rows.
-    pub max_rows: usize,
-    /// Bytes of Arrow data.
-    pub max_bytes: u64,
-    /// Run time.
-    pub timeout: Duration,
 }
 
 struct Request {
@@ -174,10 +168,15 @@ const LIMITS: crate::httpd::Limits = crate::httpd::Limits {
     max_connections: 16,
 };
 
-fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
+fn read_request(conn: &mut crate::httpd::Conn) -> Result<Request, (u16, String)> {
     let started = std::time::Instant::now();
+    // A second handle on the socket sets the deadlines while the reader holds the stream.
+    let ctl = conn
+        .tcp()
+        .try_clone()
+        .map_err(|e| (500, format!("cannot set up the connection: {e}")))?;
     let mut reader = BufReader::new(conn);
-    let head = crate::httpd::read_head(&mut reader, conn, &LIMITS, started)?;
+    let head = crate::httpd::read_head(&mut reader, &ctl, &LIMITS, started)?;
     let line = head.line;
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
@@ -226,7 +225,7 @@ fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
         req.body.resize(n, 0);
         let left = crate::httpd::remaining(started, &LIMITS)
             .ok_or((408, "request too slow".to_string()))?;
-        let _ = conn.set_read_timeout(Some(left));
+        let _ = ctl.set_read_timeout(Some(left));
         reader
             .read_exact(&mut req.body)
             .map_err(|e| match e.kind() {
@@ -239,7 +238,7 @@ fn read_request(conn: &TcpStream) -> Result<Request, (u16, String)> {
     Ok(req)
 }
 
-fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[u8]) {
+fn respond(conn: &mut impl Write, status: u16, ctype: &str, extra: &str, body: &[u8]) {
     let reason = crate::httpd::reason(status);
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
@@ -249,7 +248,7 @@ fn respond(conn: &mut TcpStream, status: u16, ctype: &str, extra: &str, body: &[
     let _ = conn.write_all(body);
 }
 
-fn error(conn: &mut TcpStream, status: u16, message: &str) {
+fn error(conn: &mut impl Write, status: u16, message: &str) {
     let body = serde_json::json!({ "error": message }).to_string();
     let extra = if status == 401 {
         "WWW-Authenticate: Basic realm=\"nhiwatch\"\r\n"
@@ -279,17 +278,17 @@ fn format_of(req: &Request) -> Result<Format, String> {
 }
 
 fn answer(
-    mut conn: TcpStream,
+    mut conn: crate::httpd::Conn,
     rt: &tokio::runtime::Handle,
     ctx: &SessionContext,
     auth: &Auth,
-    caps: Caps,
+    caps: super::Caps,
 ) {
-    let req = match read_request(&conn) {
+    let req = match read_request(&mut conn) {
         Ok(r) => r,
         Err((status, msg)) => {
             error(&mut conn, status, &msg);
-            crate::httpd::close_refused(&conn);
+            crate::httpd::close_refused(&mut conn);
             return;
         }
     };
@@ -301,7 +300,7 @@ fn answer(
     }
     if !auth.check(req.authorization.as_deref()) {
         metrics::get().query_done("http", "refused", 0.0);
-        tracing::warn!(peer = ?conn.peer_addr().ok(), "sql request refused: bad or missing credentials");
+        tracing::warn!(peer = ?conn.tcp().peer_addr().ok(), "sql request refused: bad or missing credentials");
         return error(&mut conn, 401, "authentication required");
     }
     let format = match format_of(&req) {

@@ -65,9 +65,17 @@ pub struct SqlConfig {
     /// response says so (rows can be wide: `record` holds whole native records).
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: u64,
-    /// An HTTP query running longer than this is stopped and answered 504.
+    /// A query running longer than this is stopped: answered 504 over HTTP, cancelled
+    /// with SQLSTATE 57014 over the PostgreSQL wire.
     #[serde(default = "default_query_timeout")]
     pub query_timeout: crate::units::Duration,
+    /// PEM file of the server certificate (chain) both listeners present. With `tls_key`,
+    /// the listeners accept TLS connections only.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for SqlConfig {
@@ -82,6 +90,8 @@ impl Default for SqlConfig {
             memory_limit: default_memory_limit(),
             max_result_bytes: default_max_result_bytes(),
             query_timeout: default_query_timeout(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -154,6 +164,15 @@ impl SqlConfig {
         }
         if let Some(p) = &self.password {
             check_length("sql.password", &p.0)?;
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("sql.tls_key", "is needed with tls_cert".into()));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("sql.tls_cert", "is needed with tls_key".into()));
+            }
+            _ => {}
         }
         if self.enabled() && self.password.is_none() && self.password_env.is_none() {
             let key = if self.pg_listen.is_some() {
@@ -253,6 +272,18 @@ impl Error {
             _ => "error",
         }
     }
+}
+
+/// What one query on an endpoint may return and take (`sql.max_rows`,
+/// `sql.max_result_bytes`, `sql.query_timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Rows.
+    pub max_rows: usize,
+    /// Bytes of the result (HTTP: Arrow data in memory; PostgreSQL: the rows as sent).
+    pub max_bytes: u64,
+    /// Run time, planning included.
+    pub timeout: std::time::Duration,
 }
 
 /// Why a result was cut short.
@@ -587,9 +618,26 @@ pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
     let password = cfg.password().map_err(|e| Error::Setup(e.to_string()))?;
     let rt = runtime().map_err(|e| Error::Setup(e.to_string()))?;
     let ctx = Arc::new(rt.block_on(session(root, cfg.memory_limit))?);
+    let caps = Caps {
+        max_rows: cfg.max_rows,
+        max_bytes: cfg.max_result_bytes,
+        timeout: std::time::Duration::from_secs(cfg.query_timeout.as_secs()),
+    };
+    // A server configuration per listener: each offers its own protocol name (ALPN).
+    let tls = |alpn: &[u8]| match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::server_config("sql", cert, key, &[alpn])
+            .map(Some)
+            .map_err(|e| Error::Setup(e.to_string())),
+        _ => Ok(None),
+    };
     let mut pg_addr = None;
     if let Some(addr) = &cfg.pg_listen {
-        pg_addr = Some(rt.block_on(pg::serve(addr, ctx.clone(), &cfg.user, &password))?);
+        let login = pg::Login {
+            user: &cfg.user,
+            password: &password,
+        };
+        let tls = tls(b"postgresql")?;
+        pg_addr = Some(rt.block_on(pg::serve(addr, ctx.clone(), login, caps, tls))?);
     }
     let mut http_addr = None;
     if let Some(addr) = &cfg.http_listen {
@@ -598,11 +646,8 @@ pub fn serve(root: &Path, cfg: &SqlConfig) -> Result<Endpoints, Error> {
             rt.handle().clone(),
             ctx.clone(),
             http::Auth::new(&cfg.user, &password),
-            http::Caps {
-                max_rows: cfg.max_rows,
-                max_bytes: cfg.max_result_bytes,
-                timeout: std::time::Duration::from_secs(cfg.query_timeout.as_secs()),
-            },
+            caps,
+            tls(b"http/1.1")?,
         )?);
     }
     Ok(Endpoints {
@@ -634,6 +679,22 @@ mod tests {
             .validate()
             .unwrap();
         parse("").validate().unwrap();
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key_and_a_key_its_certificate() {
+        let pw = "password = \"long-enough-pw\"\n";
+        let err = parse(&format!("{pw}tls_cert = \"c.pem\""))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("sql.tls_key"), "{err}");
+        let err = parse(&format!("{pw}tls_key = \"k.pem\""))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("sql.tls_cert"), "{err}");
+        parse(&format!("{pw}tls_cert = \"c.pem\"\ntls_key = \"k.pem\""))
+            .validate()
+            .unwrap();
     }
 
     #[test]

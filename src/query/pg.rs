@@ -4,11 +4,16 @@
 //! Built on datafusion-postgres (its statement handling, `pg_catalog` emulation and type
 //! mapping) with two things of ours: login by SCRAM-SHA-256 against `sql.user` /
 //! `sql.password` (datafusion-postgres' own server has no password check), and a hook that
-//! refuses every statement that is not a read, before it is planned.
+//! refuses every statement that is not a read, before it is planned. Every query is bounded
+//! in time and size (`sql.query_timeout`, `sql.max_rows`, `sql.max_result_bytes`) by a layer
+//! around the library's handlers, and with `sql.tls_cert` only TLS connections are served.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
@@ -23,11 +28,16 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::Response;
-use pgwire::api::{ClientInfo, PgWireServerHandlers};
+use pgwire::api::results::{Response, SendableRowStream};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::telemetry::metrics;
 
@@ -156,26 +166,291 @@ impl QueryHook for ReadOnly {
     }
 }
 
+/// An error the client shows as PostgreSQL's own.
+fn user_error(severity: &str, code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        severity.into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// The library's query handlers with every query bounded: planning within
+/// `sql.query_timeout`, and its rows stopped with an error once the run passes the timeout or
+/// the rows pass `sql.max_rows` or `sql.max_result_bytes` (the stream, and the DataFusion
+/// tasks behind it, dropped). Each query is counted in `nhiwatch_query_requests_total`.
+struct Bounded {
+    inner: Arc<DfSessionService>,
+    caps: super::Caps,
+}
+
+impl Bounded {
+    /// Runs `planned` (the library's handler, up to a response) within the time left.
+    async fn plan<T>(
+        &self,
+        started: Instant,
+        planned: impl Future<Output = PgWireResult<T>>,
+    ) -> PgWireResult<T> {
+        match tokio::time::timeout(self.caps.timeout, planned).await {
+            Err(_) => {
+                let secs = started.elapsed().as_secs_f64();
+                metrics::get().query_done("postgres", "timeout", secs);
+                Err(timed_out(self.caps))
+            }
+            Ok(Err(e)) => {
+                // Refusals were counted where they were made.
+                if !is_refusal(&e) {
+                    let secs = started.elapsed().as_secs_f64();
+                    metrics::get().query_done("postgres", "error", secs);
+                }
+                Err(e)
+            }
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    fn bound(&self, response: Response, started: Instant) -> Response {
+        match response {
+            Response::Query(mut q) => {
+                let rows =
+                    std::mem::replace(&mut q.data_rows, Box::pin(futures_util::stream::empty()));
+                q.data_rows = Box::pin(Capped::new(rows, self.caps, started));
+                Response::Query(q)
+            }
+            other => other,
+        }
+    }
+}
+
+fn is_refusal(e: &PgWireError) -> bool {
+    match e {
+        PgWireError::UserError(info) => info.code == "25006",
+        PgWireError::InvalidPassword(_) => true,
+        _ => false,
+    }
+}
+
+fn timed_out(caps: super::Caps) -> PgWireError {
+    user_error(
+        "ERROR",
+        // query_canceled
+        "57014",
+        format!(
+            "canceling statement: it ran longer than sql.query_timeout ({} s)",
+            caps.timeout.as_secs()
+        ),
+    )
+}
+
+/// A query's rows, stopped at the deadline or a cap.
+struct Capped {
+    rows: Option<SendableRowStream>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    caps: super::Caps,
+    started: Instant,
+    sent_rows: usize,
+    sent_bytes: u64,
+}
+
+impl Capped {
+    fn new(rows: SendableRowStream, caps: super::Caps, started: Instant) -> Self {
+        let deadline = tokio::time::Instant::from_std(started + caps.timeout);
+        Capped {
+            rows: Some(rows),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            caps,
+            started,
+            sent_rows: 0,
+            sent_bytes: 0,
+        }
+    }
+
+    /// Ends the query: counted once, the rows (and the work behind them) dropped.
+    fn end(&mut self, outcome: &str) {
+        self.rows = None;
+        metrics::get().query_done("postgres", outcome, self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl futures_util::Stream for Capped {
+    type Item = PgWireResult<pgwire::messages::data::DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(rows) = this.rows.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.end("timeout");
+            return Poll::Ready(Some(Err(timed_out(this.caps))));
+        }
+        match rows.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.end("ok");
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.end("error");
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(row))) => {
+                this.sent_rows += 1;
+                this.sent_bytes += row.data.len() as u64;
+                let over = if this.sent_rows > this.caps.max_rows {
+                    Some(format!(
+                        "more than sql.max_rows ({}) rows",
+                        this.caps.max_rows
+                    ))
+                } else if this.sent_bytes > this.caps.max_bytes {
+                    Some(format!(
+                        "more than sql.max_result_bytes ({} bytes)",
+                        this.caps.max_bytes
+                    ))
+                } else {
+                    None
+                };
+                match over {
+                    None => Poll::Ready(Some(Ok(row))),
+                    Some(what) => {
+                        this.end("too_large");
+                        tracing::warn!("sql query stopped: its result has {what}");
+                        Poll::Ready(Some(Err(user_error(
+                            "ERROR",
+                            // program_limit_exceeded
+                            "54000",
+                            format!("the result has {what}; add a LIMIT, filter or aggregate"),
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Bounded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures_util::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: fmt::Debug,
+        PgWireError: From<<C as futures_util::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let responses = self
+            .plan(
+                started,
+                SimpleQueryHandler::do_query(&*self.inner, client, query),
+            )
+            .await?;
+        Ok(responses
+            .into_iter()
+            .map(|r| self.bound(r, started))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Bounded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures_util::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: fmt::Debug,
+        PgWireError: From<<C as futures_util::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let response = self
+            .plan(
+                started,
+                ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows),
+            )
+            .await?;
+        Ok(self.bound(response, started))
+    }
+}
+
+/// Refuses a connection in the clear when the endpoint has a certificate (as PostgreSQL's
+/// `hostssl` does), before any credential is exchanged; then SCRAM.
+struct Startup {
+    scram: SASLAuthStartupHandler<DefaultServerParameterProvider>,
+    tls_only: bool,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures_util::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: fmt::Debug,
+        PgWireError: From<<C as futures_util::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.tls_only && !client.is_secure() {
+            metrics::get().query_done("postgres", "refused", 0.0);
+            tracing::warn!(peer = %client.socket_addr(), "sql connection refused: not TLS");
+            return Err(user_error(
+                "FATAL",
+                // invalid_authorization_specification, as PostgreSQL answers without hostssl
+                "28000",
+                "nhiwatch serves TLS connections only: connect with sslmode=require (or verify-full)"
+                    .into(),
+            ));
+        }
+        self.scram.on_startup(client, message).await
+    }
+}
+
 struct Handlers {
-    service: Arc<DfSessionService>,
+    queries: Arc<Bounded>,
     credentials: Arc<Credentials>,
     params: Arc<DefaultServerParameterProvider>,
+    tls_only: bool,
 }
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.service.clone()
+        self.queries.clone()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.service.clone()
+        self.queries.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
         // A handler per connection: SCRAM keeps its exchange state in the handler.
         let mut scram = ScramAuth::new(self.credentials.clone());
         scram.set_iterations(SCRAM_ITERATIONS);
-        Arc::new(SASLAuthStartupHandler::new(self.params.clone()).with_scram(scram))
+        Arc::new(Startup {
+            scram: SASLAuthStartupHandler::new(self.params.clone()).with_scram(scram),
+            tls_only: self.tls_only,
+        })
     }
 }
 
@@ -233,13 +508,24 @@ async fn refuse_connection(socket: &mut tokio::net::TcpStream) -> std::io::Resul
     socket.shutdown().await
 }
 
-/// Binds `addr` and serves `ctx` until the runtime stops; returns the bound address.
+/// Who may log in (`sql.user`, `sql.password`).
+pub struct Login<'a> {
+    /// The user name.
+    pub user: &'a str,
+    /// The password.
+    pub password: &'a str,
+}
+
+/// Binds `addr` and serves `ctx` until the runtime stops, TLS only when `tls` is set; returns
+/// the bound address.
 pub async fn serve(
     addr: &str,
     ctx: Arc<SessionContext>,
-    user: &str,
-    password: &str,
+    login: Login<'_>,
+    caps: super::Caps,
+    tls: Option<Arc<crate::tls::ServerConfig>>,
 ) -> Result<SocketAddr, super::Error> {
+    let Login { user, password } = login;
     datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,
         "datafusion",
@@ -263,14 +549,20 @@ pub async fn serve(
     params.default_transaction_read_only = true;
     params.time_zone = "UTC".into();
     let params = Arc::new(params);
+    let tls_only = tls.is_some();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // A session per connection (its own copy of the settings; the tables, the catalog and
     // the memory pool are shared), so nothing one client sets reaches another.
     let handlers_for = move || {
         let session = Arc::new(SessionContext::new_with_state(ctx.state()));
         Arc::new(Handlers {
-            service: Arc::new(DfSessionService::new_with_hooks(session, hooks.clone())),
+            queries: Arc::new(Bounded {
+                inner: Arc::new(DfSessionService::new_with_hooks(session, hooks.clone())),
+                caps,
+            }),
             credentials: credentials.clone(),
             params: params.clone(),
+            tls_only,
         })
     };
     let listener = tokio::net::TcpListener::bind(addr)
@@ -297,8 +589,10 @@ pub async fn serve(
                         continue;
                     };
                     let handlers = handlers_for();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await
+                        if let Err(e) =
+                            pgwire::tokio::process_socket(socket, acceptor, handlers).await
                         {
                             tracing::debug!(%peer, error = %e, "sql connection ended with an error");
                         }
@@ -309,6 +603,6 @@ pub async fn serve(
             }
         }
     });
-    tracing::info!(addr = %local, "postgresql endpoint listening");
+    tracing::info!(addr = %local, tls = tls_only, "postgresql endpoint listening");
     Ok(local)
 }

@@ -660,7 +660,7 @@ impl Metrics {
 
     /// Declares the SQL endpoints' families.
     pub fn declare_query(&self, endpoint: &str) {
-        for outcome in ["ok", "error", "refused", "timeout"] {
+        for outcome in ["ok", "error", "refused", "timeout", "too_large"] {
             self.queries.with_label_values(&[endpoint, outcome]);
         }
         self.query_duration.with_label_values(&[endpoint]);

@@ -101,12 +101,13 @@ fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && httpd::same(value.trim().as_bytes(), token.as_bytes())
 }
 
-fn answer(mut conn: TcpStream, ready: &AtomicBool, token: Option<&str>) {
+fn answer(conn: TcpStream, ready: &AtomicBool, token: Option<&str>) {
     let started = Instant::now();
     let head = {
         let mut reader = BufReader::new(&conn);
         httpd::read_head(&mut reader, &conn, &LIMITS, started)
     };
+    let mut conn = httpd::Conn::Plain(conn);
     let head = match head {
         Ok(h) => h,
         Err((status, why)) => {
@@ -116,7 +117,7 @@ fn answer(mut conn: TcpStream, ready: &AtomicBool, token: Option<&str>) {
                 httpd::reason(status),
                 why.len() + 1
             );
-            httpd::close_refused(&conn);
+            httpd::close_refused(&mut conn);
             return;
         }
     };
