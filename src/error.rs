@@ -32,3 +32,12 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Whether an error (its whole text, causes included) says a disk or quota is full: ENOSPC
+/// or EDQUOT, as the OS reports them. Local writers (checkpoints, the lake, spools) keep what
+/// they were given when this happens, and `run` pauses until space returns; any other write
+/// error stops it.
+pub fn is_disk_full(error: &dyn std::fmt::Display) -> bool {
+    let text = error.to_string();
+    text.contains("(os error 28)") || text.contains("(os error 122)")
+}

@@ -976,7 +976,7 @@ fn replay_sinks_without_sinks_or_spool_directory_is_a_clear_error() {
 /// last checkpoint; started again once there is space, every alert reaches the receiver
 /// (sinks are at least once: alerts spooled after the last checkpoint may come twice).
 #[test]
-fn a_full_disk_under_the_spool_stops_the_process_and_a_restart_loses_no_alert() {
+fn a_full_disk_under_the_spool_pauses_consumption_and_no_alert_is_lost_when_space_returns() {
     let broker = Broker::start();
     let s = crate::kafka::Setup::new(&broker, 1, "spoolfull");
     let records = crate::kafka::week();
@@ -1026,20 +1026,17 @@ retry_max_ms = 500
         .collect();
     assert!(want.len() > 100, "{}", want.len());
 
-    let mut first = s.start("a", &[]);
-    first.wait_for("nhiwatch run started", Duration::from_secs(30));
-    let filler = disk.fill_mid_stream(&broker, &s.input, &records);
-    let status = first.wait_exit(Duration::from_secs(120));
-    let log = first.log();
-    assert!(!status.success(), "{log}");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut second = s.start("a", &["--metrics-addr", &addr]);
+    second.wait_for("nhiwatch run started", Duration::from_secs(30));
+    // The receiver is down throughout: every alert goes to the spool, whose disk fills.
+    disk.drill(&mut second, &addr, "sink", &broker, &s.input, &records);
+    let log = second.log();
     assert!(
         log.contains("No space left on device") && log.contains(spool.to_str().unwrap()),
         "the error names the spool and the cause:\n{log}"
     );
-
-    std::fs::remove_file(&filler).unwrap();
     let receiver = HttpReceiver::start(port, Plan::default(), None);
-    let second = s.start("a", &[]);
     let start = std::time::Instant::now();
     let got = loop {
         let got: BTreeSet<String> = line_ids(receiver.accepted_lines().iter().map(String::as_str))
@@ -1067,5 +1064,50 @@ retry_max_ms = 500
     );
     assert_eq!(got, want, "no alert lost, none invented");
     assert_eq!(second.terminate(), Some(0));
+    drop(disk);
+}
+
+#[test]
+fn a_spool_on_a_full_disk_keeps_records_in_memory_in_order_and_writes_them_when_space_returns() {
+    use nhiwatch::sink::spool::{Error, Spool, WhenFull};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = crate::kafka::Tmpfs::mount(dir.path().join("disk"), "4m");
+    let at = disk.0.join("spool");
+    let (spool, _) = Spool::open(&at, 64 << 20, WhenFull::Block).unwrap();
+    let record = |i: usize| format!("{i:06}-{}", "x".repeat(1000)).into_bytes();
+    for i in 0..100 {
+        spool.append(i as u64, &record(i)).unwrap();
+    }
+    spool.sync().unwrap();
+    let filler = disk.fill();
+    let mut deferred = 0;
+    for i in 100..400 {
+        match spool.append(i as u64, &record(i)) {
+            Ok(_) => {}
+            Err(Error::Deferred { .. }) => deferred += 1,
+            Err(e) => panic!("record {i}: {e}"),
+        }
+    }
+    assert!(deferred > 0, "the disk never filled");
+    assert_eq!(
+        spool.len(),
+        400,
+        "every record is held, on disk or in memory"
+    );
+    assert!(matches!(spool.sync(), Err(Error::Deferred { .. })));
+    std::fs::remove_file(filler).unwrap();
+    spool.sync().unwrap();
+    drop(spool);
+    // What is on disk, read by a new process: every record once, in order.
+    let (spool, opened) = Spool::open(&at, 64 << 20, WhenFull::Block).unwrap();
+    assert_eq!(opened.records, 400);
+    assert_eq!(opened.torn_bytes, 0);
+    let got = spool.peek(1000, 64 << 20, Duration::from_secs(1)).unwrap();
+    let want: Vec<Vec<u8>> = (0..400).map(record).collect();
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        want
+    );
+    assert!(got.iter().enumerate().all(|(i, r)| r.arrival == i as u64));
     drop(disk);
 }

@@ -39,8 +39,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the detection-state gauges (identities, memory, held alerts) are recounted.
 const CENSUS_EVERY: Duration = Duration::from_secs(5);
-/// How often a checkpoint that failed for want of disk space is tried again.
-const DISK_FULL_RETRY: Duration = Duration::from_secs(2);
 
 /// Settings of the stage.
 pub struct Detect {
@@ -312,7 +310,7 @@ impl Detect {
                 break Ok(());
             }
             if let Some(since) = full_since
-                && full_retry.elapsed() >= DISK_FULL_RETRY
+                && full_retry.elapsed() >= super::DISK_FULL_RETRY
             {
                 full_retry = Instant::now();
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
@@ -320,7 +318,7 @@ impl Detect {
                     Ok(()) => {
                         full_since = None;
                         last = Instant::now();
-                        resume(&consumer, true);
+                        super::resume(&consumer, true);
                         tracing::warn!(
                             paused_s = since.elapsed().as_secs(),
                             "disk space is back: checkpoint written, consumption resumed"
@@ -335,9 +333,16 @@ impl Detect {
             saver.next_turn(&consumer);
             if saver.withheld.load(Ordering::Relaxed) > 0 {
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = self.release_withheld(&saver, &consumer, &hot, &mut g) {
-                    saver.break_off();
-                    break Err(e);
+                match self.release_withheld(&saver, &consumer, &hot, &mut g) {
+                    Ok(()) => {}
+                    // Handed off into memory: written once space returns.
+                    Err(e) if e.is_disk_full() => {
+                        disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                    }
+                    Err(e) => {
+                        saver.break_off();
+                        break Err(e);
+                    }
                 }
             }
             if last_census.elapsed() >= CENSUS_EVERY {
@@ -370,7 +375,7 @@ impl Detect {
                 Some(Ok(msg)) => {
                     idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = self.message(
+                    match self.message(
                         &saver,
                         &consumer,
                         &hot,
@@ -379,9 +384,17 @@ impl Detect {
                         &mut results,
                         &mut alerts,
                     ) {
-                        // The record was learned; its alerts may not have been handed off.
-                        saver.break_off();
-                        break Err(e);
+                        Ok(()) => {}
+                        // The lake and the spools kept what they could not write: pause
+                        // until a checkpoint (which writes it) succeeds.
+                        Err(e) if e.is_disk_full() => {
+                            disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                        }
+                        Err(e) => {
+                            // The record was learned; its alerts may not have been handed off.
+                            saver.break_off();
+                            break Err(e);
+                        }
                     }
                 }
             }
@@ -535,6 +548,9 @@ impl Detect {
             records.record(decoder.source_of(results), payload.len());
         }
         let meters = metrics::get();
+        // A full disk under the lake or a spool: what could not be written is kept in
+        // memory; the record is processed whole and the error reported after.
+        let mut full: Option<Error> = None;
         for r in results.drain(..) {
             match r {
                 Ok(event) => {
@@ -549,7 +565,9 @@ impl Detect {
                         && let Some(lake) = &saver.lake
                     {
                         let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
-                        lake.writer.event(&event)?;
+                        if let Err(e) = lake.writer.event(&event) {
+                            keep_if_full(&mut full, e.into())?;
+                        }
                     }
                 }
                 Err(reject) => {
@@ -568,7 +586,7 @@ impl Detect {
         }
         let input_time = m.timestamp().to_millis();
         if alerts.is_empty() {
-            return Ok(());
+            return full.map_or(Ok(()), Err);
         }
         saver.test_stall();
         // Only an owner sends alerts: after a stall past the session timeout another
@@ -585,8 +603,8 @@ impl Detect {
                     arrival,
                     already_sent: sent,
                 });
-            } else {
-                self.emit(saver, hot, &alert, input_time, arrival, sent)?;
+            } else if let Err(e) = self.emit(saver, hot, &alert, input_time, arrival, sent) {
+                keep_if_full(&mut full, e)?;
             }
         }
         if withhold {
@@ -596,7 +614,7 @@ impl Detect {
                 "alerts held back: this instance stood still past the session timeout and may no longer own the partition; they are sent once the group confirms it does, or left to the new owner"
             );
         }
-        Ok(())
+        full.map_or(Ok(()), Err)
     }
 
     /// Sends the alerts held back while ownership was in doubt, once it no longer is (the
@@ -611,17 +629,21 @@ impl Detect {
         if saver.withheld.load(Ordering::Relaxed) == 0 || saver.fenced(consumer) {
             return Ok(());
         }
+        let mut full: Option<Error> = None;
         for part in parts.values_mut() {
             let n = part.withheld.len();
             for w in part.withheld.drain(..) {
-                self.emit(
+                let emitted = self.emit(
                     saver,
                     hot,
                     &w.alert,
                     w.input_time,
                     w.arrival,
                     w.already_sent,
-                )?;
+                );
+                if let Err(e) = emitted {
+                    keep_if_full(&mut full, e)?;
+                }
             }
             if n > 0 {
                 saver.withheld.fetch_sub(n as u64, Ordering::Relaxed);
@@ -632,7 +654,7 @@ impl Detect {
                 );
             }
         }
-        Ok(())
+        full.map_or(Ok(()), Err)
     }
 
     fn emit(
@@ -652,11 +674,18 @@ impl Detect {
                 hot.env.metric_label(alert.environment.as_deref()),
             ])
             .inc();
+        // The lake and the spools keep the alert when the disk is full; the other
+        // destinations still get it, and the caller hears of the full disk after.
+        let mut full: Option<Error> = None;
         if let Some(lake) = &saver.lake {
             let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
-            lake.writer
-                .alert(alert, crate::time::Timestamp::now())
-                .inspect_err(|_| m.error(stage::LAKE, "write"))?;
+            let written = lake.writer.alert(alert, crate::time::Timestamp::now());
+            if let Err(e) = written {
+                if !e.is_disk_full() {
+                    m.error(stage::LAKE, "write");
+                }
+                keep_if_full(&mut full, e.into())?;
+            }
         }
         // An alert of a record processed again after a restore that a previous owner already
         // sent is not sent to the topic twice (sinks and stdout are at least once).
@@ -697,10 +726,9 @@ impl Detect {
             )?;
             saver.alerts_since.fetch_add(1, Ordering::Relaxed);
         }
-        saver
-            .sinks
-            .send(alert, arrival)
-            .map_err(|e| Error::Sink(e.to_string()))?;
+        if let Err(e) = saver.sinks.send(alert, arrival) {
+            keep_if_full(&mut full, Error::Sink(e.to_string()))?;
+        }
         if let Some(out) = &saver.stdout {
             let line = saver.stdout_encoder.to_vec(alert);
             let mut w = out.lock();
@@ -719,7 +747,7 @@ impl Detect {
                 Err(_) => m.sink_failures.with_label_values(&["stdout"]).inc(),
             }
         }
-        Ok(())
+        full.map_or(Ok(()), Err)
     }
 }
 
@@ -735,40 +763,25 @@ struct Hot {
 }
 
 /// Recounts the detection-state gauges over every partition held here.
-/// A checkpoint failed for want of disk space: pause consumption (the consumer keeps polling,
-/// so it stays in its group), count it and say so once.
+/// Keeps the first full-disk error to report once the record is processed whole; any other
+/// error is returned at once.
+fn keep_if_full(full: &mut Option<Error>, e: Error) -> Result<(), Error> {
+    if !e.is_disk_full() {
+        return Err(e);
+    }
+    full.get_or_insert(e);
+    Ok(())
+}
+
+/// A checkpoint, the lake or a spool could not write for want of disk space: see
+/// [`super::disk_full`]; the checkpoint retried every [`super::DISK_FULL_RETRY`] writes it all.
 fn disk_full(
     consumer: &BaseConsumer<Ctx>,
     e: &Error,
     full_since: &mut Option<Instant>,
     full_retry: &mut Instant,
 ) {
-    metrics::get().error(stage::STATE, "disk_full");
-    *full_retry = Instant::now();
-    if full_since.is_none() {
-        *full_since = Some(Instant::now());
-        tracing::error!(
-            error = %e,
-            "disk full: checkpoint not written; consumption paused, state kept in memory, nothing committed; trying again every {} s",
-            DISK_FULL_RETRY.as_secs()
-        );
-    }
-    resume(consumer, false);
-}
-
-/// Resumes (or pauses) every assigned partition.
-fn resume(consumer: &BaseConsumer<Ctx>, go: bool) {
-    let Ok(tpl) = consumer.assignment() else {
-        return;
-    };
-    let r = if go {
-        consumer.resume(&tpl)
-    } else {
-        consumer.pause(&tpl)
-    };
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "could not {} consumption", if go { "resume" } else { "pause" });
-    }
+    super::disk_full(consumer, e, full_since, full_retry);
 }
 
 fn census(parts: &HashMap<Key, Part>) {

@@ -45,7 +45,11 @@ fn sync_lake(lake: &SharedLake) -> Result<(), Error> {
         l.lock()
             .unwrap_or_else(|e| e.into_inner())
             .sync()
-            .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+            .inspect_err(|e| {
+                if !e.is_disk_full() {
+                    metrics::get().error(stage::LAKE, "write")
+                }
+            })?;
     }
     Ok(())
 }
@@ -183,11 +187,36 @@ impl Ingest {
         let mut origin = String::with_capacity(128);
         let mut last_commit = Instant::now();
         let mut failed_before = deliveries.failed();
+        // Since when the lake's disk is full: consumption is paused, the rows are kept in
+        // memory, nothing is committed; the lake is synced again every 2 s until it works.
+        let mut full_since: Option<Instant> = None;
+        let mut full_retry = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if let Some(since) = full_since
+                && full_retry.elapsed() >= super::DISK_FULL_RETRY
+            {
+                full_retry = Instant::now();
+                match sync_lake(&lake) {
+                    Ok(()) => {
+                        full_since = None;
+                        super::resume(&consumer, true);
+                        tracing::warn!(
+                            paused_s = since.elapsed().as_secs(),
+                            "disk space is back: the lake's rows are written, consumption resumed"
+                        );
+                        // Committed at the next interval, after the producer's flush.
+                        last_commit = Instant::now() - COMMIT_EVERY;
+                    }
+                    Err(e) if e.is_disk_full() => {
+                        super::disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
                 match msg {
                     Ok(m) => {
-                        self.record(
+                        let done = self.record(
                             &producer,
                             lake.as_deref(),
                             &m,
@@ -196,7 +225,15 @@ impl Ingest {
                             &mut results,
                             &mut json,
                             &mut origin,
-                        )?;
+                        );
+                        match done {
+                            Ok(()) => {}
+                            // The record was processed whole; its lake rows wait in memory.
+                            Err(e) if e.is_disk_full() => {
+                                super::disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                            }
+                            Err(e) => return Err(e),
+                        }
                         let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
                         match p.get_mut(m.topic()) {
                             Some(parts) => {
@@ -216,7 +253,7 @@ impl Ingest {
                     }
                 }
             }
-            if last_commit.elapsed() >= COMMIT_EVERY {
+            if full_since.is_none() && last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
                 super::flush(
                     &producer,
@@ -225,7 +262,14 @@ impl Ingest {
                     Duration::from_secs(60),
                 )?;
                 failed_before = deliveries.failed();
-                sync_lake(&lake)?;
+                match sync_lake(&lake) {
+                    Ok(()) => {}
+                    Err(e) if e.is_disk_full() => {
+                        super::disk_full(&consumer, &e, &mut full_since, &mut full_retry);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 if let Err(e) = commit(&consumer, &pending, None) {
                     tracing::warn!(error = %e, "commit failed (retried at the next interval)");
                 }
@@ -281,6 +325,7 @@ impl Ingest {
             results.push(Err(reject));
         }
         counters.record(decoder.source_of(results), payload.len());
+        let mut full: Option<Error> = None;
         for (i, r) in results.drain(..).enumerate() {
             match r {
                 Ok(event) => {
@@ -311,8 +356,14 @@ impl Ingest {
                     }
                     super::send(producer, rec)?;
                     events.of(event.source, event.action).inc();
-                    if let Some(l) = lake {
-                        l.lock().unwrap_or_else(|e| e.into_inner()).event(&event)?;
+                    if let Some(l) = lake
+                        && let Err(e) = l.lock().unwrap_or_else(|e| e.into_inner()).event(&event)
+                    {
+                        // The row is kept; a full disk is reported once the record is done.
+                        if !e.is_disk_full() {
+                            return Err(e.into());
+                        }
+                        full.get_or_insert(e.into());
                     }
                 }
                 Err(reject) => {
@@ -329,7 +380,7 @@ impl Ingest {
                 }
             }
         }
-        Ok(())
+        full.map_or(Ok(()), Err)
     }
 }
 

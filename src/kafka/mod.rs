@@ -118,9 +118,63 @@ impl Error {
     /// state directory, the lake or a spool: something that passes when space returns. The
     /// errors carry the OS error's text, and the code in it is what is matched.
     pub fn is_disk_full(&self) -> bool {
-        let text = self.to_string();
-        text.contains("(os error 28)") || text.contains("(os error 122)")
+        crate::error::is_disk_full(self)
     }
+
+    /// The stage a full disk is counted under: whose files could not be written.
+    pub fn disk_stage(&self) -> &'static str {
+        match self {
+            Error::Sink(_) => crate::telemetry::metrics::stage::SINK,
+            Error::Lake(_) => crate::telemetry::metrics::stage::LAKE,
+            _ => crate::telemetry::metrics::stage::STATE,
+        }
+    }
+}
+
+/// How often a stage paused by a full disk tries to write what it kept.
+pub(crate) const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resumes (or pauses) every assigned partition.
+pub(crate) fn resume<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    go: bool,
+) {
+    use rdkafka::consumer::Consumer as _;
+    let Ok(tpl) = consumer.assignment() else {
+        return;
+    };
+    let r = if go {
+        consumer.resume(&tpl)
+    } else {
+        consumer.pause(&tpl)
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not {} consumption", if go { "resume" } else { "pause" });
+    }
+}
+
+/// A write failed for want of disk space (the state directory, the lake or a spool; what
+/// could not be written is kept in memory): pauses consumption (the consumer keeps polling,
+/// so it stays in its group), counts it under the stage whose files they were, and says so
+/// once per outage. The caller retries its durable point every [`DISK_FULL_RETRY`] and resumes when it
+/// succeeds; nothing is committed meanwhile.
+pub(crate) fn disk_full<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    e: &Error,
+    full_since: &mut Option<std::time::Instant>,
+    full_retry: &mut std::time::Instant,
+) {
+    crate::telemetry::metrics::get().error(e.disk_stage(), "disk_full");
+    *full_retry = std::time::Instant::now();
+    if full_since.is_none() {
+        *full_since = Some(std::time::Instant::now());
+        tracing::error!(
+            error = %e,
+            "disk full: consumption paused; what could not be written is kept in memory and nothing is committed; trying again every {} s",
+            DISK_FULL_RETRY.as_secs()
+        );
+    }
+    resume(consumer, false);
 }
 
 /// The (topic, partition) pairs of a partition list.

@@ -136,6 +136,13 @@ pub enum Error {
     Gone,
 }
 
+impl Error {
+    /// Whether the disk (or quota) is full: the rows are kept, try again later.
+    pub fn is_disk_full(&self) -> bool {
+        crate::error::is_disk_full(self)
+    }
+}
+
 /// Lake results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -9,11 +9,18 @@
 //! disk, and Parquet files stay large. A staging file whose writer died (its `flock` is free)
 //! is converted by the next writer that opens the lake; a torn last batch is cut.
 //!
+//! A write that fails for want of disk space loses no row: the batches not yet wholly in the
+//! staging file (a failed write leaves a torn tail; the write buffer is up to 256 KiB of
+//! batches) are kept in memory, the file is cut back to its last whole batch and set aside,
+//! and [`Writer::sync`] writes them again, to a new staging file, once it can. Until then
+//! every call that touches the disk fails with the I/O error (so the caller pauses) while
+//! rows keep being accepted into memory.
+//!
 //! Rows become visible to queries when their part rolls (`lake.roll_interval`, 5 minutes by
 //! default). Parquet files are written to `*.parquet.tmp`, synced, and renamed, so readers
 //! never see half a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -115,20 +122,71 @@ impl Rows {
     }
 }
 
+/// A file that counts the bytes that reached it.
+struct Counted {
+    file: File,
+    written: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 struct Staging {
     path: PathBuf,
     /// Holds the `flock` that tells other writers this file is live.
     lock: File,
-    writer: StreamWriter<BufWriter<File>>,
+    writer: StreamWriter<BufWriter<Counted>>,
     /// The table's schema with the partition in its metadata (batches are rebranded to it).
     schema: SchemaRef,
     bytes: u64,
     dirty: bool,
+    /// Where the stream's header ends.
+    header_end: u64,
+    /// Where the last batch known to be wholly in the file ends.
+    landed_end: u64,
+    /// Batches written to the stream but maybe not wholly to the file yet (the write
+    /// buffer's), each with the stream position it ends at: what a failed write would lose.
+    in_flight: VecDeque<(u64, RecordBatch)>,
+}
+
+impl Staging {
+    /// The stream position written so far (file and buffer).
+    fn position(&self) -> u64 {
+        let buffered = self.writer.get_ref();
+        buffered.get_ref().written + buffered.buffer().len() as u64
+    }
+
+    /// Bytes that reached the file.
+    fn on_disk(&self) -> u64 {
+        self.writer.get_ref().get_ref().written
+    }
+
+    /// Forgets the batches now wholly in the file.
+    fn landed(&mut self) {
+        let on_disk = self.on_disk();
+        while let Some((end, _)) = self.in_flight.front()
+            && *end <= on_disk
+        {
+            self.landed_end = *end;
+            self.in_flight.pop_front();
+        }
+    }
 }
 
 struct Part {
     rows: Rows,
     staging: Option<Staging>,
+    /// Batches a failed write gave back, written first at the next stage.
+    retry: Vec<RecordBatch>,
     opened: Instant,
     /// The writer's row count when a row last came to this part (least recent rolls first).
     last: u64,
@@ -150,6 +208,9 @@ pub struct Writer {
     pending: usize,
     written: Written,
     fresh_staging: bool,
+    /// Staging files cut back to their last whole batch after a failed write, to convert
+    /// once the disk has room (or by the next writer to open the lake).
+    sealed: Vec<PathBuf>,
 }
 
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -218,6 +279,7 @@ impl Writer {
             pending: 0,
             written: Written::default(),
             fresh_staging: false,
+            sealed: Vec::new(),
         };
         w.recover()?;
         Ok(w)
@@ -262,10 +324,10 @@ impl Writer {
         Ok(())
     }
 
-    /// The part for `key`, opened when there is none; past [`MAX_OPEN_PARTS`] the least
-    /// recently written part rolls first.
-    fn part(&mut self, key: PartKey) -> Result<&mut Part> {
-        self.added += 1;
+    /// Past [`MAX_OPEN_PARTS`], rolls the least recently written part to make room for
+    /// `key`'s. A part that cannot roll (no disk space) stays open: the bound is exceeded
+    /// rather than a row refused.
+    fn make_room(&mut self, key: PartKey) -> Result<()> {
         // Looked up first only when the bound is reached: the usual row pays one look-up.
         if self.parts.len() >= MAX_OPEN_PARTS && !self.parts.contains_key(&key) {
             let oldest = self
@@ -279,6 +341,12 @@ impl Writer {
                 self.parts.remove(&old);
             }
         }
+        Ok(())
+    }
+
+    /// The part for `key`, opened when there is none.
+    fn part(&mut self, key: PartKey) -> &mut Part {
+        self.added += 1;
         let added = self.added;
         let part = self.parts.entry(key).or_insert_with_key(|k| Part {
             rows: match k.table {
@@ -286,36 +354,42 @@ impl Writer {
                 _ => Rows::Alerts(Box::default()),
             },
             staging: None,
+            retry: Vec::new(),
             opened: Instant::now(),
             last: added,
         });
         part.last = added;
-        Ok(part)
+        part
     }
 
-    /// Adds an event. It is on disk after the next [`Writer::sync`].
+    /// Adds an event. It is on disk after the next [`Writer::sync`]. The row is kept even
+    /// when this fails (an error staging earlier rows: the disk is full, say).
     pub fn event(&mut self, e: &Event) -> Result<()> {
         let key = PartKey::new(Table::Events, e.time, Some(e.source.as_str()));
-        let part = self.part(key)?;
+        let room = self.make_room(key);
+        let part = self.part(key);
         if let Rows::Events(r) = &mut part.rows {
             r.push(e);
         }
         let n = part.rows.len();
-        self.after_row(key, n)
+        room.and(self.after_row(key, n))
     }
 
-    /// Adds an alert raised at `raised` (wall time).
+    /// Adds an alert raised at `raised` (wall time); kept even when this fails, as
+    /// [`Writer::event`].
     pub fn alert(&mut self, a: &Alert, raised: Timestamp) -> Result<()> {
         let key = PartKey::new(Table::Alerts, a.event_time, None);
-        let part = self.part(key)?;
+        let room = self.make_room(key);
+        let part = self.part(key);
         if let Rows::Alerts(r) = &mut part.rows {
             r.push(a, raised);
         }
         let n = part.rows.len();
-        self.after_row(key, n)
+        room.and(self.after_row(key, n))
     }
 
-    /// Moves a part's pending rows to its staging file (creating it).
+    /// Moves a part's pending rows (after the batches a failed write gave back) to its
+    /// staging file, creating it. On a failed write, nothing is lost: see [`Writer::seal`].
     fn stage(&mut self, key: &PartKey) -> Result<()> {
         let seq = self.seq;
         let roll_bytes = self.roll_bytes;
@@ -324,50 +398,66 @@ impl Writer {
         let Some(part) = self.parts.get_mut(key) else {
             return Ok(());
         };
-        if part.rows.len() == 0 {
+        let mut batches = std::mem::take(&mut part.retry);
+        if part.rows.len() > 0 {
+            self.pending -= part.rows.len();
+            match part.rows.finish() {
+                Ok(b) => batches.push(b),
+                Err(e) => {
+                    part.retry = batches;
+                    return Err(arrow_err(&staging_dir)(e));
+                }
+            }
+        }
+        if batches.is_empty() {
             return Ok(());
         }
-        self.pending -= part.rows.len();
-        let batch = part.rows.finish().map_err(arrow_err(&staging_dir))?;
         if part.staging.is_none() {
             let path = staging_dir.join(format!("{id}-{seq:06}.arrows"));
-            self.seq += 1;
-            let file = crate::files::create_new(&path).map_err(io_err(&path, "create"))?;
-            file.try_lock().map_err(|e| Error::Io {
-                what: "lock",
-                path: path.display().to_string(),
-                source: io::Error::other(e.to_string()),
-            })?;
-            let lock = file.try_clone().map_err(io_err(&path, "open"))?;
-            let mut meta = std::collections::HashMap::new();
-            meta.insert(PARTITION_KEY.to_string(), key.dir());
-            meta.insert(TABLE_KEY.to_string(), key.table.name().to_string());
-            let schema = std::sync::Arc::new(Schema::new_with_metadata(
-                key.table.schema().fields().clone(),
-                meta,
-            ));
-            let writer = StreamWriter::try_new(BufWriter::with_capacity(256 << 10, file), &schema)
-                .map_err(arrow_err(&path))?;
-            part.staging = Some(Staging {
-                path,
-                lock,
-                writer,
-                schema,
-                bytes: 0,
-                dirty: true,
-            });
-            part.opened = Instant::now();
-            self.fresh_staging = true;
+            match open_staging(&path, key) {
+                Ok(st) => {
+                    self.seq += 1;
+                    part.staging = Some(st);
+                    part.opened = Instant::now();
+                    self.fresh_staging = true;
+                }
+                Err(e) => {
+                    // Nothing was written: the batches wait for the next attempt.
+                    let _ = fs::remove_file(&path);
+                    part.retry = batches;
+                    return Err(e);
+                }
+            }
         }
         let mut full = false;
+        let mut failed = None;
         if let Some(st) = &mut part.staging {
-            st.bytes += batch.get_array_memory_size() as u64;
-            let batch = batch
-                .with_schema(st.schema.clone())
-                .map_err(arrow_err(&st.path))?;
-            st.writer.write(&batch).map_err(arrow_err(&st.path))?;
-            st.dirty = true;
+            let mut left = batches.into_iter();
+            while let Some(batch) = left.next() {
+                let written = batch
+                    .clone()
+                    .with_schema(st.schema.clone())
+                    .and_then(|b| st.writer.write(&b));
+                match written {
+                    Ok(()) => {
+                        st.bytes += batch.get_array_memory_size() as u64;
+                        let end = st.position();
+                        st.in_flight.push_back((end, batch));
+                        st.landed();
+                        st.dirty = true;
+                    }
+                    Err(e) => {
+                        let back: Vec<RecordBatch> = std::iter::once(batch).chain(left).collect();
+                        failed = Some((arrow_err(&st.path)(e), back));
+                        break;
+                    }
+                }
+            }
             full = st.bytes >= roll_bytes;
+        }
+        if let Some((e, back)) = failed {
+            self.seal(key, back);
+            return Err(e);
         }
         if full {
             self.roll(key)?;
@@ -375,22 +465,100 @@ impl Writer {
         Ok(())
     }
 
+    /// After a failed write to a part's staging file: the batches not wholly in the file go
+    /// back to the part (before `back`, the ones the write did not reach), the file is cut
+    /// back to its last whole batch and set aside for conversion (or removed if it holds
+    /// none), so the part's next rows start a new file.
+    fn seal(&mut self, key: &PartKey, back: Vec<RecordBatch>) {
+        let Some(part) = self.parts.get_mut(key) else {
+            return;
+        };
+        let Some(st) = part.staging.take() else {
+            part.retry.extend(back);
+            return;
+        };
+        let on_disk = st.on_disk();
+        let mut whole = st.landed_end.max(st.header_end);
+        let mut retry = Vec::new();
+        for (end, batch) in st.in_flight {
+            if end <= on_disk {
+                whole = whole.max(end);
+            } else {
+                retry.push(batch);
+            }
+        }
+        retry.extend(back);
+        retry.append(&mut part.retry);
+        part.retry = retry;
+        // The write buffer may reach the file as the writer is dropped; cut after that.
+        drop(st.writer);
+        let cut = st.lock.set_len(whole);
+        let rows_kept = whole > st.header_end && whole <= on_disk;
+        if cut.is_err() || !rows_kept {
+            // Whatever it held is in `retry` (or the cut failed and it cannot be trusted
+            // past its header: its batches are all written again).
+            if cut.is_err() {
+                tracing::warn!(staging = %st.path.display(), "cannot cut a staging file back after a failed write; its rows are written again elsewhere");
+                let _ = fs::rename(&st.path, st.path.with_extension("arrows.broken"));
+            } else {
+                let _ = fs::remove_file(&st.path);
+            }
+            return;
+        }
+        drop(st.lock);
+        self.sealed.push(st.path);
+    }
+
+    /// Converts the files set aside after failed writes.
+    fn convert_sealed(&mut self) -> Result<()> {
+        while let Some(path) = self.sealed.last().cloned() {
+            match convert(&self.root, &path, &self.id, self.seq, &self.props) {
+                Ok((table, rows, bytes)) => {
+                    self.seq += 1;
+                    self.sealed.pop();
+                    if rows > 0 {
+                        self.count(table, rows, bytes);
+                    }
+                }
+                Err(e) if e.is_disk_full() || matches!(e, Error::Io { .. }) => return Err(e),
+                Err(e) => {
+                    self.sealed.pop();
+                    metrics::get().error(metrics::stage::LAKE, "staging_unreadable");
+                    tracing::error!(staging = %path.display(), error = %e, "cannot convert staging file; left in place");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every row added so far durable (staged and `fsync`ed), then rolls the parts that
     /// are due. Call before committing the input offsets those rows came from.
     pub fn sync(&mut self) -> Result<()> {
+        self.convert_sealed()?;
         let keys: Vec<PartKey> = self.parts.keys().copied().collect();
         for key in &keys {
             self.stage(key)?;
         }
-        for part in self.parts.values_mut() {
+        for key in &keys {
+            let Some(part) = self.parts.get_mut(key) else {
+                continue;
+            };
             if let Some(st) = &mut part.staging
                 && st.dirty
             {
-                st.writer.flush().map_err(arrow_err(&st.path))?;
-                st.writer
-                    .get_mut()
-                    .flush()
-                    .map_err(io_err(&st.path, "write"))?;
+                let flushed = match st.writer.flush() {
+                    Ok(()) => st
+                        .writer
+                        .get_mut()
+                        .flush()
+                        .map_err(io_err(&st.path, "write")),
+                    Err(e) => Err(arrow_err(&st.path)(e)),
+                };
+                st.landed();
+                if let Err(e) = flushed {
+                    self.seal(key, Vec::new());
+                    return Err(e);
+                }
                 st.lock.sync_data().map_err(io_err(&st.path, "sync"))?;
                 st.dirty = false;
             }
@@ -425,17 +593,33 @@ impl Writer {
         let Some(part) = self.parts.get_mut(key) else {
             return Ok(());
         };
-        let Some(mut st) = part.staging.take() else {
+        let Some(st) = part.staging.as_mut() else {
             return Ok(());
         };
-        st.writer.finish().map_err(arrow_err(&st.path))?;
-        let mut inner = st.writer.into_inner().map_err(arrow_err(&st.path))?;
-        inner.flush().map_err(io_err(&st.path, "write"))?;
-        let (_, rows, bytes) = convert(&self.root, &st.path, &self.id, self.seq, &self.props)?;
-        self.seq += 1;
+        let finished = st.writer.finish().map_err(arrow_err(&st.path));
+        st.landed();
+        if let Err(e) = finished {
+            self.seal(key, Vec::new());
+            return Err(e);
+        }
+        let Some(st) = part.staging.take() else {
+            return Ok(());
+        };
+        drop(st.writer);
+        let converted = convert(&self.root, &st.path, &self.id, self.seq, &self.props);
         drop(st.lock);
-        self.count(key.table, rows, bytes);
-        Ok(())
+        match converted {
+            Ok((_, rows, bytes)) => {
+                self.seq += 1;
+                self.count(key.table, rows, bytes);
+                Ok(())
+            }
+            Err(e) => {
+                // The staging file is whole: it waits to be converted.
+                self.sealed.push(st.path);
+                Err(e)
+            }
+        }
     }
 
     fn count(&mut self, table: Table, rows: u64, bytes: u64) {
@@ -456,6 +640,7 @@ impl Writer {
             self.stage(key)?;
             self.roll(key)?;
         }
+        self.convert_sealed()?;
         self.parts.clear();
         Ok(self.written)
     }
@@ -497,6 +682,40 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Creates and locks a part's staging file, its stream header written.
+fn open_staging(path: &Path, key: &PartKey) -> Result<Staging> {
+    let file = crate::files::create_new(path).map_err(io_err(path, "create"))?;
+    file.try_lock().map_err(|e| Error::Io {
+        what: "lock",
+        path: path.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let lock = file.try_clone().map_err(io_err(path, "open"))?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(PARTITION_KEY.to_string(), key.dir());
+    meta.insert(TABLE_KEY.to_string(), key.table.name().to_string());
+    let schema = std::sync::Arc::new(Schema::new_with_metadata(
+        key.table.schema().fields().clone(),
+        meta,
+    ));
+    let counted = Counted { file, written: 0 };
+    let writer = StreamWriter::try_new(BufWriter::with_capacity(256 << 10, counted), &schema)
+        .map_err(arrow_err(path))?;
+    let mut st = Staging {
+        path: path.to_path_buf(),
+        lock,
+        writer,
+        schema,
+        bytes: 0,
+        dirty: true,
+        header_end: 0,
+        landed_end: 0,
+        in_flight: VecDeque::new(),
+    };
+    st.header_end = st.position();
+    Ok(st)
 }
 
 /// Masks secrets in a native record before it is stored (a copy only when one is masked).
@@ -552,14 +771,48 @@ fn convert(
     let stamp: String = stamp[..19].chars().filter(char::is_ascii_digit).collect();
     let name = format!("part-{stamp}-{id}-{seq:06}.parquet");
     let tmp = dir.join(format!("{name}.tmp"));
-    let out = crate::files::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    let written = write_parquet(reader, staging, &tmp, props, &schema);
+    let (rows, bytes) = match written {
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            // No whole batch: nothing to keep.
+            let _ = fs::remove_file(&tmp);
+            fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
+            return Ok((table, 0, 0));
+        }
+        Err(e) => {
+            // No half-written file is left behind (a full disk, most likely).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let dest = dir.join(&name);
+    fs::rename(&tmp, &dest).map_err(io_err(&dest, "rename"))?;
+    sync_dir(&dir)?;
+    fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
+    if let Some(parent) = staging.parent() {
+        sync_dir(parent)?;
+    }
+    Ok((table, rows, bytes))
+}
+
+/// Writes a staging stream's whole batches to `tmp` as Parquet, synced: rows and bytes, or
+/// `None` when it holds no row.
+fn write_parquet(
+    reader: StreamReader<BufReader<File>>,
+    staging: &Path,
+    tmp: &Path,
+    props: &WriterProperties,
+    schema: &SchemaRef,
+) -> Result<Option<(u64, u64)>> {
+    let out = crate::files::create(tmp).map_err(io_err(tmp, "create"))?;
     let plain = Schema::new(schema.fields().clone());
     let mut w = ArrowWriter::try_new(
         BufWriter::with_capacity(1 << 20, out),
         std::sync::Arc::new(plain.clone()),
         Some(props.clone()),
     )
-    .map_err(parquet_err(&tmp))?;
+    .map_err(parquet_err(tmp))?;
     let mut rows = 0u64;
     for batch in reader {
         match batch {
@@ -569,7 +822,7 @@ fn convert(
                     RecordBatch::try_new(std::sync::Arc::new(plain.clone()), b.columns().to_vec())
                         .map_err(arrow_err(staging))?;
                 rows += b.num_rows() as u64;
-                w.write(&b).map_err(parquet_err(&tmp))?;
+                w.write(&b).map_err(parquet_err(tmp))?;
             }
             Err(e) => {
                 // A torn tail from a crash mid-write: what came before is whole.
@@ -579,25 +832,15 @@ fn convert(
         }
     }
     if rows == 0 {
-        drop(w);
-        let _ = fs::remove_file(&tmp);
-        fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
-        return Ok((table, 0, 0));
+        return Ok(None);
     }
-    let out = w.into_inner().map_err(parquet_err(&tmp))?;
+    let out = w.into_inner().map_err(parquet_err(tmp))?;
     let file = out
         .into_inner()
-        .map_err(|e| io_err(&tmp, "write")(e.into_error()))?;
-    file.sync_all().map_err(io_err(&tmp, "sync"))?;
+        .map_err(|e| io_err(tmp, "write")(e.into_error()))?;
+    file.sync_all().map_err(io_err(tmp, "sync"))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let dest = dir.join(&name);
-    fs::rename(&tmp, &dest).map_err(io_err(&dest, "rename"))?;
-    sync_dir(&dir)?;
-    fs::remove_file(staging).map_err(io_err(staging, "remove"))?;
-    if let Some(parent) = staging.parent() {
-        sync_dir(parent)?;
-    }
-    Ok((table, rows, bytes))
+    Ok(Some((rows, bytes)))
 }
 
 /// Writes `batch` as `baselines/<name>.parquet`, replacing the file atomically.

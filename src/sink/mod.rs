@@ -322,6 +322,9 @@ impl Sinks {
     /// Blocks while a `block` spool is full.
     pub fn send(&self, alert: &Alert, arrival: u64) -> Result<(), Error> {
         let mut buf = Vec::with_capacity(2048);
+        // A spool on a full disk keeps the alert in memory: the other sinks still get it,
+        // and the caller hears of it after.
+        let mut deferred = None;
         for (i, out) in self.outs.iter().enumerate() {
             if !out.route.matches(alert) {
                 continue;
@@ -372,10 +375,23 @@ impl Sinks {
                         );
                         continue;
                     }
-                    let dropped = spool.append(arrival, &buf).map_err(|source| Error::Spool {
-                        sink: out.name.clone(),
-                        source,
-                    })?;
+                    let dropped = match spool.append(arrival, &buf) {
+                        Ok(n) => n,
+                        Err(source @ spool::Error::Deferred { .. }) => {
+                            meters.spool(spool);
+                            deferred.get_or_insert(Error::Spool {
+                                sink: out.name.clone(),
+                                source,
+                            });
+                            continue;
+                        }
+                        Err(source) => {
+                            return Err(Error::Spool {
+                                sink: out.name.clone(),
+                                source,
+                            });
+                        }
+                    };
                     if dropped > 0 {
                         meters.dropped_full.inc_by(dropped);
                         tracing::error!(sink = %out.name, dropped, total_dropped = spool.dropped(), spool = %spool.dir().display(), "spool full: oldest undelivered alerts dropped (when_full = drop_oldest)");
@@ -384,7 +400,7 @@ impl Sinks {
                 }
             }
         }
-        Ok(())
+        deferred.map_or(Ok(()), Err)
     }
 
     /// Makes everything handed off durable: files flushed to disk, spools synced. Called

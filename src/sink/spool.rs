@@ -51,6 +51,16 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// The disk (or quota) is full: the record is kept in memory, in order, and written by
+    /// the next append or [`Spool::sync`] that finds room; until then the spool is not
+    /// durable, so the caller must not commit (and `run` pauses consumption).
+    #[error("spool {dir}: kept in memory until the disk has room again: {source}")]
+    Deferred {
+        /// The spool directory.
+        dir: String,
+        /// Why.
+        source: io::Error,
+    },
     /// A record larger than the spool could ever hold.
     #[error("spool {dir}: a record of {len} bytes does not fit (limit {limit} bytes)")]
     TooLarge {
@@ -85,6 +95,8 @@ struct Inner {
     reader: Option<(u64, File)>,
     dropped: u64,
     closed: bool,
+    /// Records accepted while the disk was full, not yet written (arrival, payload).
+    overflow: VecDeque<(u64, Vec<u8>)>,
 }
 
 /// One record handed to the delivery thread.
@@ -215,6 +227,7 @@ impl Spool {
                 reader: None,
                 dropped: 0,
                 closed: false,
+                overflow: VecDeque::new(),
             }),
             appended: Condvar::new(),
             freed: Condvar::new(),
@@ -284,21 +297,63 @@ impl Spool {
             let pos = head_position(&g);
             self.write_ack(pos).map_err(|e| self.io(e))?;
         }
+        // Records kept from a full disk go first, so the order holds.
+        let written = self
+            .drain(&mut g)
+            .and_then(|()| self.write_record(&mut g, arrival, payload));
+        g.bytes += need;
+        match written {
+            Ok(()) => {}
+            Err(e) if crate::error::is_disk_full(&e) => {
+                g.overflow.push_back((arrival, payload.to_vec()));
+                return Err(self.deferred(e));
+            }
+            Err(e) => {
+                g.bytes -= need;
+                return Err(self.io(e));
+            }
+        }
+        drop(g);
+        self.appended.notify_all();
+        Ok(dropped)
+    }
+
+    fn deferred(&self, source: io::Error) -> Error {
+        Error::Deferred {
+            dir: self.dir.display().to_string(),
+            source,
+        }
+    }
+
+    /// Writes one record at the tail (a new segment past [`SEGMENT_BYTES`]). A failed write
+    /// is cut off the file again, so the tail holds whole records only.
+    fn write_record(&self, g: &mut Inner, arrival: u64, payload: &[u8]) -> io::Result<()> {
         if g.tail_len >= SEGMENT_BYTES {
             let next = g.segments.back().copied().unwrap_or(0) + 1;
-            let f = crate::files::append(&seg_path(&self.dir, next)).map_err(|e| self.io(e))?;
             // The previous segment is complete: make it durable before leaving it.
-            g.tail.sync_data().map_err(|e| self.io(e))?;
+            g.tail.sync_data()?;
+            let f = crate::files::append(&seg_path(&self.dir, next))?;
             g.tail = f;
             g.tail_len = 0;
             g.segments.push_back(next);
         }
+        let need = HEADER + payload.len() as u64;
         let mut rec = Vec::with_capacity(need as usize);
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         rec.extend_from_slice(&arrival.to_le_bytes());
         rec.extend_from_slice(&check(arrival, payload).to_le_bytes());
         rec.extend_from_slice(payload);
-        g.tail.write_all(&rec).map_err(|e| self.io(e))?;
+        if let Err(e) = g.tail.write_all(&rec) {
+            // Cutting needs no space; if even that fails, the torn record is cut at the
+            // next open (records after it would be too, so say so).
+            if let Err(cut) = g.tail.set_len(g.tail_len) {
+                tracing::error!(spool = %self.dir.display(), error = %cut, "cannot cut a torn record off the spool's tail");
+                return Err(io::Error::other(format!(
+                    "{e}; and cutting the torn record failed: {cut}"
+                )));
+            }
+            return Err(e);
+        }
         let entry = Entry {
             seq: g.next_seq,
             segment: g.segments.back().copied().unwrap_or(1),
@@ -308,17 +363,40 @@ impl Spool {
         };
         g.next_seq += 1;
         g.tail_len += need;
-        g.bytes += need;
         g.queue.push_back(entry);
-        drop(g);
-        self.appended.notify_all();
-        Ok(dropped)
+        Ok(())
     }
 
-    /// Makes every appended record durable (before the input offset is committed).
+    /// Writes the records kept from a full disk, oldest first, as long as there is room.
+    fn drain(&self, g: &mut Inner) -> io::Result<()> {
+        while let Some((arrival, payload)) = g.overflow.pop_front() {
+            if let Err(e) = self.write_record(g, arrival, &payload) {
+                g.overflow.push_front((arrival, payload));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every appended record durable (before the input offset is committed): the
+    /// records kept from a full disk are written first ([`Error::Deferred`] while there is
+    /// still no room).
     pub fn sync(&self) -> Result<(), Error> {
-        let g = self.lock();
-        g.tail.sync_data().map_err(|e| self.io(e))
+        let mut g = self.lock();
+        let had = g.overflow.len();
+        if let Err(e) = self.drain(&mut g) {
+            return Err(if crate::error::is_disk_full(&e) {
+                self.deferred(e)
+            } else {
+                self.io(e)
+            });
+        }
+        let synced = g.tail.sync_data().map_err(|e| self.io(e));
+        drop(g);
+        if had > 0 {
+            self.appended.notify_all();
+        }
+        synced
     }
 
     /// Up to `max_records` records (and about `max_bytes`) from the head, oldest first,
@@ -415,9 +493,10 @@ impl Spool {
         File::open(&self.dir)?.sync_all()
     }
 
-    /// Records not yet delivered.
+    /// Records not yet delivered (those kept in memory from a full disk included).
     pub fn len(&self) -> usize {
-        self.lock().queue.len()
+        let g = self.lock();
+        g.queue.len() + g.overflow.len()
     }
 
     /// True when everything was delivered.

@@ -79,7 +79,9 @@ pub const ERRORS: &[(&str, &str)] = &[
     (stage::STATE, "spill_unreadable"),
     (stage::SINK, "delivery"),
     (stage::SINK, "write"),
+    (stage::SINK, "disk_full"),
     (stage::LAKE, "write"),
+    (stage::LAKE, "disk_full"),
     (stage::LAKE, "staging_unreadable"),
     (stage::LAKE, "expire"),
 ];
