@@ -105,6 +105,13 @@ impl Lake {
     }
 }
 
+/// Counts a failed lake write; a full disk is counted where the stage pauses for it.
+fn lake_write_failed(e: &crate::lake::Error) {
+    if !e.is_disk_full() {
+        metrics::get().error(stage::LAKE, "write");
+    }
+}
+
 impl Saver {
     /// Flushes alerts, writes the changed partitions' state (changelog, then local file) and
     /// commits their offsets — in that order, so a committed offset is always covered by a
@@ -217,12 +224,14 @@ impl Saver {
             .collect();
         if chosen.is_empty() {
             // Nothing new, so every alert row is staged already; the parts still roll when
-            // due, or an idle stream's last alerts would never reach a query.
+            // due, or an idle stream's last alerts would never reach a query. Spools are
+            // synced too: after a full disk they may hold alerts in memory still.
+            self.sinks.sync().map_err(|e| Error::Sink(e.to_string()))?;
             if let Some(lake) = &self.lake {
                 let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
                 lake.writer
                     .sync()
-                    .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+                    .inspect_err(lake_write_failed)?;
             }
             return Ok(());
         }
@@ -238,7 +247,7 @@ impl Saver {
             let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
             lake.writer
                 .sync()
-                .inspect_err(|_| metrics::get().error(stage::LAKE, "write"))?;
+                .inspect_err(lake_write_failed)?;
             lake.baselines(
                 parts.iter().filter(|(k, _)| chosen.contains(k)),
                 only.is_some(),
