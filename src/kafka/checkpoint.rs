@@ -399,11 +399,9 @@ pub fn sent_alert_ids(
                     }
                 }
             }
-            Some(Err(e)) => {
-                return Err(Error::Unavailable {
-                    message: format!("alerts topic {topic}: {e}"),
-                });
-            }
+            // The client reconnects by itself (a broker restarting, say); the deadline
+            // bounds the wait.
+            Some(Err(e)) => tracing::debug!(error = %e, topic, "alerts topic read: retrying"),
             Some(Ok(m)) => {
                 quiet_since = None;
                 if left
@@ -486,10 +484,9 @@ pub fn read_changelog(
         }
         match c.poll(Duration::from_millis(200)) {
             None => {}
+            // As above: retried until the deadline.
             Some(Err(e)) => {
-                return Err(Error::Unavailable {
-                    message: format!("changelog {topic}/{partition}: {e}"),
-                });
+                tracing::debug!(error = %e, topic, partition, "changelog read: retrying")
             }
             Some(Ok(m)) => {
                 read += 1;

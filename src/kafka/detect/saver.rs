@@ -59,6 +59,9 @@ pub(super) struct Saver {
     /// would be lost for good. The records since the last checkpoint are read again at the
     /// next start.
     pub(super) broken: std::sync::atomic::AtomicBool,
+    /// Assigned partitions whose restore failed because the cluster was unavailable: paused
+    /// until a retry restores them.
+    pub(super) unrestored: Mutex<Vec<super::Key>>,
 }
 
 /// The poll loop's pace, for fencing.
@@ -229,9 +232,7 @@ impl Saver {
             self.sinks.sync().map_err(|e| Error::Sink(e.to_string()))?;
             if let Some(lake) = &self.lake {
                 let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
-                lake.writer
-                    .sync()
-                    .inspect_err(lake_write_failed)?;
+                lake.writer.sync().inspect_err(lake_write_failed)?;
             }
             return Ok(());
         }
@@ -245,9 +246,7 @@ impl Saver {
         // So are the lake's rows.
         if let Some(lake) = &self.lake {
             let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
-            lake.writer
-                .sync()
-                .inspect_err(lake_write_failed)?;
+            lake.writer.sync().inspect_err(lake_write_failed)?;
             lake.baselines(
                 parts.iter().filter(|(k, _)| chosen.contains(k)),
                 only.is_some(),
