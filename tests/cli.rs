@@ -475,3 +475,111 @@ fn simulate_start_takes_a_date() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--start"), "{}", stderr(&bad));
 }
+
+#[test]
+fn inventory_lists_every_identity_with_its_tier_and_filters_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let config = "schemas/samples/simulated/nhiwatch.toml";
+    let week = "schemas/samples/simulated/week.jsonl.gz";
+    let out = run(
+        &["--config", config, "replay", "--state", state, week],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inventory = |extra: &[&str]| -> std::process::Output {
+        let mut args = vec!["--config", config, "inventory", "--state", state];
+        args.extend_from_slice(extra);
+        let out = run(&args, None);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        out
+    };
+    let json = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&inventory(&args).stdout).expect("json")
+    };
+    let all = json(&[]);
+    // One row per identity with a baseline.
+    let list = run(
+        &[
+            "--config",
+            config,
+            "baselines",
+            "list",
+            "--state",
+            state,
+            "--limit",
+            "100000",
+        ],
+        None,
+    );
+    let listed = String::from_utf8_lossy(&list.stdout).lines().count() - 1;
+    assert_eq!(all.len(), listed);
+    let tiers: Vec<u64> = all.iter().map(|r| r["tier"].as_u64().unwrap()).collect();
+    assert!(
+        tiers.windows(2).all(|w| w[0] <= w[1]),
+        "riskiest first: {tiers:?}"
+    );
+    assert!(tiers.contains(&1) && tiers.contains(&3), "{tiers:?}");
+    for r in &all {
+        let reasons: Vec<&str> = r["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        if r["tier"] == 1 {
+            assert!(reasons.contains(&"reaches production"), "{r}");
+            assert!(reasons.len() >= 3, "{r}");
+        }
+        assert!(!r["kind"].as_str().unwrap().is_empty(), "{r}");
+    }
+    // The one kubelet token that lives two days is tier 1; its hour-long siblings are not.
+    let row = |id: &str| all.iter().find(|r| r["identity"] == id).unwrap();
+    assert_eq!(row("k8s:gateway-prod/gateway")["tier"], 1);
+    assert_eq!(row("k8s:gateway-prod/gateway")["owner"], "gateway-prod");
+    assert_eq!(row("k8s:auth-prod/auth")["tier"], 2);
+    // Filters.
+    let t1 = json(&["--tier", "1"]);
+    assert!(!t1.is_empty() && t1.iter().all(|r| r["tier"] == 1));
+    let k8s = json(&["--source", "k8s"]);
+    assert!(
+        !k8s.is_empty()
+            && k8s
+                .iter()
+                .all(|r| r["kind"] == "kubernetes service account")
+    );
+    let prod = json(&["--environment", "production"]);
+    assert!(prod.len() < all.len());
+    assert!(prod.iter().all(|r| {
+        r["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "production")
+    }));
+    let stale = json(&["--stale-days", "3"]);
+    assert!(stale.iter().all(|r| r["idle_days"].as_u64().unwrap() >= 3));
+    // CSV: the header, then one line per row.
+    let csv = String::from_utf8(inventory(&["--csv"]).stdout).unwrap();
+    assert!(
+        csv.starts_with("tier,identity,kind,owner,environments,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), all.len() + 1);
+    // The table ends with the tier counts.
+    let table = String::from_utf8(inventory(&[]).stdout).unwrap();
+    let t = |n: u64| tiers.iter().filter(|&&x| x == n).count();
+    assert!(
+        table.ends_with(&format!(
+            "{} identities: tier 1 {}, tier 2 {}, tier 3 {}\n",
+            all.len(),
+            t(1),
+            t(2),
+            t(3)
+        )),
+        "{table}"
+    );
+}

@@ -35,6 +35,9 @@ pub enum Command {
     /// Show what nhiwatch has learned about identities (from a `--state` directory).
     #[command(subcommand)]
     Baselines(BaselinesCommand),
+    /// Every identity with its kind, owner, environments, privilege, credential lifetime,
+    /// runners, activity and risk tier (from a `--state` directory).
+    Inventory(InventoryArgs),
     /// List the detectors with their effective specifications.
     Detectors,
     /// Write a synthetic organisation's records in the real formats, with injected attacks
@@ -277,6 +280,36 @@ pub struct ListArgs {
     /// At most this many identities.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+/// `nhiwatch inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The state directory written by `replay --state` or `run --state-dir`.
+    #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
+    pub state: PathBuf,
+    /// One JSON object per identity, as a JSON array.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header row.
+    #[arg(long)]
+    pub csv: bool,
+    /// Only identities that minted for this environment.
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Only identities of this tier or a riskier one (1 is the riskiest).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub tier: Option<u8>,
+    /// Only identities of this source: github, gitlab, vault, k8s, aws.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only identities idle for at least this many days (counted from the newest event).
+    #[arg(long)]
+    pub stale_days: Option<u32>,
+    /// Order: `tier` (riskiest first, then most mints), `last-seen` (most idle first),
+    /// `mints` (busiest first) or `identity`.
+    #[arg(long, default_value = "tier", value_parser = ["tier", "last-seen", "mints", "identity"])]
+    pub sort: String,
 }
 
 /// `nhiwatch simulate`.

@@ -226,6 +226,34 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Inventory(args) => {
+            use crate::detect::inventory;
+            let engines = load_state(&cfg, &args.state)?;
+            let filter = inventory::Filter {
+                environment: args.environment.clone(),
+                tier: args.tier,
+                source: args.source.clone(),
+                stale_days: args.stale_days,
+            };
+            let mut rows: Vec<inventory::Row> = inventory::rows(&engines)
+                .into_iter()
+                .filter(|r| filter.keeps(r))
+                .collect();
+            match args.sort.as_str() {
+                "last-seen" => rows.sort_by_key(|r| r.last_seen),
+                "mints" => rows.sort_by_key(|r| std::cmp::Reverse(r.mints)),
+                "identity" => rows.sort_by(|a, b| a.identity.cmp(&b.identity)),
+                _ => {}
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if args.csv {
+                print!("{}", inventory::csv(&rows));
+            } else {
+                print!("{}", inventory::table(&rows));
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Baselines(BaselinesCommand::List(args)) => {
             let engines = load_state(&cfg, &args.state)?;
             let mut rows: Vec<(String, u32, u32, u32)> = engines

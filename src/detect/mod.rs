@@ -14,6 +14,7 @@ mod first_seen;
 pub mod glob;
 mod held;
 mod identity_flood;
+pub mod inventory;
 mod new_runner;
 mod off_hours_mint;
 pub mod peers;
