@@ -1506,3 +1506,63 @@ fn a_setting_one_postgresql_client_makes_does_not_reach_another() {
         "another client's SET TIME ZONE reached this one"
     );
 }
+
+#[test]
+fn the_identities_table_holds_the_inventory_over_sql_and_psql() {
+    let lake = replay_lake();
+    let root = lake.path();
+    // The same replay with a state directory, for `nhiwatch inventory`.
+    let state = lake.dir.path().join("state");
+    let out = util::run(
+        &[
+            "--config",
+            CONFIG,
+            "replay",
+            "--emit",
+            "none",
+            "--state",
+            state.to_str().unwrap(),
+            WEEK,
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let out = util::run(
+        &[
+            "--config",
+            CONFIG,
+            "inventory",
+            "--json",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let inventory: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let identities = count(&root, "SELECT count(*) FROM identities");
+    assert_eq!(identities as usize, inventory.len());
+    assert_eq!(identities, count(&root, "SELECT count(*) FROM baselines"));
+    for tier in 1..=3u64 {
+        let cli = inventory.iter().filter(|r| r["tier"] == tier).count() as i64;
+        let sql = count(
+            &root,
+            &format!("SELECT count(*) FROM identities WHERE tier = {tier}"),
+        );
+        assert_eq!(sql, cli, "tier {tier}");
+    }
+    // Through psql, as an investigator would ask it.
+    let server = serve(&root, lake.dir.path());
+    let (ok, out, err) = psql(
+        server.pg,
+        PASSWORD,
+        "SELECT identity, kind, owner FROM identities WHERE tier = 1 AND array_has(environments, 'production') ORDER BY identity",
+    );
+    assert!(ok, "{err}");
+    let rows = csv_rows(&out);
+    let want: Vec<&Value> = inventory.iter().filter(|r| r["tier"] == 1).collect();
+    assert_eq!(rows.len(), want.len() + 1, "{out}");
+    assert_eq!(rows[0], vec!["identity", "kind", "owner"]);
+    assert_eq!(rows[1][0], want[0]["identity"].as_str().unwrap());
+    assert_eq!(rows[1][1], "kubernetes service account");
+}

@@ -46,7 +46,7 @@ pub enum Command {
     /// Score alerts against a simulation's answer key: recall per attack kind, precision,
     /// false alerts per 1,000 identity-days.
     Score(ScoreArgs),
-    /// Run SQL over the lake (tables `events`, `alerts`, `baselines`), or serve it to
+    /// Run SQL over the lake (tables `events`, `alerts`, `baselines`, `identities`), or serve it to
     /// `psql`, Grafana and HTTP clients with `--serve`.
     Query(QueryArgs),
     /// Validate the configuration file and exit.

@@ -235,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 source: args.source.clone(),
                 stale_days: args.stale_days,
             };
+            let engines: Vec<&Engine> = engines.iter().collect();
             let mut rows: Vec<inventory::Row> = inventory::rows(&engines)
                 .into_iter()
                 .filter(|r| filter.keeps(r))

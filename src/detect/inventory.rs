@@ -199,7 +199,7 @@ fn round1(x: f64) -> f64 {
 /// Every identity of `engines` (in memory or spilled), one row each, most at risk first
 /// (tier, then most mints). Idle days count from the newest event among them: the data's
 /// own clock, so an inventory of last quarter's records reads the same today.
-pub fn rows(engines: &[Engine]) -> Vec<Row> {
+pub fn rows(engines: &[&Engine]) -> Vec<Row> {
     let mut rows: Vec<Row> = engines
         .iter()
         .flat_map(|e| super::report::all(e).iter().map(row).collect::<Vec<_>>())

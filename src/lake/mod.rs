@@ -150,6 +150,7 @@ enum Msg {
     Events(Vec<Event>),
     Alerts(Vec<Alert>, Timestamp),
     Baselines(String, datafusion::arrow::array::RecordBatch),
+    Identities(String, datafusion::arrow::array::RecordBatch),
 }
 
 /// A [`Writer`] on its own thread, for `replay`: Parquet encoding runs beside detection.
@@ -181,6 +182,9 @@ impl Background {
                         }
                         Msg::Baselines(name, batch) => {
                             writer::write_baselines(w.root(), &name, &batch)?;
+                        }
+                        Msg::Identities(name, batch) => {
+                            writer::write_identities(w.root(), &name, &batch)?;
                         }
                     }
                 }
@@ -228,6 +232,15 @@ impl Background {
         batch: datafusion::arrow::array::RecordBatch,
     ) -> Result<()> {
         self.send(Msg::Baselines(name, batch))
+    }
+
+    /// Queues an engine's inventory rows (`identities/<name>.parquet`, replaced whole).
+    pub fn identities(
+        &mut self,
+        name: String,
+        batch: datafusion::arrow::array::RecordBatch,
+    ) -> Result<()> {
+        self.send(Msg::Identities(name, batch))
     }
 
     /// The lake directory.

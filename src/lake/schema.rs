@@ -29,6 +29,9 @@ pub enum Table {
     /// The per-identity baselines as of the last checkpoint (one file per engine or
     /// partition, replaced whole).
     Baselines,
+    /// The inventory (`nhiwatch inventory`): one row per identity with its risk tier,
+    /// written with the baselines.
+    Identities,
 }
 
 impl Table {
@@ -38,11 +41,17 @@ impl Table {
             Table::Events => "events",
             Table::Alerts => "alerts",
             Table::Baselines => "baselines",
+            Table::Identities => "identities",
         }
     }
 
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Events, Table::Alerts, Table::Baselines];
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::Alerts,
+        Table::Baselines,
+        Table::Identities,
+    ];
 
     /// The columns stored in the files.
     pub fn schema(self) -> SchemaRef {
@@ -50,6 +59,7 @@ impl Table {
             Table::Events => EVENTS.clone(),
             Table::Alerts => ALERTS.clone(),
             Table::Baselines => BASELINES.clone(),
+            Table::Identities => IDENTITIES.clone(),
         }
     }
 
@@ -58,7 +68,7 @@ impl Table {
         match self {
             Table::Events => &["day", "source"],
             Table::Alerts => &["day"],
-            Table::Baselines => &[],
+            Table::Baselines | Table::Identities => &[],
         }
     }
 }
@@ -168,6 +178,120 @@ static BASELINES: LazyLock<SchemaRef> = LazyLock::new(|| {
         req("updated_at", ts()),
     ]))
 });
+
+static IDENTITIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        req("tier", DataType::Int64),
+        req("identity", DataType::Utf8),
+        req("kind", DataType::Utf8),
+        req("source", DataType::Utf8),
+        req("owner", DataType::Utf8),
+        Field::new("environments", text_list(), false),
+        req("production", DataType::Boolean),
+        req("highest_rank", DataType::Utf8),
+        req("scopes", DataType::Int64),
+        req("longest_ttl_s", DataType::Int64),
+        Field::new("runner_kinds", text_list(), false),
+        req("first_seen", ts()),
+        req("last_seen", ts()),
+        req("days_seen", DataType::Int64),
+        req("mints", DataType::Int64),
+        req("uses", DataType::Int64),
+        req("mints_per_day", DataType::Float64),
+        req("uses_per_day", DataType::Float64),
+        req("unprotected_production_mints", DataType::Int64),
+        req("peer_group", DataType::Utf8),
+        req("peer_group_size", DataType::Int64),
+        Field::new("reasons", text_list(), false),
+        req("updated_at", ts()),
+    ]))
+});
+
+/// The inventory rows of `engines` as one batch of [`Table::Identities`], as of `now`.
+/// (Days idle are left to the query: `now() - last_seen`.)
+pub fn identities_batch(
+    engines: &[&crate::detect::Engine],
+    now: Timestamp,
+) -> Result<RecordBatch, ArrowError> {
+    use datafusion::arrow::array::Float64Builder;
+    let rows = crate::detect::inventory::rows(engines);
+    let mut text: [StringBuilder; 6] = std::array::from_fn(|_| StringBuilder::new());
+    let mut ints: [Int64Builder; 8] = std::array::from_fn(|_| Int64Builder::new());
+    let mut floats: [Float64Builder; 2] = std::array::from_fn(|_| Float64Builder::new());
+    let mut times: [TimestampMicrosecondBuilder; 3] =
+        std::array::from_fn(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"));
+    let mut lists: [ListBuilder<StringBuilder>; 3] =
+        std::array::from_fn(|_| ListBuilder::new(StringBuilder::new()));
+    let mut production = BooleanBuilder::new();
+    for r in &rows {
+        for (b, v) in text.iter_mut().zip([
+            &r.identity,
+            &r.kind,
+            &r.source,
+            &r.owner,
+            &r.highest_rank,
+            &r.peer_group,
+        ]) {
+            b.append_value(v);
+        }
+        for (b, v) in ints.iter_mut().zip([
+            i64::from(r.tier),
+            i64::try_from(r.scopes).unwrap_or(i64::MAX),
+            i64::from(r.longest_ttl_s),
+            i64::from(r.days_seen),
+            i64::from(r.mints),
+            i64::from(r.uses),
+            i64::from(r.unprotected_production_mints),
+            i64::from(r.peer_group_size),
+        ]) {
+            b.append_value(v);
+        }
+        floats[0].append_value(r.mints_per_day);
+        floats[1].append_value(r.uses_per_day);
+        times[0].append_value(r.first_seen.as_micros());
+        times[1].append_value(r.last_seen.as_micros());
+        times[2].append_value(now.as_micros());
+        list(&mut lists[0], &r.environments);
+        list(&mut lists[1], &r.runner_kinds);
+        list(&mut lists[2], &r.reasons);
+        production.append_value(r.production);
+    }
+    let [identity, kind, source, owner, rank, peer] =
+        text.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [tier, scopes, ttl, days, mints, uses, unprot, peers] =
+        ints.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [mpd, upd] = floats.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [first, last, updated] = times.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let [envs, runners, reasons] = lists.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    RecordBatch::try_new(
+        Table::Identities.schema(),
+        vec![
+            tier,
+            identity,
+            kind,
+            source,
+            owner,
+            envs,
+            Arc::new(production.finish()),
+            rank,
+            scopes,
+            ttl,
+            runners,
+            first,
+            last,
+            days,
+            mints,
+            uses,
+            mpd,
+            upd,
+            unprot,
+            peer,
+            peers,
+            reasons,
+            updated,
+        ],
+    )
+}
 
 /// The `day=` partition value of a time: `YYYY-MM-DD` (UTC).
 pub fn day_of(t: Timestamp) -> String {

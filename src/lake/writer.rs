@@ -845,7 +845,18 @@ fn write_parquet(
 
 /// Writes `batch` as `baselines/<name>.parquet`, replacing the file atomically.
 pub fn write_baselines(root: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
-    let dir = root.join(Table::Baselines.name());
+    write_whole(root, Table::Baselines, name, batch)
+}
+
+/// Writes `batch` as `identities/<name>.parquet` (the inventory), replacing the file
+/// atomically.
+pub fn write_identities(root: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
+    write_whole(root, Table::Identities, name, batch)
+}
+
+/// Writes a table replaced whole at each checkpoint (one file per writer of it).
+fn write_whole(root: &Path, table: Table, name: &str, batch: &RecordBatch) -> Result<()> {
+    let dir = root.join(table.name());
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
     let dest = dir.join(format!("{name}.parquet"));
     let tmp = dir.join(format!("{name}.parquet.tmp"));
@@ -869,7 +880,14 @@ pub fn write_baselines(root: &Path, name: &str, batch: &RecordBatch) -> Result<(
 /// Removes `baselines/<prefix>*.parquet` files other than `keep` (a replay with fewer
 /// engines than the last one must not leave the old ones behind).
 pub fn prune_baselines(root: &Path, prefix: &str, keep: &[String]) -> Result<()> {
-    let dir = root.join(Table::Baselines.name());
+    for table in [Table::Baselines, Table::Identities] {
+        prune(root, table, prefix, keep)?;
+    }
+    Ok(())
+}
+
+fn prune(root: &Path, table: Table, prefix: &str, keep: &[String]) -> Result<()> {
+    let dir = root.join(table.name());
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(());
     };

@@ -301,6 +301,13 @@ pub fn run(
                         message: e.to_string(),
                     })?;
             lake.baselines(name.clone(), batch)?;
+            let batch =
+                crate::lake::schema::identities_batch(&[engine], crate::time::Timestamp::now())
+                    .map_err(|e| crate::lake::Error::Format {
+                        path: "identities".into(),
+                        message: e.to_string(),
+                    })?;
+            lake.identities(name.clone(), batch)?;
             names.push(name);
         }
         let written = lake.stop()?;

@@ -103,6 +103,14 @@ impl Lake {
                 })?;
             let name = format!("{topic}-{partition}");
             crate::lake::writer::write_baselines(self.writer.root(), &name, &batch)?;
+            let batch =
+                crate::lake::schema::identities_batch(&[&part.engine], now).map_err(|e| {
+                    crate::lake::Error::Format {
+                        path: "identities".into(),
+                        message: e.to_string(),
+                    }
+                })?;
+            crate::lake::writer::write_identities(self.writer.root(), &name, &batch)?;
         }
         Ok(())
     }
