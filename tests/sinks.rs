@@ -729,45 +729,7 @@ fn alerts_spooled_while_the_receiver_is_down_are_delivered_after_a_restart() {
     assert_eq!(records.len(), 100_000);
     let port = free_port();
     // The receiver is down: nothing listens on its port yet.
-    let extra = format!(
-        r#"
-[detectors]
-enabled = [{detectors}]
-
-[delivery]
-drain_timeout = "2s"
-
-[[sinks]]
-name = "siem"
-type = "http"
-url = "http://127.0.0.1:{port}/hook"
-retry_initial_ms = 100
-retry_max_ms = 500
-"#,
-        detectors = DETECTORS
-            .split(',')
-            .map(|d| format!("\"{d}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
-    text.push_str(&extra);
-    std::fs::write(&s.config, text).unwrap();
-    // What a replay of the same records finds, in order (one partition: one order).
-    let input = s.path("input.jsonl");
-    std::fs::write(&input, records.join(&b'\n')).unwrap();
-    let out = util::run(
-        &[
-            "--config",
-            s.config.to_str().unwrap(),
-            "replay",
-            "--hold",
-            input.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(out.status.success());
-    let want = line_ids(String::from_utf8_lossy(&out.stdout).lines());
+    let want = siem_sink_and_replay(&s, port, "", &records);
     assert!(want.len() > 100, "{}", want.len());
 
     broker.produce(&s.input, &records);
@@ -983,45 +945,8 @@ fn a_full_disk_under_the_spool_pauses_consumption_and_no_alert_is_lost_when_spac
     let disk = crate::kafka::Tmpfs::mount(s.path("disk"), "64m");
     let spool = disk.0.join("spool");
     let port = free_port();
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
-    text.push_str(&format!(
-        r#"
-[detectors]
-enabled = [{detectors}]
-
-[delivery]
-drain_timeout = "2s"
-spool_dir = {spool:?}
-
-[[sinks]]
-name = "siem"
-type = "http"
-url = "http://127.0.0.1:{port}/hook"
-retry_initial_ms = 100
-retry_max_ms = 500
-"#,
-        detectors = DETECTORS
-            .split(',')
-            .map(|d| format!("\"{d}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
-        spool = spool.to_str().unwrap(),
-    ));
-    std::fs::write(&s.config, text).unwrap();
-    let input = s.path("input.jsonl");
-    std::fs::write(&input, records.join(&b'\n')).unwrap();
-    let out = util::run(
-        &[
-            "--config",
-            s.config.to_str().unwrap(),
-            "replay",
-            "--hold",
-            input.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(out.status.success());
-    let want: BTreeSet<String> = line_ids(String::from_utf8_lossy(&out.stdout).lines())
+    let spool_dir = format!("spool_dir = {:?}", spool.to_str().unwrap());
+    let want: BTreeSet<String> = siem_sink_and_replay(&s, port, &spool_dir, &records)
         .into_iter()
         .collect();
     assert!(want.len() > 100, "{}", want.len());
@@ -1110,4 +1035,53 @@ fn a_spool_on_a_full_disk_keeps_records_in_memory_in_order_and_writes_them_when_
     );
     assert!(got.iter().enumerate().all(|(i, r)| r.arrival == i as u64));
     drop(disk);
+}
+
+/// Adds an HTTP SIEM sink on `port` (quick retries, `delivery_extra` in `[delivery]`) and
+/// the detectors of [`DETECTORS`] to the setup's configuration; returns the alert ids a
+/// replay of `records` writes, in order (one partition: one order).
+fn siem_sink_and_replay(
+    s: &crate::kafka::Setup,
+    port: u16,
+    delivery_extra: &str,
+    records: &[Vec<u8>],
+) -> Vec<String> {
+    let detectors = DETECTORS
+        .split(',')
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        r#"
+[detectors]
+enabled = [{detectors}]
+
+[delivery]
+drain_timeout = "2s"
+{delivery_extra}
+
+[[sinks]]
+name = "siem"
+type = "http"
+url = "http://127.0.0.1:{port}/hook"
+retry_initial_ms = 100
+retry_max_ms = 500
+"#
+    ));
+    std::fs::write(&s.config, text).unwrap();
+    let input = s.path("input.jsonl");
+    std::fs::write(&input, records.join(&b'\n')).unwrap();
+    let out = util::run(
+        &[
+            "--config",
+            s.config.to_str().unwrap(),
+            "replay",
+            "--hold",
+            input.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    line_ids(String::from_utf8_lossy(&out.stdout).lines())
 }

@@ -330,7 +330,7 @@ impl Detect {
                         );
                     }
                     Err(e) if e.is_disk_full() => {
-                        disk_full(&consumer, &e, &mut full_since, &mut full_retry)
+                        super::disk_full(&consumer, &e, &mut full_since, &mut full_retry)
                     }
                     // Still paused; tried again in a moment.
                     Err(e) if e.is_transient() => {}
@@ -340,16 +340,12 @@ impl Detect {
             saver.next_turn(&consumer);
             if saver.withheld.load(Ordering::Relaxed) > 0 {
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                match self.release_withheld(&saver, &consumer, &hot, &mut g) {
-                    Ok(()) => {}
-                    // Handed off into memory: written once space returns.
-                    Err(e) if e.is_disk_full() => {
-                        disk_full(&consumer, &e, &mut full_since, &mut full_retry)
-                    }
-                    Err(e) => {
-                        saver.break_off();
-                        break Err(e);
-                    }
+                let released = self.release_withheld(&saver, &consumer, &hot, &mut g);
+                if let Err(e) = released
+                    && let Err(e) =
+                        hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
+                {
+                    break Err(e);
                 }
             }
             if last_census.elapsed() >= CENSUS_EVERY {
@@ -384,7 +380,7 @@ impl Detect {
                 Some(Ok(msg)) => {
                     idle_dirty = true;
                     let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    match self.message(
+                    let handled = self.message(
                         &saver,
                         &consumer,
                         &hot,
@@ -392,18 +388,12 @@ impl Detect {
                         &msg,
                         &mut results,
                         &mut alerts,
-                    ) {
-                        Ok(()) => {}
-                        // The lake and the spools kept what they could not write: pause
-                        // until a checkpoint (which writes it) succeeds.
-                        Err(e) if e.is_disk_full() => {
-                            disk_full(&consumer, &e, &mut full_since, &mut full_retry)
-                        }
-                        Err(e) => {
-                            // The record was learned; its alerts may not have been handed off.
-                            saver.break_off();
-                            break Err(e);
-                        }
+                    );
+                    if let Err(e) = handled
+                        && let Err(e) =
+                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
+                    {
+                        break Err(e);
                     }
                 }
             }
@@ -657,7 +647,7 @@ impl Detect {
                     {
                         let mut lake = lake.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = lake.writer.event(&event) {
-                            keep_if_full(&mut full, e.into())?;
+                            super::keep_if_full(&mut full, e.into())?;
                         }
                     }
                 }
@@ -695,7 +685,7 @@ impl Detect {
                     already_sent: sent,
                 });
             } else if let Err(e) = self.emit(saver, hot, &alert, input_time, arrival, sent) {
-                keep_if_full(&mut full, e)?;
+                super::keep_if_full(&mut full, e)?;
             }
         }
         if withhold {
@@ -733,7 +723,7 @@ impl Detect {
                     w.already_sent,
                 );
                 if let Err(e) = emitted {
-                    keep_if_full(&mut full, e)?;
+                    super::keep_if_full(&mut full, e)?;
                 }
             }
             if n > 0 {
@@ -775,7 +765,7 @@ impl Detect {
                 if !e.is_disk_full() {
                     m.error(stage::LAKE, "write");
                 }
-                keep_if_full(&mut full, e.into())?;
+                super::keep_if_full(&mut full, e.into())?;
             }
         }
         // An alert of a record processed again after a restore that a previous owner already
@@ -818,7 +808,7 @@ impl Detect {
             saver.alerts_since.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = saver.sinks.send(alert, arrival) {
-            keep_if_full(&mut full, Error::Sink(e.to_string()))?;
+            super::keep_if_full(&mut full, Error::Sink(e.to_string()))?;
         }
         if let Some(out) = &saver.stdout {
             let line = saver.stdout_encoder.to_vec(alert);
@@ -865,7 +855,7 @@ fn checkpoint_failed(
     full_retry: &mut Instant,
 ) -> Result<(), Error> {
     if e.is_disk_full() {
-        disk_full(consumer, &e, full_since, full_retry);
+        super::disk_full(consumer, &e, full_since, full_retry);
         return Ok(());
     }
     if e.is_transient() {
@@ -875,25 +865,24 @@ fn checkpoint_failed(
     Err(e)
 }
 
-/// Keeps the first full-disk error to report once the record is processed whole; any other
-/// error is returned at once.
-fn keep_if_full(full: &mut Option<Error>, e: Error) -> Result<(), Error> {
-    if !e.is_disk_full() {
-        return Err(e);
-    }
-    full.get_or_insert(e);
-    Ok(())
-}
-
-/// A checkpoint, the lake or a spool could not write for want of disk space: see
-/// [`super::disk_full`]; the checkpoint retried every [`super::DISK_FULL_RETRY`] writes it all.
-fn disk_full(
+/// What a failed hand-off of a processed record's alerts (or events) means for the poll
+/// loop: on a full disk the lake and the spools kept what they could not write, so
+/// consumption pauses until a checkpoint (which writes it) succeeds; anything else stops the
+/// stage, and no checkpoint may be written from the state in memory any more (the record
+/// was learned; its alerts may not have been handed off).
+fn hand_off_failed(
+    saver: &Saver,
     consumer: &BaseConsumer<Ctx>,
-    e: &Error,
+    e: Error,
     full_since: &mut Option<Instant>,
     full_retry: &mut Instant,
-) {
-    super::disk_full(consumer, e, full_since, full_retry);
+) -> Result<(), Error> {
+    if e.is_disk_full() {
+        super::disk_full(consumer, &e, full_since, full_retry);
+        return Ok(());
+    }
+    saver.break_off();
+    Err(e)
 }
 
 fn census(parts: &HashMap<Key, Part>) {

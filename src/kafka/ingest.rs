@@ -373,10 +373,7 @@ impl Ingest {
                         && let Err(e) = l.lock().unwrap_or_else(|e| e.into_inner()).event(&event)
                     {
                         // The row is kept; a full disk is reported once the record is done.
-                        if !e.is_disk_full() {
-                            return Err(e.into());
-                        }
-                        full.get_or_insert(e.into());
+                        super::keep_if_full(&mut full, e.into())?;
                     }
                 }
                 Err(reject) => {

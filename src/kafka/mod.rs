@@ -158,6 +158,16 @@ impl Throttle {
     }
 }
 
+/// Keeps the first full-disk error to report once a record is processed whole (the lake and
+/// the spools keep what they could not write); any other error is returned at once.
+pub(crate) fn keep_if_full(full: &mut Option<Error>, e: Error) -> Result<(), Error> {
+    if !e.is_disk_full() {
+        return Err(e);
+    }
+    full.get_or_insert(e);
+    Ok(())
+}
+
 /// How often a stage paused by a full disk tries to write what it kept.
 pub(crate) const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 

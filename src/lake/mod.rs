@@ -149,8 +149,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 enum Msg {
     Events(Vec<Event>),
     Alerts(Vec<Alert>, Timestamp),
-    Baselines(String, datafusion::arrow::array::RecordBatch),
-    Identities(String, datafusion::arrow::array::RecordBatch),
+    Whole(Table, String, datafusion::arrow::array::RecordBatch),
 }
 
 /// A [`Writer`] on its own thread, for `replay`: Parquet encoding runs beside detection.
@@ -180,11 +179,8 @@ impl Background {
                                 w.alert(a, raised)?;
                             }
                         }
-                        Msg::Baselines(name, batch) => {
-                            writer::write_baselines(w.root(), &name, &batch)?;
-                        }
-                        Msg::Identities(name, batch) => {
-                            writer::write_identities(w.root(), &name, &batch)?;
+                        Msg::Whole(table, name, batch) => {
+                            writer::write_whole(w.root(), table, &name, &batch)?;
                         }
                     }
                 }
@@ -225,22 +221,14 @@ impl Background {
         self.send(Msg::Alerts(alerts, Timestamp::now()))
     }
 
-    /// Queues the baselines file `name`.
-    pub fn baselines(
+    /// Queues a table replaced whole at each checkpoint (`<table>/<name>.parquet`).
+    pub fn whole(
         &mut self,
+        table: Table,
         name: String,
         batch: datafusion::arrow::array::RecordBatch,
     ) -> Result<()> {
-        self.send(Msg::Baselines(name, batch))
-    }
-
-    /// Queues an engine's inventory rows (`identities/<name>.parquet`, replaced whole).
-    pub fn identities(
-        &mut self,
-        name: String,
-        batch: datafusion::arrow::array::RecordBatch,
-    ) -> Result<()> {
-        self.send(Msg::Identities(name, batch))
+        self.send(Msg::Whole(table, name, batch))
     }
 
     /// The lake directory.

@@ -293,6 +293,30 @@ pub fn identities_batch(
     )
 }
 
+/// The tables replaced whole at each checkpoint (`baselines` and `identities`) for one
+/// engine, as of `now`.
+pub fn state_tables(
+    engine: &crate::detect::Engine,
+    now: Timestamp,
+) -> Result<[(Table, RecordBatch); 2], super::Error> {
+    let format = |table: Table| {
+        move |e: ArrowError| super::Error::Format {
+            path: table.name().into(),
+            message: e.to_string(),
+        }
+    };
+    Ok([
+        (
+            Table::Baselines,
+            baselines_batch(&[engine], now).map_err(format(Table::Baselines))?,
+        ),
+        (
+            Table::Identities,
+            identities_batch(&[engine], now).map_err(format(Table::Identities))?,
+        ),
+    ])
+}
+
 /// The `day=` partition value of a time: `YYYY-MM-DD` (UTC).
 pub fn day_of(t: Timestamp) -> String {
     let (y, m, d, ..) = t.to_civil();

@@ -843,19 +843,9 @@ fn write_parquet(
     Ok(Some((rows, bytes)))
 }
 
-/// Writes `batch` as `baselines/<name>.parquet`, replacing the file atomically.
-pub fn write_baselines(root: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
-    write_whole(root, Table::Baselines, name, batch)
-}
-
-/// Writes `batch` as `identities/<name>.parquet` (the inventory), replacing the file
-/// atomically.
-pub fn write_identities(root: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
-    write_whole(root, Table::Identities, name, batch)
-}
-
-/// Writes a table replaced whole at each checkpoint (one file per writer of it).
-fn write_whole(root: &Path, table: Table, name: &str, batch: &RecordBatch) -> Result<()> {
+/// Writes `batch` as `<table>/<name>.parquet`, replacing the file atomically: the tables
+/// replaced whole at each checkpoint (`baselines`, `identities`; one file per writer).
+pub fn write_whole(root: &Path, table: Table, name: &str, batch: &RecordBatch) -> Result<()> {
     let dir = root.join(table.name());
     fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
     let dest = dir.join(format!("{name}.parquet"));
@@ -877,9 +867,9 @@ fn write_whole(root: &Path, table: Table, name: &str, batch: &RecordBatch) -> Re
     sync_dir(&dir)
 }
 
-/// Removes `baselines/<prefix>*.parquet` files other than `keep` (a replay with fewer
+/// Removes `baselines/<prefix>*.parquet` and `identities/<prefix>*.parquet` files other than `keep` (a replay with fewer
 /// engines than the last one must not leave the old ones behind).
-pub fn prune_baselines(root: &Path, prefix: &str, keep: &[String]) -> Result<()> {
+pub fn prune_state_tables(root: &Path, prefix: &str, keep: &[String]) -> Result<()> {
     for table in [Table::Baselines, Table::Identities] {
         prune(root, table, prefix, keep)?;
     }

@@ -294,25 +294,15 @@ pub fn run(
         let mut names = Vec::new();
         for (i, engine) in run.engines.iter().enumerate() {
             let name = format!("replay-{i}");
-            let batch =
-                crate::lake::schema::baselines_batch(&[engine], crate::time::Timestamp::now())
-                    .map_err(|e| crate::lake::Error::Format {
-                        path: "baselines".into(),
-                        message: e.to_string(),
-                    })?;
-            lake.baselines(name.clone(), batch)?;
-            let batch =
-                crate::lake::schema::identities_batch(&[engine], crate::time::Timestamp::now())
-                    .map_err(|e| crate::lake::Error::Format {
-                        path: "identities".into(),
-                        message: e.to_string(),
-                    })?;
-            lake.identities(name.clone(), batch)?;
+            let now = crate::time::Timestamp::now();
+            for (table, batch) in crate::lake::schema::state_tables(engine, now)? {
+                lake.whole(table, name.clone(), batch)?;
+            }
             names.push(name);
         }
         let written = lake.stop()?;
         if !run.engines.is_empty() {
-            crate::lake::writer::prune_baselines(lake.root(), "replay-", &names)?;
+            crate::lake::writer::prune_state_tables(lake.root(), "replay-", &names)?;
         }
         run.summary.lake = Some(written);
     }

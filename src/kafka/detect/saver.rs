@@ -94,23 +94,10 @@ impl Lake {
         self.baselines_at = Some(Instant::now());
         let now = crate::time::Timestamp::now();
         for ((topic, partition), part) in parts {
-            let batch =
-                crate::lake::schema::baselines_batch(&[&part.engine], now).map_err(|e| {
-                    crate::lake::Error::Format {
-                        path: "baselines".into(),
-                        message: e.to_string(),
-                    }
-                })?;
             let name = format!("{topic}-{partition}");
-            crate::lake::writer::write_baselines(self.writer.root(), &name, &batch)?;
-            let batch =
-                crate::lake::schema::identities_batch(&[&part.engine], now).map_err(|e| {
-                    crate::lake::Error::Format {
-                        path: "identities".into(),
-                        message: e.to_string(),
-                    }
-                })?;
-            crate::lake::writer::write_identities(self.writer.root(), &name, &batch)?;
+            for (table, batch) in crate::lake::schema::state_tables(&part.engine, now)? {
+                crate::lake::writer::write_whole(self.writer.root(), table, &name, &batch)?;
+            }
         }
         Ok(())
     }
