@@ -111,6 +111,11 @@ pub enum Action {
     Use,
     /// A CI job ran without a credential event of its own (producers of canonical events).
     Job,
+    /// A change to who may obtain the identity's credentials or what they grant: a role's
+    /// trust policy or an OIDC provider (CloudTrail IAM), an auth role's bound claims
+    /// (Vault), a role binding of a service account (Kubernetes). The identity is the one
+    /// the change is about; `context.actor` made it; `scopes` name what it admits (`trust:`).
+    Trust,
     /// Decoded and kept for context, but neither a mint nor a use: the request half of a
     /// login, a response to an ordinary request, a call made without an access key, a
     /// non-final audit stage, a human user's request.
@@ -119,7 +124,13 @@ pub enum Action {
 
 impl Action {
     /// Every variant, in a stable order.
-    pub const ALL: [Action; 4] = [Action::Mint, Action::Use, Action::Job, Action::Other];
+    pub const ALL: [Action; 5] = [
+        Action::Mint,
+        Action::Use,
+        Action::Job,
+        Action::Trust,
+        Action::Other,
+    ];
 
     /// The snake_case name used in JSON and metric labels.
     pub const fn as_str(self) -> &'static str {
@@ -127,6 +138,7 @@ impl Action {
             Action::Mint => "mint",
             Action::Use => "use",
             Action::Job => "job",
+            Action::Trust => "trust",
             Action::Other => "other",
         }
     }
@@ -222,8 +234,11 @@ pub enum CredentialKind {
     OidcJti,
     /// A Vault token accessor (as the audit device wrote it, usually HMAC'd by Vault).
     VaultAccessor,
-    /// An AWS access key id (`AKIA…` long-term, `ASIA…` session).
+    /// An AWS session key id (`ASIA…`, or any key id not known to be long-term).
     AwsAccessKey,
+    /// An AWS long-term access key id (`AKIA…`: an IAM user's or the root's key, valid until
+    /// someone rotates it).
+    AwsLongTermKey,
     /// A Kubernetes service-account token credential id (`JTI=…`).
     K8sCredentialId,
     /// A credential of a producer of canonical events.
@@ -237,6 +252,7 @@ impl CredentialKind {
             CredentialKind::OidcJti => "oidc_jti",
             CredentialKind::VaultAccessor => "vault_accessor",
             CredentialKind::AwsAccessKey => "aws_access_key",
+            CredentialKind::AwsLongTermKey => "aws_long_term_key",
             CredentialKind::K8sCredentialId => "k8s_credential_id",
             CredentialKind::Custom => "custom",
         }

@@ -381,7 +381,7 @@ fn cloudtrail_session_token_saml_data_event_and_denial() {
     assert!(m.scopes.is_empty());
     assert_eq!(
         ev[0].credential.as_ref().map(|c| c.fp.clone()),
-        Some(fp(CredentialKind::AwsAccessKey, "AKIAIOSFODNN7EXAMPLE"))
+        Some(fp(CredentialKind::AwsLongTermKey, "AKIAIOSFODNN7EXAMPLE"))
     );
 
     let s = one("cloudtrail/assume-role-with-saml.json");
@@ -726,5 +726,93 @@ fn user_mappings_set_environments() {
     assert_eq!(
         k[1].as_ref().expect("mint").environment.as_deref(),
         Some("platform")
+    );
+}
+
+#[test]
+fn trust_changes_are_trust_events_for_the_identity_they_admit_to() {
+    // A role's trust policy rewritten by Terraform: a use of its session key, and a trust
+    // event for the role naming what the policy admits and who changed it.
+    let ev = events("cloudtrail/update-assume-role-policy.json");
+    assert_eq!(ev.len(), 2, "{ev:#?}");
+    assert_eq!(ev[0].action, Action::Use);
+    assert_eq!(
+        ev[0].identity,
+        "aws:arn:aws:iam::444455556666:role/terraform-apply"
+    );
+    let t = &ev[1];
+    assert_eq!(t.action, Action::Trust);
+    assert_eq!(t.kind, "UpdateAssumeRolePolicy");
+    assert_eq!(t.identity, "aws:arn:aws:iam::444455556666:role/deploy-prod");
+    assert_eq!(
+        t.context.actor.as_deref(),
+        Some("aws:arn:aws:iam::444455556666:role/terraform-apply")
+    );
+    assert_eq!(
+        scopes(t),
+        [
+            "trust:federated:arn:aws:iam::444455556666:oidc-provider/token.actions.githubusercontent.com",
+            "trust:sub:repo:acme/api:environment:production",
+            "trust:sub:repo:acme/web:environment:production",
+        ]
+    );
+    assert_eq!(t.credential, None);
+
+    // A new OIDC provider created with an IAM user's long-term key.
+    let ev = events("cloudtrail/create-oidc-provider.json");
+    assert_eq!(ev.len(), 2, "{ev:#?}");
+    assert_eq!(
+        ev[0].credential.as_ref().map(|c| c.kind),
+        Some(CredentialKind::AwsLongTermKey)
+    );
+    assert_eq!(ev[1].action, Action::Trust);
+    assert_eq!(
+        ev[1].identity,
+        "aws:arn:aws:iam::444455556666:oidc-provider/gitlab.example.com"
+    );
+    assert_eq!(
+        ev[1].context.actor.as_deref(),
+        Some("aws:arn:aws:iam::444455556666:user/ops-admin")
+    );
+
+    // A Vault auth role written: who may log in to it, minus what Vault HMAC'd.
+    let v = one("vault/auth-role-write.json");
+    assert_eq!(v.action, Action::Trust);
+    assert_eq!(v.kind, "role_write");
+    assert_eq!(v.identity, "vault:jwt/deploy-prod");
+    assert_eq!(
+        v.context.actor.as_deref(),
+        Some("vault:approle/vault-config")
+    );
+    assert_eq!(v.environment.as_deref(), Some("production"));
+    assert_eq!(
+        scopes(&v),
+        [
+            "trust:bound_audiences:https://vault.example.com",
+            "trust:bound_claims.project_path:acme/api",
+            "trust:bound_claims.project_path:acme/web",
+            "trust:user_claim:sub",
+        ]
+    );
+    assert!(!v.scopes.iter().any(|s| s.contains("hmac")));
+
+    // A RoleBinding: the requester's use, and a trust event for the bound service account
+    // (not for the person it also binds).
+    let ev = events("kubernetes/rolebinding-create.json");
+    assert_eq!(ev.len(), 2, "{ev:#?}");
+    assert_eq!(ev[0].action, Action::Use);
+    assert_eq!(ev[0].identity, "k8s:ci/runner");
+    assert_eq!(ev[1].action, Action::Trust);
+    assert_eq!(ev[1].identity, "k8s:payments/api");
+    assert_eq!(
+        ev[1].context.actor.as_deref(),
+        Some("system:serviceaccount:ci:runner")
+    );
+    assert_eq!(
+        scopes(&ev[1]),
+        [
+            "trust:binding:payments/api-admin",
+            "trust:role:ClusterRole/admin"
+        ]
     );
 }

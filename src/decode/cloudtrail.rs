@@ -7,6 +7,13 @@
 //!   assuming a role on a workload's behalf, the role).
 //! * Any call made with `userIdentity.accessKeyId` is a `use` of that key. An STS mint made with
 //!   a key is therefore also a use of the caller's key, and yields two events.
+//! * A successful IAM `CreateOpenIDConnectProvider`, or a `CreateRole` or
+//!   `UpdateAssumeRolePolicy` whose trust policy admits a web identity, a SAML provider or
+//!   another AWS principal (not only AWS services), is also a `trust` event for the provider
+//!   or the role (`aws:<arn>`): `trust:` scopes name what the policy admits (providers, `sub`
+//!   conditions, principals), `context.actor` made the change.
+//! * A long-term key (`AKIA…`) is fingerprinted as `aws_long_term_key`, a session key as
+//!   `aws_access_key`.
 //! * Everything else (console sign-ins, AWS service events, calls without a key) is `other`.
 
 use serde::Deserialize;
@@ -199,7 +206,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     if let Some(key) = key {
         let mut e = base(Action::Use, caller.clone());
         e.environment = account.and_then(|a| ctx.env.aws_account(a));
-        e.credential = ctx.fp.credential(CredentialKind::AwsAccessKey, key, false);
+        e.credential = ctx.fp.credential(key_kind(key), key, false);
         if let Some(role) = ui
             .session_context
             .as_ref()
@@ -301,12 +308,185 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
             e.context.subject = resp.federated_user.as_ref().and_then(|f| owned(&f.arn));
         }
         out.push(Ok(e));
+    } else if service == "iam.amazonaws.com"
+        && TRUSTS.contains(&name)
+        && nonblank(&r.error_code).is_none()
+        && let Some((identity, scopes)) = trust_change(
+            name,
+            account.unwrap_or(""),
+            r.request_parameters.map(RawValue::get),
+            r.response_elements.map(RawValue::get),
+        )
+    {
+        let mut e = base(Action::Trust, identity);
+        e.environment = account.and_then(|a| ctx.env.aws_account(a));
+        e.context.actor = Some(caller);
+        e.scopes = scopes;
+        out.push(Ok(e));
     } else if key.is_none() {
         let mut e = base(Action::Other, caller);
         e.environment = account.and_then(|a| ctx.env.aws_account(a));
         out.push(Ok(e));
     }
     Ok(())
+}
+
+/// IAM calls that can change who may obtain a role's credentials.
+const TRUSTS: &[&str] = &[
+    "CreateOpenIDConnectProvider",
+    "CreateRole",
+    "UpdateAssumeRolePolicy",
+];
+
+/// At most this many `trust:` scopes from one policy.
+const MAX_TRUST_SCOPES: usize = 32;
+
+/// Long-term access keys (an IAM user's or the root's) begin `AKIA`; session keys `ASIA`.
+fn key_kind(key: &str) -> CredentialKind {
+    if key.starts_with("AKIA") {
+        CredentialKind::AwsLongTermKey
+    } else {
+        CredentialKind::AwsAccessKey
+    }
+}
+
+/// The identity a trust change is about and what it admits; `None` when it admits only AWS
+/// services (an EC2 or Lambda role) or the record does not say.
+fn trust_change(
+    name: &str,
+    account: &str,
+    request: Option<&str>,
+    response: Option<&str>,
+) -> Option<(String, Vec<String>)> {
+    use serde_json::Value;
+    let req: Value = serde_json::from_str(request?).ok()?;
+    let resp: Value = response
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    fn text<'v>(v: &'v serde_json::Value, k: &str) -> Option<&'v str> {
+        v.get(k).and_then(serde_json::Value::as_str).map(str::trim)
+    }
+    if name == "CreateOpenIDConnectProvider" {
+        let arn = text(&resp, "openIDConnectProviderArn")
+            .map(str::to_string)
+            .or_else(|| {
+                let url = text(&req, "url")?;
+                let host = url.trim_start_matches("https://").trim_end_matches('/');
+                Some(format!("arn:aws:iam::{account}:oidc-provider/{host}"))
+            })?;
+        let mut scopes = vec![cat!("trust:federated:", &arn)];
+        if let Some(Value::Array(ids)) = req.get("clientIDList") {
+            for id in ids.iter().filter_map(Value::as_str).take(MAX_TRUST_SCOPES) {
+                scopes.push(cat!("trust:aud:", id));
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        return Some((cat!("aws:", &arn), scopes));
+    }
+    let role = text(&req, "roleName").filter(|r| !r.is_empty())?;
+    let arn = resp
+        .get("role")
+        .and_then(|r| text(r, "arn"))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let path = text(&req, "path").unwrap_or("/");
+            format!("arn:aws:iam::{account}:role{path}{role}")
+        });
+    let doc = text(&req, "assumeRolePolicyDocument").or(text(&req, "policyDocument"))?;
+    let scopes = trust_scopes(doc);
+    (!scopes.is_empty()).then(|| (cat!("aws:", &arn), scopes))
+}
+
+/// What a trust policy admits besides AWS services: `trust:federated:<provider>`,
+/// `trust:sub:<pattern>` (conditions on a token's subject), `trust:aws:<principal>`.
+fn trust_scopes(doc: &str) -> Vec<String> {
+    use serde_json::Value;
+    let decoded;
+    let doc = if doc.starts_with('%') {
+        decoded = percent_decode(doc);
+        decoded.as_str()
+    } else {
+        doc
+    };
+    let Ok(policy) = serde_json::from_str::<Value>(doc) else {
+        return Vec::new();
+    };
+    let statements = match policy.get("Statement") {
+        Some(Value::Array(s)) => s.iter().collect::<Vec<_>>(),
+        Some(s @ Value::Object(_)) => vec![s],
+        _ => return Vec::new(),
+    };
+    let list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = Vec::new();
+    for st in statements {
+        if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+            continue;
+        }
+        match st.get("Principal") {
+            Some(Value::String(s)) if s == "*" => out.push("trust:aws:*".to_string()),
+            Some(Value::Object(p)) => {
+                for f in p.get("Federated").map(list).unwrap_or_default() {
+                    out.push(cat!("trust:federated:", &f));
+                }
+                for a in p.get("AWS").map(list).unwrap_or_default() {
+                    out.push(cat!("trust:aws:", &a));
+                }
+            }
+            _ => {}
+        }
+        if let Some(Value::Object(ops)) = st.get("Condition") {
+            for cond in ops.values() {
+                let Value::Object(keys) = cond else { continue };
+                for (k, v) in keys {
+                    if k.ends_with(":sub") {
+                        for p in list(v) {
+                            out.push(cat!("trust:sub:", &p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Only AWS services admitted: no trust of anyone's identity changed.
+    if !out.iter().any(|s| !s.starts_with("trust:sub:")) {
+        return Vec::new();
+    }
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_TRUST_SCOPES);
+    out
+}
+
+/// `%XX` sequences decoded (IAM policy documents are sometimes logged URL-encoded).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The stable principal behind a `userIdentity`: roles rather than their sessions.
@@ -458,6 +638,57 @@ fn session_policy_scopes(policy: &str, scopes: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_policies_name_what_they_admit() {
+        let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"Federated":"arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com"},
+            "Action":"sts:AssumeRoleWithWebIdentity",
+            "Condition":{"StringLike":{"token.actions.githubusercontent.com:sub":["repo:acme/api:*","repo:acme/web:ref:refs/heads/main"]},
+                         "StringEquals":{"token.actions.githubusercontent.com:aud":"sts.amazonaws.com"}}}]}"#;
+        assert_eq!(
+            trust_scopes(doc),
+            [
+                "trust:federated:arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com",
+                "trust:sub:repo:acme/api:*",
+                "trust:sub:repo:acme/web:ref:refs/heads/main",
+            ]
+        );
+        let ec2 = r#"{"Statement":{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}}"#;
+        assert!(trust_scopes(ec2).is_empty());
+        let other =
+            r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999:root"}}}"#;
+        assert_eq!(trust_scopes(other), ["trust:aws:arn:aws:iam::999:root"]);
+        let encoded =
+            "%7B%22Statement%22%3A%7B%22Effect%22%3A%22Allow%22%2C%22Principal%22%3A%22*%22%7D%7D";
+        assert_eq!(trust_scopes(encoded), ["trust:aws:*"]);
+        let (id, scopes) = trust_change(
+            "UpdateAssumeRolePolicy",
+            "1",
+            Some(&serde_json::json!({"roleName": "deploy", "policyDocument": other}).to_string()),
+            None,
+        )
+        .expect("a trust change");
+        assert_eq!(id, "aws:arn:aws:iam::1:role/deploy");
+        assert_eq!(scopes, ["trust:aws:arn:aws:iam::999:root"]);
+        let (id, scopes) = trust_change(
+            "CreateOpenIDConnectProvider",
+            "1",
+            Some(r#"{"url":"https://gitlab.example.com","clientIDList":["https://gitlab.example.com"]}"#),
+            Some(r#"{"openIDConnectProviderArn":"arn:aws:iam::1:oidc-provider/gitlab.example.com"}"#),
+        )
+        .expect("a provider");
+        assert_eq!(id, "aws:arn:aws:iam::1:oidc-provider/gitlab.example.com");
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(
+            key_kind("AKIAIOSFODNN7EXAMPLE"),
+            CredentialKind::AwsLongTermKey
+        );
+        assert_eq!(
+            key_kind("ASIAIOSFODNN7EXAMPLE"),
+            CredentialKind::AwsAccessKey
+        );
+    }
 
     #[test]
     fn session_arns_map_to_their_role() {

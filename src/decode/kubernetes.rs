@@ -11,6 +11,11 @@
 //!   non-final stages of a request (`RequestReceived`, `ResponseStarted`) are `other`, so a
 //!   request logged at several stages is counted once.
 //!
+//! * A successful `create`, `update` or `patch` of a `rolebindings` or `clusterrolebindings`
+//!   object whose `requestObject` (audit level `Request` or higher) binds service accounts is
+//!   also a `trust` event for each of them: the account gains what the role grants
+//!   (`trust:role:<kind>/<name>`, `trust:binding:<binding>`), `context.actor` made the change.
+//!
 //! `responseObject` (which holds the issued token at `RequestResponse` level) is never read.
 
 use serde::Deserialize;
@@ -122,6 +127,36 @@ struct BoundObjectRef<'a> {
     #[serde(borrow)]
     name: Option<Str<'a>>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Binding<'a> {
+    #[serde(borrow, default)]
+    subjects: Option<Vec<Subject<'a>>>,
+    #[serde(borrow)]
+    role_ref: Option<RoleRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Subject<'a> {
+    #[serde(borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    namespace: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RoleRef<'a> {
+    #[serde(borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+}
+
+/// At most this many service accounts of one binding become trust events.
+const MAX_BOUND_ACCOUNTS: usize = 32;
 
 const ISSUED_CREDENTIAL_ID: &str = "authentication.kubernetes.io/issued-credential-id";
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
@@ -263,6 +298,57 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         e.credential = lookup(&a.annotations, ISSUED_CREDENTIAL_ID)
             .and_then(|c| ctx.fp.credential(CredentialKind::K8sCredentialId, c, false));
         out.push(Ok(e));
+    } else if matches!(resource, "rolebindings" | "clusterrolebindings")
+        && matches!(verb, "create" | "update" | "patch")
+        && !failed
+        && let Some(raw) = a.request_object
+    {
+        let b: Binding = serde_json::from_str(raw.get()).map_err(|e| {
+            FormatError::Invalid("requestObject", super::sanitize_message(&e.to_string()))
+        })?;
+        let binding = obj_ref.and_then(|o| nonblank(&o.name)).unwrap_or("");
+        let role = b
+            .role_ref
+            .as_ref()
+            .map(|r| {
+                cat!(
+                    nonblank(&r.kind).unwrap_or("ClusterRole"),
+                    "/",
+                    nonblank(&r.name).unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        let mut bound = 0;
+        for s in b.subjects.iter().flatten() {
+            if nonblank(&s.kind) != Some("ServiceAccount") || bound == MAX_BOUND_ACCOUNTS {
+                continue;
+            }
+            let (Some(name), Some(ns)) = (nonblank(&s.name), nonblank(&s.namespace).or(namespace))
+            else {
+                continue;
+            };
+            bound += 1;
+            let mut e = base(Action::Trust, cat!("k8s:", ns, "/", name));
+            e.environment = ctx.env.k8s_namespace(ns);
+            if !role.is_empty() {
+                e.scopes.push(cat!("trust:role:", role));
+            }
+            if !binding.is_empty() {
+                e.scopes.push(cat!(
+                    "trust:binding:",
+                    namespace.unwrap_or(""),
+                    "/",
+                    binding
+                ));
+            }
+            e.scopes.sort();
+            out.push(Ok(e));
+        }
+        if bound == 0 && requester_sa.is_none() {
+            let mut e = base(Action::Other, user_identity(username));
+            e.environment = namespace.and_then(|ns| ctx.env.k8s_namespace(ns));
+            out.push(Ok(e));
+        }
     } else if requester_sa.is_none() {
         let mut e = base(Action::Other, user_identity(username));
         e.environment = namespace.and_then(|ns| ctx.env.k8s_namespace(ns));

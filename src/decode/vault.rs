@@ -4,6 +4,11 @@
 //! * A `response` that carries `response.auth` issued a token: a `mint` (logins on
 //!   `auth/<mount>/login`, `auth/token/create*`). The token's accessor is the credential.
 //! * A `request` made with a token (`auth.accessor`) is a `use` of that token.
+//! * The response to a successful write of an auth role (`auth/<mount>/role/<name>`,
+//!   operation `create` or `update`) is a `trust` event for `vault:<mount>/<name>`: who may log
+//!   in to it changed. `context.actor` is the writer's identity; the bound claims, subjects,
+//!   service accounts and networks the write names become `trust:` scopes, except values Vault
+//!   HMAC'd (the audit device's default for request data).
 //! * Everything else is kept as `other`: the request half of a login, the response half of an
 //!   ordinary request (its request half was the use), token renewals, failed logins.
 //!
@@ -74,6 +79,8 @@ struct Request<'a> {
     remote_address: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "string_list_map")]
     headers: Vec<(Str<'a>, Vec<Str<'a>>)>,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +140,9 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
         ),
         // A refused login is a failed mint: worth baselining, and it has no token.
         "response" if is_login(path) && error.is_some() => ("login", Action::Mint, None),
+        "response" if error.is_none() && role_write(path, nonblank(&req.operation)).is_some() => {
+            ("role_write", Action::Trust, entry.auth.as_ref())
+        }
         "response" => ("response", Action::Other, entry.auth.as_ref()),
         "request" if presented.is_some() => ("request", Action::Use, entry.auth.as_ref()),
         "request" if is_login(path) => ("login_request", Action::Other, None),
@@ -141,6 +151,28 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     };
     let kind = if kind.is_empty() { "unknown" } else { kind };
 
+    if action == Action::Trust
+        && let Some((role_mount, role)) = role_write(path, nonblank(&req.operation))
+    {
+        let mut e = Event::new(
+            id,
+            time,
+            Source::Vault,
+            kind,
+            action,
+            cat!("vault:", role_mount, "/", role),
+        );
+        e.context.actor = Some(identity(auth, mount));
+        e.scopes = req.data.map(|d| bound_scopes(d.get())).unwrap_or_default();
+        e.environment = ctx.env.infer(role);
+        e.runner.ip = owned(&req.remote_address);
+        e.runner.agent = lookup(&req.headers, "user-agent").and_then(|v| first_owned(v));
+        e.context.operation = owned(&req.operation);
+        e.context.resource = Some(path.to_string());
+        e.context.namespace = req.namespace.as_ref().and_then(|n| owned(&n.path));
+        out.push(Ok(e));
+        return Ok(());
+    }
     let mut e = Event::new(id, time, Source::Vault, kind, action, identity(auth, mount));
     if error.is_some() {
         e.outcome = Outcome::Failure;
@@ -188,6 +220,68 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.context.namespace = req.namespace.as_ref().and_then(|n| owned(&n.path));
     out.push(Ok(e));
     Ok(())
+}
+
+/// The mount and role of a write to `auth/<mount...>/role/<name>` (`create` or `update`).
+fn role_write<'p>(path: &'p str, operation: Option<&str>) -> Option<(&'p str, &'p str)> {
+    if !matches!(operation, Some("create" | "update")) {
+        return None;
+    }
+    let rest = path.strip_prefix("auth/")?;
+    let (mount, role) = rest.rsplit_once("/role/")?;
+    (!mount.is_empty() && !role.is_empty() && !role.contains('/')).then_some((mount, role))
+}
+
+/// Request-data keys of a role write that say who may log in.
+const BOUND_KEYS: &[&str] = &[
+    "bound_claims",
+    "bound_subject",
+    "bound_audiences",
+    "bound_service_account_names",
+    "bound_service_account_namespaces",
+    "bound_cidrs",
+    "token_bound_cidrs",
+    "bound_iam_principal_arn",
+    "user_claim",
+];
+
+/// At most this many `trust:` scopes from one role write.
+const MAX_BOUND_SCOPES: usize = 32;
+
+/// `trust:<key>:<value>` for each bound value of a role write that Vault did not HMAC.
+fn bound_scopes(data: &str) -> Vec<String> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(data) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |key: &str, v: &serde_json::Value| {
+        if let Some(s) = v.as_str().map(str::trim)
+            && !s.is_empty()
+            && !s.starts_with("hmac-")
+            && out.len() < MAX_BOUND_SCOPES
+        {
+            out.push(cat!("trust:", key, ":", s));
+        }
+    };
+    for key in BOUND_KEYS {
+        match map.get(*key) {
+            Some(serde_json::Value::Array(items)) => items.iter().for_each(|v| push(key, v)),
+            Some(serde_json::Value::Object(claims)) => {
+                for (claim, v) in claims {
+                    let k = cat!(key, ".", claim);
+                    match v {
+                        serde_json::Value::Array(items) => items.iter().for_each(|v| push(&k, v)),
+                        v => push(&k, v),
+                    }
+                }
+            }
+            Some(v) => push(key, v),
+            None => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `auth/<mount...>/login[/<name>]`.
@@ -276,5 +370,36 @@ mod tests {
         assert_eq!(mount_name("auth/ci/gitlab/login", None), "ci/gitlab");
         assert_eq!(mount_name("secret/data/x", Some("secret/")), "secret");
         assert_eq!(mount_name("sys/health", None), "token");
+    }
+
+    #[test]
+    fn role_writes_and_their_bound_values() {
+        assert_eq!(
+            role_write("auth/jwt/role/deploy", Some("update")),
+            Some(("jwt", "deploy"))
+        );
+        assert_eq!(
+            role_write("auth/ci/gitlab/role/deploy", Some("create")),
+            Some(("ci/gitlab", "deploy"))
+        );
+        assert_eq!(role_write("auth/jwt/role/deploy", Some("read")), None);
+        assert_eq!(
+            role_write("auth/approle/role/x/secret-id", Some("update")),
+            None
+        );
+        assert_eq!(role_write("secret/data/role/x", Some("update")), None);
+        let scopes = bound_scopes(
+            r#"{"bound_claims":{"project_path":["acme/api","acme/web"],"ref":"hmac-sha256:ab"},
+                "bound_audiences":"https://vault","policies":["deploy"],"user_claim":"sub"}"#,
+        );
+        assert_eq!(
+            scopes,
+            [
+                "trust:bound_audiences:https://vault",
+                "trust:bound_claims.project_path:acme/api",
+                "trust:bound_claims.project_path:acme/web",
+                "trust:user_claim:sub",
+            ]
+        );
     }
 }
