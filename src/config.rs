@@ -272,7 +272,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown detector \"nope\" (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, identity_flood, first_seen)"
+            "unknown detector \"nope\" (known: off_hours_mint, new_runner, scope_escalation, cross_env_reuse, dormant_reactivated, long_lived_credential, human_bound_credential, new_trust, unapproved_ref, identity_flood, first_seen)"
         );
     }
 }

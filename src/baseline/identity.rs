@@ -37,6 +37,7 @@ const CAP_NETS: usize = 32;
 const CAP_SCOPES: usize = 32;
 const CAP_ENVS: usize = 8;
 const CAP_PAIRS: usize = 8;
+const CAP_REFS: usize = 8;
 
 /// What nhiwatch believes about one identity.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,6 +83,14 @@ pub struct IdentityBaseline {
     /// When it mints for production, kept once it mints for production and for something
     /// else too (a pipeline that deploys to production by day and runs tests at night).
     pub prod_tow: Option<Box<TimeOfWeek>>,
+    /// The shapes of the git refs it minted from ([`ref_shape`]; aux 1: for production).
+    #[serde(default)]
+    pub refs: ValueSet,
+    /// Uses of long-term keys (`AKIA…`) for anything but getting a session from STS: an
+    /// identity that otherwise works with short-lived sessions using one is a standing
+    /// credential in automation.
+    #[serde(default)]
+    pub long_term_uses: u32,
     /// Its candidate peer groups, finest first (set by the engine; not stored, recomputed
     /// when a snapshot is restored).
     #[serde(skip)]
@@ -123,6 +132,7 @@ impl IdentityBaseline {
             + self.scopes.heap_bytes()
             + self.envs.heap_bytes()
             + self.env_pairs.heap_bytes()
+            + self.refs.heap_bytes()
             + self
                 .prod_tow
                 .as_ref()
@@ -192,6 +202,18 @@ impl IdentityBaseline {
                     self.ttl_max = self.ttl_max.max(u32::try_from(ttl).unwrap_or(u32::MAX));
                     self.ttl_n = self.ttl_n.saturating_add(1);
                 }
+                if let Some(r) = event.context.git_ref.as_deref() {
+                    let production = u8::from(production);
+                    let (hash, shape) = ref_hash(r);
+                    let horizon = day.saturating_sub(p.env_forget_days);
+                    let known = self.refs.get(hash).map_or(0, |e| e.aux);
+                    if self
+                        .refs
+                        .observe(hash, day, known | production, CAP_REFS, horizon)
+                    {
+                        interner.intern(hash, &shape);
+                    }
+                }
                 if let (Some((env, tier)), Some(name)) = (view.env, event.environment.as_deref()) {
                     let horizon = day.saturating_sub(p.env_forget_days);
                     if self.envs.observe(env, day, tier as u8, CAP_ENVS, horizon) {
@@ -205,14 +227,81 @@ impl IdentityBaseline {
                     }
                 }
             }
-            Action::Use => self.uses = self.uses.saturating_add(1),
-            Action::Job | Action::Other => {}
+            Action::Use => {
+                self.uses = self.uses.saturating_add(1);
+                if direct_long_term_use(event) {
+                    self.long_term_uses = self.long_term_uses.saturating_add(1);
+                }
+            }
+            Action::Job | Action::Trust | Action::Other => {}
         }
+    }
+
+    /// Whether the identity minted from a ref of this shape, and whether for production.
+    pub fn ref_seen(&self, hash: u64) -> Option<bool> {
+        self.refs.get(hash).map(|e| e.aux & 1 == 1)
     }
 
     /// Records that a credential minted for one environment was presented in another.
     pub fn learn_env_pair(&mut self, pair: u64, day: Day, p: &LearnParams) {
         let horizon = day.saturating_sub(p.env_forget_days);
         self.env_pairs.observe(pair, day, 0, CAP_PAIRS, horizon);
+    }
+}
+
+/// A long-term key (`AKIA…`) used directly, not only to get a session from STS (what an
+/// IAM user held to MFA-backed sessions does with it).
+pub fn direct_long_term_use(event: &Event) -> bool {
+    event.action == Action::Use
+        && event
+            .credential
+            .as_ref()
+            .is_some_and(|c| c.kind == crate::event::CredentialKind::AwsLongTermKey)
+        && event.context.resource.as_deref() != Some("sts.amazonaws.com")
+}
+
+/// The shape of a git ref: runs of digits become `#`, so every release tag (`refs/tags/v1.4.2`
+/// → `refs/tags/v#.#.#`), release branch or pull request number has one shape, and a branch
+/// nobody deployed from has its own.
+pub fn ref_shape(r: &str) -> String {
+    let mut out = String::with_capacity(r.len());
+    let mut digits = false;
+    for c in r.trim().chars() {
+        if c.is_ascii_digit() {
+            if !digits {
+                out.push('#');
+            }
+            digits = true;
+        } else {
+            out.push(c);
+            digits = false;
+        }
+    }
+    out
+}
+
+/// The stable hash of a ref's shape, and the shape.
+pub fn ref_hash(r: &str) -> (u64, String) {
+    let shape = ref_shape(r);
+    (
+        super::hash_value(super::Class::Scope, &format!("ref:{shape}")),
+        shape,
+    )
+}
+
+#[cfg(test)]
+mod ref_tests {
+    use super::*;
+
+    #[test]
+    fn ref_shapes_fold_numbers() {
+        assert_eq!(ref_shape("refs/tags/v1.4.2"), "refs/tags/v#.#.#");
+        assert_eq!(ref_shape("refs/tags/v10.0.13"), "refs/tags/v#.#.#");
+        assert_eq!(ref_shape("refs/pull/123/merge"), "refs/pull/#/merge");
+        assert_eq!(ref_shape("refs/heads/main"), "refs/heads/main");
+        assert_ne!(
+            ref_shape("refs/heads/fix-login"),
+            ref_shape("refs/heads/main")
+        );
     }
 }

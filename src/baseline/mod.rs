@@ -37,7 +37,7 @@ use smallvec::SmallVec;
 
 pub use credentials::{Binding, Credentials, DEFAULT_TTL_SECS};
 pub use fleet::{Fleet, adoption_key};
-pub use identity::{IdentityBaseline, LearnParams};
+pub use identity::{IdentityBaseline, LearnParams, direct_long_term_use, ref_hash, ref_shape};
 pub use peers::Peers;
 pub use spill::{Spill, SpillCounts, StateConfig};
 pub use values::{Entry, ValueSet};
@@ -354,7 +354,7 @@ impl Baselines {
         );
         for e in self.identities.iter() {
             let b = e.value();
-            for set in [&b.attrs, &b.nets, &b.scopes, &b.envs] {
+            for set in [&b.attrs, &b.nets, &b.scopes, &b.envs, &b.refs] {
                 live.extend(set.entries().iter().map(|x| x.hash));
             }
         }

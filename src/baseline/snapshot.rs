@@ -15,8 +15,9 @@ use super::{Baselines, Binding, IdentityBaseline};
 
 // Version 2: the engine state carries its housekeeping schedule. Version 3: baselines keep
 // when they last minted without an environment and a production time of week. Version 4:
-// held runner changes carry what tells a replacement from an addition.
-const MAGIC: &[u8; 8] = b"NHIWSNP4";
+// held runner changes carry what tells a replacement from an addition. Version 5: baselines
+// keep the shapes of the refs they minted from and their uses of long-term keys.
+const MAGIC: &[u8; 8] = b"NHIWSNP5";
 /// The file name inside the state directory.
 pub const FILE: &str = "baselines.snapshot";
 

@@ -10,12 +10,18 @@
 //! Everything reads time from events, so replaying the same input gives the same alerts.
 
 mod cross_env_reuse;
+mod dormant_reactivated;
 mod first_seen;
 pub mod glob;
 mod held;
+mod human_bound_credential;
+#[cfg(test)]
+mod hygiene_tests;
 mod identity_flood;
 pub mod inventory;
+mod long_lived_credential;
 mod new_runner;
+mod new_trust;
 mod off_hours_mint;
 pub mod peers;
 pub mod privileges;
@@ -25,6 +31,7 @@ pub mod spec;
 mod state;
 #[cfg(test)]
 mod tests;
+mod unapproved_ref;
 pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
@@ -145,6 +152,11 @@ pub trait Detector: Send + Sync {
     fn load(&self, _bytes: &[u8]) -> bool {
         false
     }
+    /// The finding on a trust change (`Action::Trust`: no baseline is learned from it), if
+    /// any; it also learns from the change.
+    fn inspect_trust(&self, _event: &Event) -> Option<Finding> {
+        None
+    }
 }
 
 /// Setting up detection failed.
@@ -161,14 +173,29 @@ pub enum SetupError {
     Unknown(String),
 }
 
-/// Every detector nhiwatch knows, in output order.
-pub const NAMES: [&str; 6] = [
+/// Every detector nhiwatch knows, in output order: the four behavioural detectors, the five
+/// hygiene findings, the flood guard and the naive comparison rule.
+pub const NAMES: [&str; 11] = [
     "off_hours_mint",
     "new_runner",
     "scope_escalation",
     "cross_env_reuse",
+    "dormant_reactivated",
+    "long_lived_credential",
+    "human_bound_credential",
+    "new_trust",
+    "unapproved_ref",
     "identity_flood",
     "first_seen",
+];
+
+/// The hygiene findings (issue 20): posture and trust, not behaviour.
+pub const HYGIENE: [&str; 5] = [
+    "dormant_reactivated",
+    "long_lived_credential",
+    "human_bound_credential",
+    "new_trust",
+    "unapproved_ref",
 ];
 
 /// Builds a detector from its specification.
@@ -179,6 +206,13 @@ fn build(name: &str, spec: Spec) -> Result<Box<dyn Detector>, SetupError> {
         "scope_escalation" => Box::new(scope_escalation::ScopeEscalation::new(spec)?),
         "cross_env_reuse" => Box::new(cross_env_reuse::CrossEnvReuse::new(spec)?),
         "identity_flood" => Box::new(identity_flood::IdentityFlood::new(spec)?),
+        "dormant_reactivated" => Box::new(dormant_reactivated::DormantReactivated::new(spec)?),
+        "long_lived_credential" => Box::new(long_lived_credential::LongLivedCredential::new(spec)?),
+        "human_bound_credential" => {
+            Box::new(human_bound_credential::HumanBoundCredential::new(spec)?)
+        }
+        "new_trust" => Box::new(new_trust::NewTrust::new(spec)?),
+        "unapproved_ref" => Box::new(unapproved_ref::UnapprovedRef::new(spec)?),
         "first_seen" => Box::new(first_seen::FirstSeen::new(spec)?),
         other => return Err(SetupError::Unknown(other.to_string())),
     })
@@ -418,7 +452,7 @@ impl Engine {
 
     /// Inspects and learns one event, appending alerts that are due.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
-        if !matches!(event.action, Action::Mint | Action::Use) {
+        if !matches!(event.action, Action::Mint | Action::Use | Action::Trust) {
             self.stats.skipped += 1;
             return;
         }
@@ -428,6 +462,16 @@ impl Engine {
             self.clock = secs;
             self.release(secs, out);
             self.prune(secs);
+        }
+        if event.action == Action::Trust {
+            // Who may obtain the identity's credentials changed: judged by the detectors
+            // that watch trust, never learned into the identity's baseline.
+            for i in 0..self.detectors.len() {
+                if let Some(f) = self.detectors[i].inspect_trust(event) {
+                    self.emit(i, f, event, secs, &[], out);
+                }
+            }
+            return;
         }
         let local = self.zones.local(&event.identity, event.time);
         let privileges = &self.privileges;

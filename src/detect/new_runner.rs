@@ -62,13 +62,13 @@ const RUNNER_ID_FAMILY: u64 = 0x5255_4e4e_4552_4944;
 
 /// An IP network (`10.0.0.0/8`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     len: u8,
 }
 
 impl Cidr {
-    pub(super) fn parse(s: &str) -> Option<Cidr> {
+    pub(crate) fn parse(s: &str) -> Option<Cidr> {
         let (a, l) = s.split_once('/').unwrap_or((s, ""));
         let addr: IpAddr = a.trim().parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -80,7 +80,7 @@ impl Cidr {
         (len <= max).then_some(Cidr { addr, len })
     }
 
-    pub(super) fn contains(&self, ip: &str) -> bool {
+    pub(crate) fn contains(&self, ip: &str) -> bool {
         let Ok(ip) = ip.trim_ascii().parse::<IpAddr>() else {
             return false;
         };

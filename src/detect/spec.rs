@@ -31,6 +31,23 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../detectors/cross_env_reuse.toml"),
     ),
     (
+        "dormant_reactivated",
+        include_str!("../../detectors/dormant_reactivated.toml"),
+    ),
+    (
+        "long_lived_credential",
+        include_str!("../../detectors/long_lived_credential.toml"),
+    ),
+    (
+        "human_bound_credential",
+        include_str!("../../detectors/human_bound_credential.toml"),
+    ),
+    ("new_trust", include_str!("../../detectors/new_trust.toml")),
+    (
+        "unapproved_ref",
+        include_str!("../../detectors/unapproved_ref.toml"),
+    ),
+    (
         "first_seen",
         include_str!("../../detectors/first_seen.toml"),
     ),

@@ -10,7 +10,7 @@ use crate::time::Timestamp;
 /// Monday 2026-03-02, 00:00 UTC.
 const T0: i64 = 1_772_409_600;
 
-fn at(day: i64, secs: i64) -> Timestamp {
+pub(super) fn at(day: i64, secs: i64) -> Timestamp {
     Timestamp::from_micros((T0 + day * 86_400 + secs) * 1_000_000)
 }
 
@@ -18,14 +18,14 @@ fn weekday(day: i64) -> bool {
     day.rem_euclid(7) < 5
 }
 
-struct Feed {
-    engine: Engine,
+pub(super) struct Feed {
+    pub(super) engine: Engine,
     out: Vec<Alert>,
     n: u64,
 }
 
 impl Feed {
-    fn new(detectors: &[&str]) -> Feed {
+    pub(super) fn new(detectors: &[&str]) -> Feed {
         Feed {
             engine: Engine::with_defaults(detectors).expect("engine"),
             out: Vec::new(),
@@ -33,20 +33,20 @@ impl Feed {
         }
     }
 
-    fn push(&mut self, mut e: Event) {
+    pub(super) fn push(&mut self, mut e: Event) {
         self.n += 1;
         e.id = format!("e{}", self.n);
         self.engine.process(&e, &mut self.out);
     }
 
-    fn done(&mut self) -> Vec<Alert> {
+    pub(super) fn done(&mut self) -> Vec<Alert> {
         self.engine.flush(&mut self.out);
         std::mem::take(&mut self.out)
     }
 }
 
 /// A GitHub workflow's OIDC token.
-fn github(identity: &str, t: Timestamp, env: Option<&str>) -> Event {
+pub(super) fn github(identity: &str, t: Timestamp, env: Option<&str>) -> Event {
     let mut e = Event::new(
         "",
         t,

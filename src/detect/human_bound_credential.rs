@@ -1,0 +1,195 @@
+//! `human_bound_credential`: a person's credential used by automation.
+//!
+//! An identity bound to a person (`human_identities` globs: Vault logins by OIDC, userpass,
+//! LDAP and the like, AWS IAM users, SSO and SAML sessions) minting or presenting a credential
+//! from an automation network: one of `runner_networks`, or a network from which at least
+//! `automation_identities` other (non-human) identities worked within `network_window`. The
+//! networks are learned from every successful event of a non-human identity and saved with the
+//! engine's state.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::glob::GlobSet;
+use super::new_runner::Cidr;
+use super::{Cx, Detector, Finding, Spec, SpecError, evidence, tier_of};
+use crate::baseline::{Day, IdentityBaseline, hash_identity};
+use crate::event::Outcome;
+use crate::units::Duration;
+
+/// Identities remembered per network (enough to pass any sensible threshold).
+const PER_NETWORK: usize = 8;
+/// Networks remembered; the ones seen longest ago are forgotten first.
+const MAX_NETWORKS: usize = 65_536;
+
+/// `[thresholds]` of `human_bound_credential.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    automation_identities: u32,
+    network_window: Duration,
+    runner_networks: Vec<String>,
+    human_identities: Vec<String>,
+}
+
+/// Non-human identities seen on one network.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    /// (identity hash, last day), most recent last.
+    ids: Vec<(u32, Day)>,
+    last: Day,
+}
+
+pub(super) struct HumanBoundCredential {
+    spec: Spec,
+    t: Thresholds,
+    humans: GlobSet,
+    runners: Vec<Cidr>,
+    expected: Vec<Cidr>,
+    window: Day,
+    nets: Mutex<HashMap<u64, Seen>>,
+}
+
+impl HumanBoundCredential {
+    pub(super) fn new(spec: Spec) -> Result<Self, SpecError> {
+        let t: Thresholds = spec.thresholds()?;
+        if !(1..=PER_NETWORK as u32).contains(&t.automation_identities) {
+            return Err(SpecError::Invalid {
+                file: "human_bound_credential.toml".into(),
+                key: "thresholds.automation_identities".into(),
+                message: format!("must be between 1 and {PER_NETWORK}"),
+            });
+        }
+        let runners = t
+            .runner_networks
+            .iter()
+            .map(|n| {
+                Cidr::parse(n).ok_or_else(|| SpecError::Invalid {
+                    file: "human_bound_credential.toml".into(),
+                    key: "thresholds.runner_networks".into(),
+                    message: format!("{n:?} is not a network (CIDR)"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HumanBoundCredential {
+            humans: GlobSet::new(&t.human_identities),
+            expected: super::new_runner::cidrs(&spec)?,
+            window: (t.network_window.as_secs() / 86_400).max(1) as Day,
+            runners,
+            spec,
+            t,
+            nets: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Seen>> {
+        self.nets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Detector for HumanBoundCredential {
+    fn name(&self) -> &'static str {
+        "human_bound_credential"
+    }
+
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn learned(&self, b: &IdentityBaseline) -> u32 {
+        b.events
+    }
+
+    fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
+        let (e, v) = (cx.event, cx.view);
+        if e.outcome != Outcome::Success || !self.humans.matches(&e.identity) {
+            return None;
+        }
+        let ip = e.runner.ip.as_deref()?;
+        if self.expected.iter().any(|c| c.contains(ip)) {
+            return None;
+        }
+        let listed = self.runners.iter().any(|c| c.contains(ip));
+        let net = v.net.as_ref();
+        let others = net.map_or(0, |n| {
+            let since = v.day.saturating_sub(self.window);
+            self.lock()
+                .get(&n.hash)
+                .map_or(0, |s| s.ids.iter().filter(|(_, d)| *d >= since).count())
+        });
+        if !listed && others < self.t.automation_identities as usize {
+            return None;
+        }
+        let where_ = net.map_or_else(|| ip.to_string(), |n| n.text());
+        let mut ev = evidence::base(cx.baseline);
+        ev.insert("network".into(), json!(where_));
+        ev.insert("automation_identities_on_network".into(), json!(others));
+        ev.insert("listed_runner_network".into(), json!(listed));
+        Some(Finding {
+            severity: self.spec.severity_for(tier_of(v)),
+            reason_key: net.map_or(0, |n| n.hash),
+            reason: format!("person's credential on automation network {where_}"),
+            summary: format!(
+                "{}, a credential bound to a person, was used from {where_}, {}.",
+                e.identity,
+                if listed {
+                    "a listed runner network".to_string()
+                } else {
+                    format!("where {others} pipeline and workload identities work")
+                }
+            ),
+            evidence: ev,
+            defer: None,
+            routine: false,
+        })
+    }
+
+    fn learn(&self, cx: &Cx<'_>) {
+        let (e, v) = (cx.event, cx.view);
+        let Some(n) = &v.net else { return };
+        if e.outcome != Outcome::Success || self.humans.matches(&e.identity) {
+            return;
+        }
+        let who = hash_identity(&e.identity);
+        let mut nets = self.lock();
+        if nets.len() >= MAX_NETWORKS && !nets.contains_key(&n.hash) {
+            // Forget the eighth seen longest ago.
+            let mut lasts: Vec<Day> = nets.values().map(|s| s.last).collect();
+            let cut = lasts.len() / 8;
+            let (_, nth, _) = lasts.select_nth_unstable(cut);
+            let nth = *nth;
+            nets.retain(|_, s| s.last > nth);
+        }
+        let s = nets.entry(n.hash).or_default();
+        s.last = s.last.max(v.day);
+        match s.ids.iter_mut().find(|(id, _)| *id == who) {
+            Some(x) => x.1 = x.1.max(v.day),
+            None => {
+                if s.ids.len() == PER_NETWORK {
+                    s.ids.sort_by_key(|(_, d)| *d);
+                    s.ids.remove(0);
+                }
+                s.ids.push((who, v.day));
+            }
+        }
+    }
+
+    fn save(&self) -> Option<Vec<u8>> {
+        let mut v: Vec<(u64, Seen)> = self.lock().iter().map(|(k, s)| (*k, s.clone())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        postcard::to_stdvec(&v).ok()
+    }
+
+    fn load(&self, bytes: &[u8]) -> bool {
+        match postcard::from_bytes::<Vec<(u64, Seen)>>(bytes) {
+            Ok(v) => {
+                *self.lock() = v.into_iter().collect();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
