@@ -12,7 +12,7 @@ use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use crate::simulate::KINDS;
+use crate::simulate::{ALL_KINDS, HYGIENE_KINDS};
 
 /// A problem reading the answer key or the alerts.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ impl AnswerKey {
             })?;
             match l.r#type.as_str() {
                 "attack_record" => {
-                    if !KINDS.contains(&l.kind.as_str()) {
+                    if !ALL_KINDS.contains(&l.kind.as_str()) {
                         return Err(ScoreError::Line {
                             file: "labels",
                             line: i + 1,
@@ -192,7 +192,7 @@ pub struct DetectorScore {
 /// Everything `nhiwatch score` measures.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Score {
-    /// Recall per attack kind, in [`KINDS`] order.
+    /// Recall per attack kind, in [`ALL_KINDS`] order.
     pub kinds: Vec<KindScore>,
     /// Alerts read.
     pub alerts: u64,
@@ -269,7 +269,7 @@ pub fn score(alerts: impl BufRead, key: &AnswerKey) -> Result<Score, ScoreError>
             }
         }
     }
-    for kind in KINDS {
+    for kind in ALL_KINDS {
         let of_kind: Vec<&AttackInfo> = key.attacks.values().filter(|a| a.kind == kind).collect();
         let caught_own = of_kind.iter().filter(|a| own.contains(&a.attack)).count() as u64;
         let caught_any = of_kind.iter().filter(|a| any.contains(&a.attack)).count() as u64;
@@ -348,13 +348,18 @@ impl Score {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<18} {:>7} {:>12} {:>8} {:>12} {:>8}",
+            "{:<22} {:>7} {:>12} {:>8} {:>12} {:>8}",
             "attack kind", "attacks", "caught (own)", "recall", "caught (any)", "recall"
         );
-        for k in &self.kinds {
+        // The hygiene kinds only when the simulation had them (`simulate --hygiene`).
+        for k in self
+            .kinds
+            .iter()
+            .filter(|k| k.attacks > 0 || !HYGIENE_KINDS.contains(&k.kind.as_str()))
+        {
             let _ = writeln!(
                 out,
-                "{:<18} {:>7} {:>12} {:>8.3} {:>12} {:>8.3}",
+                "{:<22} {:>7} {:>12} {:>8.3} {:>12} {:>8.3}",
                 k.kind, k.attacks, k.caught_own, k.recall_own, k.caught_any, k.recall_any
             );
         }
@@ -372,7 +377,7 @@ impl Score {
         for (name, d) in &self.detectors {
             let _ = writeln!(
                 out,
-                "  {name:<17} {:>6} alerts: {} true, {} false ({} on benign changes)",
+                "  {name:<22} {:>6} alerts: {} true, {} false ({} on benign changes)",
                 d.alerts, d.true_alerts, d.false_alerts, d.false_on_benign_changes
             );
         }

@@ -285,9 +285,17 @@ pub struct ListArgs {
 /// `nhiwatch inventory`.
 #[derive(Debug, Args)]
 pub struct InventoryArgs {
+    /// Record files, directories or `-` to build the inventory from directly (every format,
+    /// auto-detected, as `replay` reads them); without any, the inventory is read from
+    /// `--state`.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<String>,
     /// The state directory written by `replay --state` or `run --state-dir`.
     #[arg(long, env = "NHIWATCH_STATE_DIR", default_value = "state")]
     pub state: PathBuf,
+    /// The input format when reading records (default: detect each record's).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// One JSON object per identity, as a JSON array.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -362,6 +370,12 @@ pub struct SimulateArgs {
     /// Only the records of this format (the organisation is the same).
     #[arg(long, value_enum, env = "NHIWATCH_SIM_FORMAT")]
     pub format: Option<Format>,
+    /// Add the hygiene scenarios: labelled positives and hard negatives of the five hygiene
+    /// findings (dormant identities, standing credentials, people's credentials on runners,
+    /// new trust, production from unapproved refs) beside the organisation. Needs 14 days, 42
+    /// for the dormant ones.
+    #[arg(long, env = "NHIWATCH_SIM_HYGIENE")]
+    pub hygiene: bool,
     /// Output file (default: stdout); gzip-compressed when it ends in `.gz`.
     #[arg(long, short = 'o', env = "NHIWATCH_OUTPUT")]
     pub output: Option<PathBuf>,

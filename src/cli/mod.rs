@@ -228,7 +228,31 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Inventory(args) => {
             use crate::detect::inventory;
-            let engines = load_state(&cfg, &args.state)?;
+            let engines = if args.inputs.is_empty() {
+                load_state(&cfg, &args.state)?
+            } else {
+                // Straight from records: learn them as a replay does, then list.
+                let decoder = cfg.decoder(args.format.unwrap_or_default())?;
+                let mut engines = vec![cfg.engine(None)?];
+                let opts = replay::Options {
+                    inputs: args.inputs.clone(),
+                    emit: replay::Emit::None,
+                    output: None,
+                    rejects: None,
+                    progress: replay::Progress::Never,
+                    hold: false,
+                    encoding: Default::default(),
+                    lake: None,
+                    lake_config: cfg.lake.clone(),
+                };
+                let summary = replay::run(&decoder, &mut engines, &opts, None)?;
+                if summary.nothing_read() {
+                    anyhow::bail!("no records read from {}", args.inputs.join(", "));
+                }
+                // What was read and rejected (and why), as replay reports it.
+                eprint!("{}", summary.render());
+                engines
+            };
             let filter = inventory::Filter {
                 environment: args.environment.clone(),
                 tier: args.tier,
@@ -375,6 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 profile: args.profile,
                 attacks: args.attacks,
                 only: args.format,
+                hygiene: args.hygiene,
             })?;
             if let Some(p) = &args.config_out {
                 // Whole or not at all: a replay may read it while the records stream.

@@ -36,6 +36,7 @@
 
 mod attacks;
 mod emit;
+mod hygiene;
 mod org;
 mod profile;
 mod render;
@@ -54,6 +55,21 @@ use render::*;
 
 use attacks::*;
 pub use attacks::{Change, KINDS, Variant};
+pub use hygiene::HYGIENE_KINDS;
+
+/// Every attack kind an answer key may hold: the four behavioural ones, then the hygiene
+/// findings (`simulate --hygiene`).
+pub const ALL_KINDS: [&str; 9] = [
+    KINDS[0],
+    KINDS[1],
+    KINDS[2],
+    KINDS[3],
+    HYGIENE_KINDS[0],
+    HYGIENE_KINDS[1],
+    HYGIENE_KINDS[2],
+    HYGIENE_KINDS[3],
+    HYGIENE_KINDS[4],
+];
 use emit::*;
 use org::*;
 use schedule::*;
@@ -91,6 +107,9 @@ pub struct Settings {
     pub attacks: Option<u32>,
     /// Write only the records of this format (the organisation is the same).
     pub only: Option<Format>,
+    /// Add the hygiene scenarios (see `hygiene.rs`): positives and hard negatives of the
+    /// five hygiene findings, beside the organisation.
+    pub hygiene: bool,
 }
 
 impl Default for Settings {
@@ -104,6 +123,7 @@ impl Default for Settings {
             profile: Profile::Classic,
             attacks: None,
             only: None,
+            hygiene: false,
         }
     }
 }
@@ -144,10 +164,18 @@ pub struct Summary {
     pub attacks: u32,
     /// Attacks that found no suitable service and were left out.
     pub attacks_skipped: u32,
-    /// Attacks per kind, in [`KINDS`] order.
-    pub attacks_by_kind: [u32; 4],
+    /// Attacks per kind, in [`ALL_KINDS`] order.
+    pub attacks_by_kind: [u32; 9],
     /// Benign changes to single services (see [`Change`]).
     pub benign_changes: u32,
+}
+
+/// The hygiene records still to write, merged into the organisation's by time.
+struct Extra {
+    recs: Vec<hygiene::HRec>,
+    next: usize,
+    /// Attack numbers of the hygiene positives follow the organisation's.
+    base: u16,
 }
 
 /// The answer-key line for one record an attack wrote.
@@ -184,6 +212,11 @@ impl Simulation {
     pub fn new(mut settings: Settings) -> Result<Self, SettingsError> {
         if settings.days == 0 || settings.days > 3660 {
             return Err(SettingsError::Range("--days must be between 1 and 3660"));
+        }
+        if settings.hygiene && settings.days < 14 {
+            return Err(SettingsError::Range(
+                "--hygiene needs at least 14 days (42 for the dormant scenarios)",
+            ));
         }
         if settings.identities == 0 || settings.identities > 10_000_000 {
             return Err(SettingsError::Range(
@@ -430,6 +463,21 @@ impl Simulation {
                 .unwrap_or(0);
             summary.attacks_by_kind[k] += 1;
         }
+        let hygiene = self.settings.hygiene.then(|| self.plan_hygiene());
+        if let Some(h) = &hygiene {
+            summary.identities += h.identities;
+            summary.identity_days += h.identity_days;
+            summary.attacks += h.by_kind.iter().sum::<u32>();
+            summary.attacks_skipped += h.skipped;
+            for (i, n) in h.by_kind.iter().enumerate() {
+                summary.attacks_by_kind[KINDS.len() + i] += n;
+            }
+        }
+        let mut extra = Extra {
+            recs: hygiene.map(|h| h.recs).unwrap_or_default(),
+            next: 0,
+            base: attacks.len() as u16,
+        };
         let end = self.t0 + i64::from(days) * 86_400;
         let mut state: Vec<SvcState> = self.services.iter().map(|_| SvcState::default()).collect();
         let mut buf: Vec<Op> = Vec::new();
@@ -459,19 +507,63 @@ impl Simulation {
             } else {
                 day_end - 14 * 3600
             };
-            if !self.flush(&mut buf, bound, end, &mut r, sink, &mut summary)? {
+            if !self.flush(&mut buf, bound, end, &mut r, &mut extra, sink, &mut summary)? {
                 return Ok(summary);
             }
         }
+        self.flush_extra(&mut extra, i64::MAX, sink, &mut summary)?;
         Ok(summary)
     }
 
+    /// Writes the hygiene records before `bound`; false when the sink stops.
+    fn flush_extra(
+        &self,
+        extra: &mut Extra,
+        bound: i64,
+        sink: &mut dyn FnMut(&Rendered<'_>) -> io::Result<bool>,
+        summary: &mut Summary,
+    ) -> io::Result<bool> {
+        while let Some(h) = extra.recs.get(extra.next)
+            && h.t <= bound
+        {
+            extra.next += 1;
+            if let Some(f) = self.settings.only
+                && f != Format::Auto
+                && f != h.format
+            {
+                continue;
+            }
+            let time = Timestamp::from_micros(h.t * 1_000_000).to_rfc3339();
+            let label = h.label.as_ref().map(|l| LabelLine {
+                r#type: "attack_record",
+                attack: extra.base + l.attack,
+                kind: l.kind,
+                variant: l.variant,
+                event_id: &l.event_id,
+                identity: &l.identity,
+                time: time.clone(),
+                source: l.source,
+                expected: true,
+            });
+            summary.records += 1;
+            if !sink(&Rendered {
+                line: &h.line,
+                label,
+            })? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn flush(
         &self,
         buf: &mut Vec<Op>,
         bound: i64,
         end: i64,
         r: &mut Renderer<'_>,
+        extra: &mut Extra,
         sink: &mut dyn FnMut(&Rendered<'_>) -> io::Result<bool>,
         summary: &mut Summary,
     ) -> io::Result<bool> {
@@ -480,6 +572,9 @@ impl Simulation {
         for op in buf.drain(..cut) {
             if op.t < self.t0 || op.t >= end {
                 continue;
+            }
+            if !self.flush_extra(extra, op.t, sink, summary)? {
+                return Ok(false);
             }
             if let Some(f) = self.settings.only
                 && f != Format::Auto
