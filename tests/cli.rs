@@ -501,6 +501,18 @@ fn inventory_lists_every_identity_with_its_tier_and_filters_and_exports() {
         serde_json::from_slice(&inventory(&args).stdout).expect("json")
     };
     let all = json(&[]);
+    // Straight from the records, the same rows as from the state the replay left.
+    let direct = run(&["--config", config, "inventory", "--json", week], None);
+    assert!(direct.status.success(), "{}", stderr(&direct));
+    let direct: Vec<Value> = serde_json::from_slice(&direct.stdout).expect("json");
+    assert_eq!(direct, all);
+    // And a file of nothing but bad records is an error that says so.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "not a record\n").unwrap();
+    let out = run(&["inventory", bad.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("rejects: 1"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could be read"), "{}", stderr(&out));
     // One row per identity with a baseline.
     let list = run(
         &[

@@ -1298,3 +1298,56 @@ fn a_full_disk_under_the_lake_pauses_consumption_and_no_row_is_lost_when_space_r
     );
     drop(disk);
 }
+
+/// The five hygiene findings end to end in `run`: a small organisation with the hygiene
+/// scenarios (`simulate --hygiene`) streamed through the broker alerts what `replay` does,
+/// and each finding is among the alerts.
+#[test]
+fn the_hygiene_findings_reach_the_alerts_topic_as_replay_finds_them() {
+    let out = util::run(
+        &[
+            "simulate",
+            "--identities",
+            "40",
+            "--days",
+            "42",
+            "--hygiene",
+            "--seed",
+            "5",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Vec<u8>> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let broker = Broker::start();
+    let s = Setup::new(&broker, 1, "hygiene");
+    let expected = s.replay_ids(&records, 1);
+    broker.produce(&s.input, &records);
+    let mut nw = s.start("a", &[]);
+    nw.wait_for("nhiwatch run started", Duration::from_secs(30));
+    let msgs = read_alerts(&broker, &s, &expected);
+    assert_eq!(ids(&msgs), expected, "log:\n{}", nw.log());
+    let detectors: BTreeSet<String> = msgs
+        .iter()
+        .map(|m| m.json()["detector"].as_str().unwrap_or("").to_string())
+        .collect();
+    for d in [
+        "dormant_reactivated",
+        "long_lived_credential",
+        "human_bound_credential",
+        "new_trust",
+        "unapproved_ref",
+    ] {
+        assert!(detectors.contains(d), "no {d} alert among {detectors:?}");
+    }
+    assert_eq!(nw.terminate(), Some(0));
+}

@@ -119,7 +119,14 @@ fn stratus_red_team_cloudtrail_decodes_and_sts_calls_are_mints() {
                 assert!(
                     out.iter().flatten().any(|e| e.action == Action::Use
                         && e.credential.as_ref().map(|c| c.fp.clone())
-                            == Some(fp(CredentialKind::AwsAccessKey, k))),
+                            == Some(fp(
+                                if k.starts_with("AKIA") {
+                                    CredentialKind::AwsLongTermKey
+                                } else {
+                                    CredentialKind::AwsAccessKey
+                                },
+                                k
+                            ))),
                     "{name} with key is not a use"
                 );
             }

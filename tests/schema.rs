@@ -285,6 +285,43 @@ fn every_alert_satisfies_the_alert_schema() {
                 .map(|l| serde_json::from_str::<Value>(l).expect("alert is JSON")),
         );
     }
+    // The hygiene findings, on an organisation with the hygiene scenarios.
+    let hyg = dir.path().join("hygiene.jsonl").display().to_string();
+    let o = util::run(
+        &[
+            "simulate",
+            "--seed",
+            "9",
+            "--identities",
+            "40",
+            "--days",
+            "42",
+            "--hygiene",
+            "-o",
+            &hyg,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = util::run(
+        &[
+            "--config",
+            "schemas/samples/simulated/nhiwatch.toml",
+            "replay",
+            "--progress",
+            "never",
+            "--detectors",
+            "dormant_reactivated,long_lived_credential,human_bound_credential,new_trust,unapproved_ref",
+            &hyg,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    alerts.extend(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("alert is JSON")),
+    );
     let mut seen = std::collections::BTreeSet::new();
     for a in &alerts {
         let errs = errors(&v, a);
@@ -298,6 +335,10 @@ fn every_alert_satisfies_the_alert_schema() {
             Some("cross_env_reuse") => "reuse: environment",
             Some("scope_escalation") if ev.get("ttl_seconds").is_some() => "scope: ttl",
             Some("scope_escalation") => "scope: rank",
+            Some("long_lived_credential") if ev.get("ttl_seconds").is_some() => "standing: ttl",
+            Some("long_lived_credential") => "standing: key",
+            Some("new_trust") if ev.get("actor").is_some() => "trust: change",
+            Some("new_trust") => "trust: role",
             Some(d) => d,
             None => "?",
         };
@@ -306,7 +347,9 @@ fn every_alert_satisfies_the_alert_schema() {
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         [
+            "dormant_reactivated",
             "first_seen",
+            "human_bound_credential",
             "new_runner",
             "off_hours_mint",
             "reuse: environment",
@@ -315,7 +358,12 @@ fn every_alert_satisfies_the_alert_schema() {
             "reuse: replay",
             "reuse: unprotected",
             "scope: rank",
-            "scope: ttl"
+            "scope: ttl",
+            "standing: key",
+            "standing: ttl",
+            "trust: change",
+            "trust: role",
+            "unapproved_ref"
         ],
         "every shape of alert is covered"
     );

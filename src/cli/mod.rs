@@ -246,11 +246,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     lake_config: cfg.lake.clone(),
                 };
                 let summary = replay::run(&decoder, &mut engines, &opts, None)?;
-                if summary.nothing_read() {
-                    anyhow::bail!("no records read from {}", args.inputs.join(", "));
-                }
                 // What was read and rejected (and why), as replay reports it.
                 eprint!("{}", summary.render());
+                if summary.nothing_read() {
+                    anyhow::bail!("no record of {} could be read", args.inputs.join(", "));
+                }
                 engines
             };
             let filter = inventory::Filter {

@@ -161,7 +161,7 @@ impl Detector for NewTrust {
         if admitted || self.announced.matches(subject) {
             return None;
         }
-        let mut ev = serde_json::Map::new();
+        let mut ev = super::evidence::base(cx.baseline);
         ev.insert("role".into(), json!(role));
         ev.insert("subject".into(), json!(subject));
         ev.insert("subjects_trusted_before".into(), json!(subjects.len()));
