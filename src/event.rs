@@ -272,6 +272,10 @@ pub struct Context {
     /// Whether that ref is protected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_protected: Option<bool>,
+    /// The commit the pipeline ran (the `sha` claim): a release promotes the commit it
+    /// deployed to staging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
     /// The workflow or pipeline file that actually ran (e.g. a reusable workflow), with ref.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
@@ -365,6 +369,7 @@ impl Event {
         for v in [
             &mut c.repo,
             &mut c.git_ref,
+            &mut c.sha,
             &mut c.workflow,
             &mut c.actor,
             &mut c.subject,
@@ -405,6 +410,7 @@ impl Event {
             ("runner.agent", false, &mut r.agent),
             ("context.repo", false, &mut c.repo),
             ("context.git_ref", false, &mut c.git_ref),
+            ("context.sha", false, &mut c.sha),
             ("context.workflow", false, &mut c.workflow),
             ("context.actor", false, &mut c.actor),
             ("context.subject", false, &mut c.subject),
@@ -508,6 +514,7 @@ impl Event {
                 field(out, &mut first, "ref_protected");
                 out.extend_from_slice(if p { b"true" } else { b"false" });
             }
+            opt_field(out, &mut first, "sha", &c.sha);
             opt_field(out, &mut first, "workflow", &c.workflow);
             opt_field(out, &mut first, "actor", &c.actor);
             opt_field(out, &mut first, "subject", &c.subject);
@@ -683,6 +690,7 @@ mod tests {
             repo: Some("acme/api".into()),
             git_ref: Some("main".into()),
             ref_protected: Some(false),
+            sha: Some("0123abc".into()),
             workflow: Some("w".into()),
             actor: Some("a".into()),
             subject: Some("s".into()),

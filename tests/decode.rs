@@ -45,6 +45,10 @@ fn github_deploy_with_environment() {
     assert_eq!(e.context.repo.as_deref(), Some("octo-org/octo-repo"));
     assert_eq!(e.context.git_ref.as_deref(), Some("refs/heads/main"));
     assert_eq!(e.context.ref_protected, Some(true));
+    assert_eq!(
+        e.context.sha.as_deref(),
+        Some("d6a1c0e5b3f2a4e8c9b7d1f0a2e3c4b5a6d7e8f9")
+    );
     assert_eq!(e.context.actor.as_deref(), Some("octocat"));
     assert_eq!(e.context.trigger.as_deref(), Some("push"));
     assert_eq!(
@@ -111,6 +115,10 @@ fn gitlab_production_deploy() {
     assert_eq!(e.context.repo.as_deref(), Some("my-group/my-project"));
     assert_eq!(e.context.git_ref.as_deref(), Some("main"));
     assert_eq!(e.context.ref_protected, Some(true));
+    assert_eq!(
+        e.context.sha.as_deref(),
+        Some("714a629c0b401fdce83e847fc9589983fc6f46bc")
+    );
     assert_eq!(e.context.actor.as_deref(), Some("sample-user"));
     assert_eq!(e.context.trigger.as_deref(), Some("push"));
     assert_eq!(e.time.to_rfc3339(), "2026-01-05T14:00:00Z");

@@ -3,12 +3,11 @@
 //! parameters drawn from a seed no one tuned with) with injected attacks and an answer key,
 //! the binary replays it with the organisation's configuration, and `score` holds the
 //! detectors, over all report profiles together, to the targets: recall ≥ 0.95 for every
-//! attack kind and at most one false alert per 1,000 identity-days. Precision is held to
-//! 0.85, below the 0.9 target: on held-out seeds it measures 0.87–0.88 (README, "Quality,
-//! measured"), half of the false alerts on announced benign changes, the rest mostly first
-//! production deploys of pipelines whose peers have not all released yet, weekend work few
-//! peers share and runner changes in the small organisation. The naive first-seen rule on
-//! the same data shows what the detectors are measured against.
+//! attack kind, precision ≥ 0.90 and at most one false alert per 1,000 identity-days. On
+//! held-out seeds precision measures 0.895–0.921 (README, "Quality, measured"); most false
+//! alerts fall on announced benign changes, the rest mostly on weekend work few peers share
+//! and runner changes in the small organisation. The naive first-seen rule on the same data
+//! shows what the detectors are measured against.
 //!
 //! The tuning profiles (classic, release-train) are deliberately not held here: numbers on
 //! the data a detector was tuned on say little.
@@ -135,7 +134,7 @@ fn report_profiles_meet_the_targets_and_the_naive_rule_does_not() {
             .flat_map(|h| h.join().expect("profile thread"))
             .collect()
     });
-    let (o, s) = score(&pairs, &["--min-recall", "0.95", "--min-precision", "0.85"]);
+    let (o, s) = score(&pairs, &["--min-recall", "0.95", "--min-precision", "0.90"]);
     let pretty = serde_json::to_string_pretty(&s).unwrap_or_default();
     assert!(o.status.success(), "below target: {pretty}");
     // The four behavioural kinds (the hygiene kinds have no attacks without --hygiene).
@@ -153,7 +152,7 @@ fn report_profiles_meet_the_targets_and_the_naive_rule_does_not() {
         );
         assert!(k["recall_own"].as_f64().unwrap_or(0.0) >= 0.95, "{k}");
     }
-    assert!(s["precision"].as_f64().unwrap_or(0.0) >= 0.85, "{pretty}");
+    assert!(s["precision"].as_f64().unwrap_or(0.0) >= 0.90, "{pretty}");
     assert!(
         s["false_per_1000_identity_days"].as_f64().unwrap_or(9e9) <= 1.0,
         "{pretty}"

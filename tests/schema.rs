@@ -121,6 +121,7 @@ fn full_event() -> Event {
         repo: Some("r".into()),
         git_ref: Some("main".into()),
         ref_protected: Some(true),
+        sha: Some("9fceb02d0ae598e95dc970b74767f19372d61af8".into()),
         workflow: Some("w".into()),
         actor: Some("a".into()),
         subject: Some("s".into()),

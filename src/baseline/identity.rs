@@ -38,6 +38,8 @@ const CAP_SCOPES: usize = 32;
 const CAP_ENVS: usize = 8;
 const CAP_PAIRS: usize = 8;
 const CAP_REFS: usize = 8;
+/// Commits remembered per identity as staged.
+pub const CAP_STAGED: usize = 8;
 
 /// What nhiwatch believes about one identity.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -91,6 +93,10 @@ pub struct IdentityBaseline {
     /// credential in automation.
     #[serde(default)]
     pub long_term_uses: u32,
+    /// The commits it deployed to a non-production environment, latest last: a hash of the
+    /// `sha` (high 48 bits) and the day (low 16), at most [`CAP_STAGED`].
+    #[serde(default)]
+    pub staged: Vec<u64>,
     /// Its candidate peer groups, finest first (set by the engine; not stored, recomputed
     /// when a snapshot is restored).
     #[serde(skip)]
@@ -133,6 +139,7 @@ impl IdentityBaseline {
             + self.envs.heap_bytes()
             + self.env_pairs.heap_bytes()
             + self.refs.heap_bytes()
+            + self.staged.capacity() * 8
             + self
                 .prod_tow
                 .as_ref()
@@ -214,6 +221,16 @@ impl IdentityBaseline {
                         interner.intern(hash, &shape);
                     }
                 }
+                if let (Some((_, tier)), Some(sha)) = (view.env, event.context.sha.as_deref())
+                    && tier != Tier::Production
+                {
+                    let h = staged_hash(sha);
+                    self.staged.retain(|x| x & !0xffff != h);
+                    if self.staged.len() >= CAP_STAGED {
+                        self.staged.remove(0);
+                    }
+                    self.staged.push(h | u64::from(day));
+                }
                 if let (Some((env, tier)), Some(name)) = (view.env, event.environment.as_deref()) {
                     let horizon = day.saturating_sub(p.env_forget_days);
                     if self.envs.observe(env, day, tier as u8, CAP_ENVS, horizon) {
@@ -237,6 +254,16 @@ impl IdentityBaseline {
         }
     }
 
+    /// The day the identity last deployed commit `sha` to a non-production environment.
+    pub fn staged_on(&self, sha: &str) -> Option<Day> {
+        let h = staged_hash(sha);
+        self.staged
+            .iter()
+            .rev()
+            .find(|x| *x & !0xffff == h)
+            .map(|x| (*x & 0xffff) as Day)
+    }
+
     /// Whether the identity minted from a ref of this shape, and whether for production.
     pub fn ref_seen(&self, hash: u64) -> Option<bool> {
         self.refs.get(hash).map(|e| e.aux & 1 == 1)
@@ -258,6 +285,11 @@ pub fn direct_long_term_use(event: &Event) -> bool {
             .as_ref()
             .is_some_and(|c| c.kind == crate::event::CredentialKind::AwsLongTermKey)
         && event.context.resource.as_deref() != Some("sts.amazonaws.com")
+}
+
+/// A commit's hash as kept in [`IdentityBaseline::staged`] (low 16 bits clear).
+fn staged_hash(sha: &str) -> u64 {
+    super::hash_value(super::Class::Scope, &sha.trim().to_ascii_lowercase()) & !0xffff
 }
 
 /// The shape of a git ref: runs of digits become `#`, so every release tag (`refs/tags/v1.4.2`

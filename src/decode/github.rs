@@ -38,6 +38,8 @@ struct Claims<'a> {
     #[serde(default, deserialize_with = "lenient_bool")]
     ref_protected: Option<bool>,
     #[serde(borrow)]
+    sha: Option<Str<'a>>,
+    #[serde(borrow)]
     event_name: Option<Str<'a>>,
     #[serde(borrow)]
     actor: Option<Str<'a>>,
@@ -99,6 +101,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.context.repo = Some(repo.to_string());
     e.context.git_ref = owned(&c.git_ref);
     e.context.ref_protected = c.ref_protected;
+    e.context.sha = owned(&c.sha);
     e.context.workflow = owned(&c.job_workflow_ref).or_else(|| owned(&c.workflow_ref));
     e.context.actor = owned(&c.actor);
     e.context.subject = owned(&c.sub);

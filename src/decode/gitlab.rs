@@ -40,6 +40,8 @@ struct Claims<'a> {
     #[serde(default, deserialize_with = "lenient_bool")]
     ref_protected: Option<bool>,
     #[serde(borrow)]
+    sha: Option<Str<'a>>,
+    #[serde(borrow)]
     pipeline_source: Option<Str<'a>>,
     #[serde(borrow)]
     user_login: Option<Str<'a>>,
@@ -98,6 +100,7 @@ pub(crate) fn decode(obj: &str, ctx: &Ctx<'_>, out: &mut Vec<Decoded>) -> Result
     e.context.repo = Some(project.to_string());
     e.context.git_ref = owned(&c.git_ref);
     e.context.ref_protected = c.ref_protected;
+    e.context.sha = owned(&c.sha);
     e.context.workflow = owned(&c.ci_config_ref_uri);
     e.context.actor = owned(&c.user_login);
     e.context.subject = owned(&c.sub);

@@ -52,6 +52,25 @@ pub struct Thresholds {
     /// The shortest release cycle assumed while the group's members are still making their
     /// first releases (a release train promotes at least fortnightly).
     peer_release_min: Duration,
+    /// A first production mint of a commit the identity deployed elsewhere within this long
+    /// is a promotion, routine ("0s": judge it like any first production mint).
+    #[serde(default = "fortnight")]
+    promotion_window: Duration,
+}
+
+fn fortnight() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+
+/// The fleet value that says a workflow of repository `repo` promoted a staged commit.
+fn promotion_key(repo: &str) -> u64 {
+    hash_value(Class::Scope, &format!("promotion:{repo}"))
+}
+
+/// The repository of a GitHub workflow or repository identity (`github:acme/api/...`).
+fn repository_of(identity: &str) -> Option<&str> {
+    let rest = identity.strip_prefix("github:")?;
+    Some(rest.split_once("/.github/").map_or(rest, |(r, _)| r))
 }
 
 pub(super) struct CrossEnvReuse {
@@ -115,6 +134,32 @@ fn fp8(cx: &Cx<'_>) -> String {
         .unwrap_or_default()
 }
 
+impl CrossEnvReuse {
+    /// What makes this production mint a promotion, if anything.
+    fn promotion(&self, cx: &Cx<'_>) -> Option<String> {
+        let window = (self.t.promotion_window.as_secs() / 86_400) as u16;
+        if self.t.promotion_window.as_secs() == 0 {
+            return None;
+        }
+        let (e, v) = (cx.event, cx.view);
+        if let Some(sha) = e.context.sha.as_deref()
+            && let Some(day) = cx.baseline.staged_on(sha)
+            && v.day.saturating_sub(day) <= window
+        {
+            return Some(format!(
+                "commit {} deployed elsewhere {} day(s) before",
+                &sha[..sha.len().min(12)],
+                v.day.saturating_sub(day)
+            ));
+        }
+        let repo = repository_of(&e.identity)?;
+        (e.context.sha.is_none()
+            && !e.identity.contains("/.github/")
+            && cx.state.fleet.identities_since(promotion_key(repo), v.day) > 0)
+            .then(|| format!("a workflow of {repo} promoted a staged commit today"))
+    }
+}
+
 impl Detector for CrossEnvReuse {
     fn name(&self) -> &'static str {
         "cross_env_reuse"
@@ -128,6 +173,24 @@ impl Detector for CrossEnvReuse {
     /// it, so the role itself only ever presents credentials.
     fn learned(&self, b: &IdentityBaseline) -> u32 {
         b.mints.saturating_add(b.uses)
+    }
+
+    fn learn(&self, cx: &Cx<'_>) {
+        // A workflow's production mint of a staged commit: its repository's web-identity
+        // mint that follows is part of the same promotion.
+        let (e, v) = (cx.event, cx.view);
+        if e.action == Action::Mint
+            && e.outcome == crate::event::Outcome::Success
+            && matches!(v.env, Some((_, Tier::Production)))
+            && let (Some(sha), Some(repo)) = (e.context.sha.as_deref(), repository_of(&e.identity))
+            && cx.baseline.staged_on(sha).is_some()
+        {
+            cx.state.fleet.observe(
+                promotion_key(repo),
+                crate::baseline::hash_identity(&e.identity),
+                v.day,
+            );
+        }
     }
 
     fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
@@ -212,6 +275,17 @@ impl Detector for CrossEnvReuse {
                         ),
                         json!({"known_environments": names, "environments": mask::describe(b.env_mask)}),
                     );
+                    // A promotion: the commit went to another environment first (a release
+                    // train), or, for the repository's web-identity mint, a workflow of the
+                    // same repository promoted one today. An attacker's run brings a commit
+                    // of its own.
+                    if let Some(promoted) = self.promotion(cx) {
+                        f.evidence.insert("promotion".into(), json!(promoted));
+                        f.summary
+                            .push_str(&format!(" It is a promotion: {promoted}."));
+                        f.routine = true;
+                        return Some(f);
+                    }
                     if let Some(p) = cx.peers {
                         // Peers are compared on the highest tier the identity deploys to
                         // (staging, else another environment, else none): a release train

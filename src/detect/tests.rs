@@ -766,3 +766,94 @@ fn engine_state_saved_before_detectors_kept_their_own_still_restores() {
     // Bytes that are neither layout are refused.
     assert!(g.restore_bytes(&bytes[..bytes.len() / 2]).is_err());
 }
+
+/// `github()` with the commit the run deployed.
+fn github_at(identity: &str, t: Timestamp, env: &str, sha: &str) -> Event {
+    let mut e = github(identity, t, Some(env));
+    e.context.sha = Some(sha.into());
+    e
+}
+
+/// The repository's web-identity mint that follows a workflow's token (no commit in it).
+fn sts(repo: &str, t: Timestamp, env: &str) -> Event {
+    let mut e = Event::new(
+        "",
+        t,
+        Source::Cloudtrail,
+        "AssumeRoleWithWebIdentity",
+        Action::Mint,
+        format!("github:{repo}"),
+    );
+    e.environment = Some(env.into());
+    e.scopes = vec![format!("aws-role:arn:aws:iam::1:role/{repo}")];
+    e
+}
+
+#[test]
+fn a_first_production_deploy_of_a_staged_commit_is_a_promotion_and_a_new_commit_is_not() {
+    // Three staging-only deployers whose peers never release: a first production mint is
+    // new to the group and alerts, unless it promotes a commit the identity staged.
+    let ids: Vec<String> = (0..3).map(|i| workflow(i, "deploy.yml")).collect();
+    let repos: Vec<String> = (0..3).map(|i| format!("acme/r{i}")).collect();
+    let mut f = Feed::new(&["cross_env_reuse"]);
+    for d in (0..9).filter(|d| weekday(*d)) {
+        for (i, id) in ids.iter().enumerate() {
+            let t = at(d, 10 * 3600 + i as i64 * 60);
+            f.push(github_at(id, t, "staging", &format!("c{d}{i}")));
+            f.push(sts(
+                &repos[i],
+                at(d, 10 * 3600 + i as i64 * 60 + 5),
+                "staging",
+            ));
+        }
+    }
+    assert!(f.done().is_empty());
+    // The first promotes Thursday's staged commit (workflow, then its repository's role).
+    f.push(github_at(&ids[0], at(9, 15 * 3600), "production", "c30"));
+    f.push(sts(&repos[0], at(9, 15 * 3600 + 5), "production"));
+    assert!(f.done().is_empty());
+    assert_eq!(
+        f.engine.stats.peer_routine.get("cross_env_reuse"),
+        Some(&2),
+        "{:?}",
+        f.engine.stats
+    );
+    // The second deploys a commit it never staged: alerted, workflow and repository alike.
+    f.push(github_at(&ids[1], at(9, 16 * 3600), "production", "f00d"));
+    f.push(sts(&repos[1], at(9, 16 * 3600 + 5), "production"));
+    let alerts = f.done();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert!(alerts.iter().all(|a| a.reason == "first production mint"));
+
+    // With the rule off (`promotion_window = "0s"`), the promotion alerts too.
+    let mut spec = load_specs(None)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.detector.name == "cross_env_reuse")
+        .unwrap();
+    spec.thresholds
+        .insert("promotion_window".into(), toml::Value::String("0s".into()));
+    let mut g = Feed {
+        engine: Engine::new(
+            vec![spec],
+            Privileges::parse(spec::EMBEDDED_PRIVILEGES).unwrap(),
+            Zones::utc(),
+            PeerRules::parse(spec::EMBEDDED_PEERS).unwrap(),
+        )
+        .unwrap(),
+        out: Vec::new(),
+        n: 0,
+    };
+    for d in (0..9).filter(|d| weekday(*d)) {
+        for (i, id) in ids.iter().enumerate() {
+            g.push(github_at(
+                id,
+                at(d, 10 * 3600 + i as i64 * 60),
+                "staging",
+                &format!("c{d}{i}"),
+            ));
+        }
+    }
+    g.push(github_at(&ids[0], at(9, 15 * 3600), "production", "c30"));
+    assert_eq!(g.done().len(), 1);
+}

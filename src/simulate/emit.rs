@@ -74,7 +74,13 @@ impl<'a> Renderer<'a> {
                 };
                 let mut run_rng = Rng::from(&[seed, 6, u64::from(op.svc), op.run]);
                 let run_id = 9_000_000_000 + run_rng.below(900_000_000);
-                let sha = run_rng.hex(40);
+                let mut sha = run_rng.hex(40);
+                if op.sha_of != 0 {
+                    // A promotion deploys the commit a staging run deployed.
+                    let mut staged = Rng::from(&[seed, 6, u64::from(op.svc), op.sha_of]);
+                    staged.below(900_000_000);
+                    sha = staged.hex(40);
+                }
                 let mut job_rng = Rng::from(&[seed, 7, u64::from(op.svc), op.run, u64::from(job)]);
                 let jti = job_rng.uuid();
                 let key = format!("ASIA{}", job_rng.upper(16));
@@ -243,7 +249,16 @@ impl<'a> Renderer<'a> {
                 let accessor = format!("hmac-sha256:{}", run_rng.hex(64));
                 let client_token = format!("hmac-sha256:{}", run_rng.hex(64));
                 let pipeline = 1_200_000_000 + run_rng.below(100_000_000);
-                let sha = run_rng.hex(40);
+                let mut sha = run_rng.hex(40);
+                if op.sha_of != 0 {
+                    let mut staged = Rng::from(&[seed, 8, u64::from(op.svc), op.sha_of]);
+                    staged.uuid();
+                    staged.uuid();
+                    staged.hex(64);
+                    staged.hex(64);
+                    staged.below(100_000_000);
+                    sha = staged.hex(40);
+                }
                 let ip = match variant {
                     Some(Variant::UnknownGitlabRunner | Variant::AppRoleNewNetwork) => {
                         attack.map(|a| a.ip.clone()).unwrap_or_default()

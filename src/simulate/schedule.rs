@@ -52,6 +52,8 @@ pub(super) struct Op {
     pub(super) base: i64,
     /// The environment the run deploys to.
     pub(super) env: RunEnv,
+    /// A release train's promotion deploys the commit of this earlier run (0: its own).
+    pub(super) sha_of: u64,
 }
 
 impl Op {
@@ -77,17 +79,26 @@ impl Simulation {
             Kind::Deploy => {
                 if is_weekday {
                     let runs = rng.range(u64::from(s.runs.0), u64::from(s.runs.1));
+                    let mut staged: Vec<(i64, u64)> = Vec::new();
                     for _ in 0..runs {
                         let t = self.local(d, self.office(&mut rng));
-                        self.plan_github_run(svc, s, t, rng.next(), 0, RunEnv::Own, buf, &mut rng);
+                        let run = rng.next();
+                        staged.push((t, run));
+                        self.plan_github_run(svc, s, t, run, 0, RunEnv::Own, buf, &mut rng);
                     }
                     if let Some(train) = &s.train
                         && self.promotes(train, d)
                     {
-                        // The promotion: after the morning's staging runs, in the afternoon.
+                        // The promotion: after the morning's staging runs, in the afternoon,
+                        // of the last commit staging got.
                         let t = self.local(d, train.secs + rng.below(5400) as u32);
                         let run = rng.next();
+                        let from = buf.len();
                         self.plan_github_run(svc, s, t, run, 0, RunEnv::Production, buf, &mut rng);
+                        promotes_commit_of(buf, from, staged_before(&staged, t, st.staged));
+                    }
+                    if let Some((_, run)) = staged.iter().max_by_key(|(t, _)| *t) {
+                        st.staged = *run;
                     }
                 }
             }
@@ -111,9 +122,11 @@ impl Simulation {
             Kind::Gitlab => {
                 if is_weekday {
                     let runs = rng.range(u64::from(s.runs.0), u64::from(s.runs.1));
+                    let mut staged: Vec<(i64, u64)> = Vec::new();
                     for _ in 0..runs {
                         let t = self.local(d, self.office(&mut rng));
                         let run = rng.next() & !(1 << 63);
+                        staged.push((t, run));
                         plan_pipeline(svc, t, run, 0, RunEnv::Own, buf, &mut rng);
                     }
                     if let Some(train) = &s.train
@@ -121,7 +134,12 @@ impl Simulation {
                     {
                         let t = self.local(d, train.secs + rng.below(5400) as u32);
                         let run = rng.next() & !(1 << 63);
+                        let from = buf.len();
                         plan_pipeline(svc, t, run, 0, RunEnv::Production, buf, &mut rng);
+                        promotes_commit_of(buf, from, staged_before(&staged, t, st.staged));
+                    }
+                    if let Some((_, run)) = staged.iter().max_by_key(|(t, _)| *t) {
+                        st.staged = *run;
                     }
                 }
                 if s.scheduled {
@@ -312,7 +330,24 @@ pub(super) fn push(
         run,
         base,
         env: RunEnv::Own,
+        sha_of: 0,
     });
+}
+
+/// Marks the ops pushed since `from` as deploying the commit of run `of` (0: their own).
+fn promotes_commit_of(buf: &mut [Op], from: usize, of: u64) {
+    for op in &mut buf[from..] {
+        op.sha_of = of;
+    }
+}
+
+/// The run whose commit a promotion at `t` deploys: the day's last staging run before it,
+/// else the last one of an earlier day (0: none yet).
+fn staged_before(day: &[(i64, u64)], t: i64, earlier: u64) -> u64 {
+    day.iter()
+        .filter(|(ts, _)| *ts < t)
+        .max_by_key(|(ts, _)| *ts)
+        .map_or(earlier, |(_, run)| *run)
 }
 
 /// Sets the environment of the ops pushed since `from`.
@@ -371,4 +406,7 @@ pub(super) fn plan_approle_login(
 pub(super) struct SvcState {
     /// AppRole: the next login.
     pub(super) next: i64,
+    /// Release trains: the last run that deployed to staging (its commit is what a
+    /// promotion deploys when no staging run came earlier that day).
+    pub(super) staged: u64,
 }
