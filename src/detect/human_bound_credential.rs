@@ -47,6 +47,9 @@ pub(super) struct HumanBoundCredential {
     spec: Spec,
     t: Thresholds,
     humans: GlobSet,
+    /// The literal beginnings of `human_identities` (lowercase): an identity that starts
+    /// with none of them is not a person's, without matching every pattern.
+    prefixes: Vec<String>,
     runners: Vec<Cidr>,
     expected: Vec<Cidr>,
     window: Day,
@@ -74,8 +77,17 @@ impl HumanBoundCredential {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let prefixes = t
+            .human_identities
+            .iter()
+            .map(|p| {
+                let end = p.find(['*', '?', '\\']).unwrap_or(p.len());
+                p[..end].to_ascii_lowercase()
+            })
+            .collect();
         Ok(HumanBoundCredential {
             humans: GlobSet::new(&t.human_identities),
+            prefixes,
             expected: super::new_runner::cidrs(&spec)?,
             window: (t.network_window.as_secs() / 86_400).max(1) as Day,
             runners,
@@ -83,6 +95,14 @@ impl HumanBoundCredential {
             t,
             nets: Mutex::default(),
         })
+    }
+
+    fn is_human(&self, identity: &str) -> bool {
+        self.prefixes.iter().any(|p| {
+            identity
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        }) && self.humans.matches(identity)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Seen>> {
@@ -105,7 +125,7 @@ impl Detector for HumanBoundCredential {
 
     fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
         let (e, v) = (cx.event, cx.view);
-        if e.outcome != Outcome::Success || !self.humans.matches(&e.identity) {
+        if e.outcome != Outcome::Success || !self.is_human(&e.identity) {
             return None;
         }
         let ip = e.runner.ip.as_deref()?;
@@ -150,7 +170,16 @@ impl Detector for HumanBoundCredential {
     fn learn(&self, cx: &Cx<'_>) {
         let (e, v) = (cx.event, cx.view);
         let Some(n) = &v.net else { return };
-        if e.outcome != Outcome::Success || self.humans.matches(&e.identity) {
+        // Once per identity, network and day is enough (the baseline says whether today's
+        // was counted already).
+        if e.outcome != Outcome::Success
+            || cx
+                .baseline
+                .nets
+                .get(n.hash)
+                .is_some_and(|x| x.last == v.day)
+            || self.is_human(&e.identity)
+        {
             return;
         }
         let who = hash_identity(&e.identity);

@@ -10,6 +10,7 @@
 //! engine's state.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,8 @@ pub(super) struct NewTrust {
     announced: GlobSet,
     window: Day,
     state: Mutex<TrustState>,
+    /// The first day of history is set (a cache of `state.first_day != 0`).
+    started: AtomicBool,
 }
 
 impl NewTrust {
@@ -89,6 +92,7 @@ impl NewTrust {
             spec,
             t,
             state: Mutex::default(),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -185,17 +189,22 @@ impl Detector for NewTrust {
 
     fn learn(&self, cx: &Cx<'_>) {
         let (e, v) = (cx.event, cx.view);
+        let web_identity = e.action == Action::Mint
+            && e.outcome == Outcome::Success
+            && matches!(
+                e.kind.as_str(),
+                "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML"
+            );
+        // Of the other events only the first day of history is wanted.
+        if !web_identity && self.started.load(Ordering::Relaxed) {
+            return;
+        }
         let mut s = self.lock();
         if s.first_day == 0 {
             s.first_day = v.day.max(1);
         }
-        if e.action != Action::Mint
-            || e.outcome != Outcome::Success
-            || !matches!(
-                e.kind.as_str(),
-                "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML"
-            )
-        {
+        self.started.store(true, Ordering::Relaxed);
+        if !web_identity {
             return;
         }
         let Some(role) = e.scopes.iter().find_map(|s| s.strip_prefix("aws-role:")) else {
@@ -221,6 +230,7 @@ impl Detector for NewTrust {
         if s.first_day == 0 {
             s.first_day = day.max(1);
         }
+        self.started.store(true, Ordering::Relaxed);
         let armed = self.armed(&s, day);
         let known = s.writers.contains_key(&writer) || self.writers.matches(actor);
         let writers = s
@@ -301,6 +311,7 @@ impl Detector for NewTrust {
         );
         match postcard::from_bytes::<Saved>(bytes) {
             Ok((first_day, w, r, a)) => {
+                self.started.store(first_day != 0, Ordering::Relaxed);
                 *self.lock() = TrustState {
                     first_day,
                     writers: w.into_iter().collect(),
