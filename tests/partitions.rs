@@ -95,3 +95,40 @@ fn a_simulated_organisation_alerts_the_same_from_one_three_or_six_partitions() {
         assert_ne!(ids(config, input, n, true), one, "{n} isolated partitions");
     }
 }
+
+/// The hygiene findings keep cross-identity state of their own (trust writers, roles and
+/// their subjects, automation networks): shared like the fleet context, so an organisation
+/// with the hygiene scenarios alerts the same from one or three partitions.
+#[test]
+fn the_hygiene_findings_alert_the_same_from_one_or_three_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("hygiene.jsonl");
+    let input = input.to_str().expect("utf-8");
+    let out = run(
+        &[
+            "simulate",
+            "--identities",
+            "40",
+            "--days",
+            "42",
+            "--hygiene",
+            "--seed",
+            "11",
+            "-o",
+            input,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = util::fixture("simulated/nhiwatch.toml");
+    let config = config.to_str().expect("utf-8");
+    let one = ids(config, input, 1, false);
+    assert_eq!(ids(config, input, 3, false), one, "3 partitions");
+    // Judged alone, the partitions do not all know the organisation's trust writers and
+    // automation networks, so the comparison above can fail.
+    assert_ne!(ids(config, input, 3, true), one, "isolated partitions");
+}

@@ -109,6 +109,18 @@ impl Engine {
         self.state.credentials = other.state.credentials.clone();
         self.state.interner = other.state.interner.clone();
         self.news = other.news.clone();
+        // Detectors that keep cross-identity state of their own (trust writers, automation
+        // networks) judge against the other engine's too.
+        for d in self.detectors.iter_mut() {
+            if let Some(state) = other
+                .detectors
+                .iter()
+                .find(|o| o.name() == d.name())
+                .and_then(|o| o.shared_state())
+            {
+                d.use_shared_state(state);
+            }
+        }
         self.shared = true;
         self.borrowed = true;
         other.shared = true;

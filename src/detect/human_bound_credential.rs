@@ -8,7 +8,7 @@
 //! engine's state.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -53,7 +53,7 @@ pub(super) struct HumanBoundCredential {
     runners: Vec<Cidr>,
     expected: Vec<Cidr>,
     window: Day,
-    nets: Mutex<HashMap<u64, Seen>>,
+    nets: Arc<Mutex<HashMap<u64, Seen>>>,
 }
 
 impl HumanBoundCredential {
@@ -93,7 +93,7 @@ impl HumanBoundCredential {
             runners,
             spec,
             t,
-            nets: Mutex::default(),
+            nets: Arc::default(),
         })
     }
 
@@ -203,6 +203,16 @@ impl Detector for HumanBoundCredential {
                 }
                 s.ids.push((who, v.day));
             }
+        }
+    }
+
+    fn shared_state(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.nets.clone())
+    }
+
+    fn use_shared_state(&mut self, state: Arc<dyn std::any::Any + Send + Sync>) {
+        if let Ok(nets) = state.downcast::<Mutex<HashMap<u64, Seen>>>() {
+            self.nets = nets;
         }
     }
 

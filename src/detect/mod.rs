@@ -157,6 +157,13 @@ pub trait Detector: Send + Sync {
     fn inspect_trust(&self, _event: &Event) -> Option<Finding> {
         None
     }
+    /// The detector's cross-identity state, when it keeps any (see
+    /// [`Engine::share_context`]).
+    fn shared_state(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+    /// Judges against another engine's detector's cross-identity state from now on.
+    fn use_shared_state(&mut self, _state: Arc<dyn std::any::Any + Send + Sync>) {}
 }
 
 /// Setting up detection failed.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -70,7 +70,7 @@ pub(super) struct NewTrust {
     writers: GlobSet,
     announced: GlobSet,
     window: Day,
-    state: Mutex<TrustState>,
+    state: Arc<Mutex<TrustState>>,
     /// The first day of history is set (a cache of `state.first_day != 0`).
     started: AtomicBool,
 }
@@ -91,7 +91,7 @@ impl NewTrust {
             window: (t.announce_window.as_secs() / 86_400).max(1) as Day,
             spec,
             t,
-            state: Mutex::default(),
+            state: Arc::default(),
             started: AtomicBool::new(false),
         })
     }
@@ -289,6 +289,17 @@ impl Detector for NewTrust {
             defer: None,
             routine: false,
         })
+    }
+
+    fn shared_state(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.state.clone())
+    }
+
+    fn use_shared_state(&mut self, state: Arc<dyn std::any::Any + Send + Sync>) {
+        if let Ok(state) = state.downcast::<Mutex<TrustState>>() {
+            self.state = state;
+            self.started.store(false, Ordering::Relaxed);
+        }
     }
 
     fn save(&self) -> Option<Vec<u8>> {
