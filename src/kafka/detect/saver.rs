@@ -414,6 +414,19 @@ impl Saver {
         // sent to the alerts topic twice.
         let sent = match (&cp_alerts_from, &self.alerts_topic) {
             (Some(from), Some(topic)) => {
+                // Alerts this instance sent before it lost the partition may still be in
+                // flight (the broker was away and the producer retries them): wait for them,
+                // so the topic shows every alert already sent and none is sent again. Still
+                // undelivered when the time is up: the cluster is unavailable, and the
+                // restore is tried again later.
+                {
+                    use rdkafka::producer::Producer as _;
+                    self.producer
+                        .flush(TIMEOUT)
+                        .map_err(|e| Error::Unavailable {
+                            message: format!("flush before reading the alerts sent: {e}"),
+                        })?;
+                }
                 checkpoint::sent_alert_ids(&self.k, &self.group, topic, from, TIMEOUT)?
             }
             _ => HashSet::new(),
