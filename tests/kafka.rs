@@ -1304,26 +1304,7 @@ fn a_full_disk_under_the_lake_pauses_consumption_and_no_row_is_lost_when_space_r
 /// and each finding is among the alerts.
 #[test]
 fn the_hygiene_findings_reach_the_alerts_topic_as_replay_finds_them() {
-    let out = util::run(
-        &[
-            "simulate",
-            "--identities",
-            "40",
-            "--days",
-            "42",
-            "--hygiene",
-            "--seed",
-            "5",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: Vec<Vec<u8>> = out
-        .stdout
+    let records: Vec<Vec<u8>> = util::hygiene_org(5)
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)

@@ -261,10 +261,20 @@ fn every_alert_satisfies_the_alert_schema() {
         None,
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The hygiene findings, on an organisation with the hygiene scenarios.
+    let hyg = dir.path().join("hygiene.jsonl").display().to_string();
+    std::fs::write(&hyg, util::hygiene_org(9)).expect("write");
     let mut alerts: Vec<Value> = Vec::new();
-    for detectors in [
-        "off_hours_mint,new_runner,scope_escalation,cross_env_reuse",
-        "first_seen",
+    for (detectors, input) in [
+        (
+            "off_hours_mint,new_runner,scope_escalation,cross_env_reuse",
+            &sim,
+        ),
+        ("first_seen", &sim),
+        (
+            "dormant_reactivated,long_lived_credential,human_bound_credential,new_trust,unapproved_ref",
+            &hyg,
+        ),
     ] {
         let o = util::run(
             &[
@@ -275,7 +285,7 @@ fn every_alert_satisfies_the_alert_schema() {
                 "never",
                 "--detectors",
                 detectors,
-                &sim,
+                input,
             ],
             None,
         );
@@ -286,43 +296,6 @@ fn every_alert_satisfies_the_alert_schema() {
                 .map(|l| serde_json::from_str::<Value>(l).expect("alert is JSON")),
         );
     }
-    // The hygiene findings, on an organisation with the hygiene scenarios.
-    let hyg = dir.path().join("hygiene.jsonl").display().to_string();
-    let o = util::run(
-        &[
-            "simulate",
-            "--seed",
-            "9",
-            "--identities",
-            "40",
-            "--days",
-            "42",
-            "--hygiene",
-            "-o",
-            &hyg,
-        ],
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = util::run(
-        &[
-            "--config",
-            "schemas/samples/simulated/nhiwatch.toml",
-            "replay",
-            "--progress",
-            "never",
-            "--detectors",
-            "dormant_reactivated,long_lived_credential,human_bound_credential,new_trust,unapproved_ref",
-            &hyg,
-        ],
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    alerts.extend(
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("alert is JSON")),
-    );
     let mut seen = std::collections::BTreeSet::new();
     for a in &alerts {
         let errs = errors(&v, a);

@@ -211,14 +211,14 @@ impl IdentityBaseline {
                 }
                 if let Some(r) = event.context.git_ref.as_deref() {
                     let production = u8::from(production);
-                    let (hash, shape) = ref_hash(r);
+                    let hash = ref_hash(r);
                     let horizon = day.saturating_sub(p.env_forget_days);
                     let known = self.refs.get(hash).map_or(0, |e| e.aux);
                     if self
                         .refs
                         .observe(hash, day, known | production, CAP_REFS, horizon)
                     {
-                        interner.intern(hash, &shape);
+                        interner.intern(hash, &ref_shape(r));
                     }
                 }
                 if let (Some((_, tier)), Some(sha)) = (view.env, event.context.sha.as_deref())
@@ -289,7 +289,15 @@ pub fn direct_long_term_use(event: &Event) -> bool {
 
 /// A commit's hash as kept in [`IdentityBaseline::staged`] (low 16 bits clear).
 fn staged_hash(sha: &str) -> u64 {
-    super::hash_value(super::Class::Scope, &sha.trim().to_ascii_lowercase()) & !0xffff
+    let sha = sha.trim();
+    // Commit ids are lowercase hex as the claims carry them; fold the odd one without
+    // allocating for the rest.
+    let h = if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+        super::hash_value(super::Class::Scope, &sha.to_ascii_lowercase())
+    } else {
+        super::hash_value(super::Class::Scope, sha)
+    };
+    h & !0xffff
 }
 
 /// The shape of a git ref: runs of digits become `#`, so every release tag (`refs/tags/v1.4.2`
@@ -313,12 +321,29 @@ pub fn ref_shape(r: &str) -> String {
 }
 
 /// The stable hash of a ref's shape, and the shape.
-pub fn ref_hash(r: &str) -> (u64, String) {
-    let shape = ref_shape(r);
-    (
-        super::hash_value(super::Class::Scope, &format!("ref:{shape}")),
-        shape,
-    )
+/// The stable hash of a ref's shape: the hash of `ref:` and [`ref_shape`], computed without
+/// building the text (every mint with a ref asks for it).
+pub fn ref_hash(r: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(super::Class::Scope as u64);
+    h.update(b"ref:");
+    let mut rest = r.trim().as_bytes();
+    while !rest.is_empty() {
+        let lit = rest
+            .iter()
+            .position(u8::is_ascii_digit)
+            .unwrap_or(rest.len());
+        h.update(&rest[..lit]);
+        rest = &rest[lit..];
+        let digits = rest
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits > 0 {
+            h.update(b"#");
+            rest = &rest[digits..];
+        }
+    }
+    h.digest()
 }
 
 #[cfg(test)]
@@ -335,5 +360,21 @@ mod ref_tests {
             ref_shape("refs/heads/fix-login"),
             ref_shape("refs/heads/main")
         );
+        // The hash is the shape's, without building it.
+        for r in [
+            "refs/tags/v1.4.2",
+            " refs/pull/12/merge ",
+            "main",
+            "7",
+            "",
+            "r\u{e9}f-42x",
+        ] {
+            let shape = format!("ref:{}", ref_shape(r));
+            assert_eq!(
+                ref_hash(r),
+                crate::baseline::hash_value(crate::baseline::Class::Scope, &shape),
+                "{r:?}"
+            );
+        }
     }
 }

@@ -86,17 +86,19 @@ impl Detector for DormantReactivated {
         if e.action == Action::Mint
             && let Some(r) = e.context.git_ref.as_deref()
             && !b.refs.entries().is_empty()
+            && b.refs.get(crate::baseline::ref_hash(r)).is_none()
         {
-            let (hash, shape) = crate::baseline::ref_hash(r);
-            if b.refs.get(hash).is_none() {
-                let known: Vec<String> = b
-                    .refs
-                    .entries()
-                    .iter()
-                    .map(|x| interner.text(x.hash))
-                    .collect();
-                new.push(format!("ref {shape} (it minted from {})", known.join(", ")));
-            }
+            let known: Vec<String> = b
+                .refs
+                .entries()
+                .iter()
+                .map(|x| interner.text(x.hash))
+                .collect();
+            new.push(format!(
+                "ref {} (it minted from {})",
+                crate::baseline::ref_shape(r),
+                known.join(", ")
+            ));
         }
         if e.action == Action::Use
             && let Some(c) = &e.credential

@@ -184,14 +184,7 @@ impl Detector for HumanBoundCredential {
         }
         let who = hash_identity(&e.identity);
         let mut nets = self.lock();
-        if nets.len() >= MAX_NETWORKS && !nets.contains_key(&n.hash) {
-            // Forget the eighth seen longest ago.
-            let mut lasts: Vec<Day> = nets.values().map(|s| s.last).collect();
-            let cut = lasts.len() / 8;
-            let (_, nth, _) = lasts.select_nth_unstable(cut);
-            let nth = *nth;
-            nets.retain(|_, s| s.last > nth);
-        }
+        super::state::forget_oldest_eighth(&mut nets, n.hash, MAX_NETWORKS, |s| s.last);
         let s = nets.entry(n.hash).or_default();
         s.last = s.last.max(v.day);
         match s.ids.iter_mut().find(|(id, _)| *id == who) {

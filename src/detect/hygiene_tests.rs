@@ -251,15 +251,7 @@ fn trust(identity: &str, t: crate::time::Timestamp, actor: &str, admits: &[&str]
 
 /// A web-identity mint of `role` by the repository `repo`.
 fn assume(repo: &str, t: crate::time::Timestamp, role: &str) -> Event {
-    let mut e = Event::new(
-        "",
-        t,
-        Source::Cloudtrail,
-        "AssumeRoleWithWebIdentity",
-        Action::Mint,
-        format!("github:{repo}"),
-    );
-    e.environment = Some("production".into());
+    let mut e = super::tests::sts(repo, t, "production");
     e.scopes = vec![format!("aws-role:arn:aws:iam::1:role/{role}")];
     e.context.subject = Some(format!("repo:{repo}:environment:production"));
     e.ttl = Some(3600);

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use super::scope_escalation::human_secs;
 use super::{Cx, Detector, Finding, Spec, SpecError, evidence, tier_of};
 use crate::baseline::{Class, IdentityBaseline, hash_value};
 use crate::event::{Action, Outcome, Source};
@@ -61,16 +62,6 @@ impl LongLivedCredential {
     }
 }
 
-/// Seconds as the largest whole unit (`2d`, `36h`).
-pub(super) fn human(s: u64) -> String {
-    match s {
-        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 impl Detector for LongLivedCredential {
     fn name(&self) -> &'static str {
         "long_lived_credential"
@@ -104,15 +95,15 @@ impl Detector for LongLivedCredential {
                 ev.insert("mints_with_ttl".into(), json!(b.ttl_n));
                 (
                     "ttl",
-                    format!("standing credential: lifetime {}", human(ttl)),
+                    format!("standing credential: lifetime {}", human_secs(ttl)),
                     format!(
                         "{} minted a credential valid for {}, above the {} line for {}; its {} earlier credentials lived at most {}.",
                         e.identity,
-                        human(ttl),
-                        human(limit),
+                        human_secs(ttl),
+                        human_secs(limit),
                         e.source.as_str(),
                         b.ttl_n,
-                        human(max)
+                        human_secs(max)
                     ),
                 )
             }

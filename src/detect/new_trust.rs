@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::glob::{Glob, GlobSet};
+use super::state::forget_oldest_eighth;
 use super::{Cx, Detector, Finding, Spec, SpecError, tier_of};
 use crate::baseline::{Class, Day, IdentityBaseline, day_of_secs, hash_identity, hash_value};
 use crate::environment::Tier;
@@ -52,16 +53,6 @@ struct TrustState {
     roles: HashMap<u64, (Day, Vec<u32>)>,
     /// Patterns admitted by trust changes, by the identity changed: (pattern, day).
     admitted: HashMap<u64, Vec<(String, Day)>>,
-}
-
-fn bound<V>(map: &mut HashMap<u64, V>, key: u64, last: impl Fn(&V) -> Day) {
-    if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-        let mut days: Vec<Day> = map.values().map(&last).collect();
-        let cut = days.len() / 8;
-        let (_, nth, _) = days.select_nth_unstable(cut);
-        let nth = *nth;
-        map.retain(|_, v| last(v) > nth);
-    }
 }
 
 pub(super) struct NewTrust {
@@ -114,6 +105,25 @@ fn admitted_value(scope: &str) -> &str {
     }
 }
 
+/// The key of an assumed role: the hash of its identity (`aws:<arn>`), as a trust change of
+/// the role names it, without building the text (every web-identity mint asks for it).
+fn role_key(arn: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(Class::Identity as u64);
+    h.update(b"aws:");
+    h.update(arn.as_bytes());
+    h.digest()
+}
+
+/// A role assumed by a subject (web identity or SAML) that succeeded.
+fn web_identity_mint(e: &Event) -> bool {
+    e.action == Action::Mint
+        && e.outcome == Outcome::Success
+        && matches!(
+            e.kind.as_str(),
+            "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML"
+        )
+}
+
 fn severity_tier(e: &Event) -> Option<Tier> {
     e.environment.as_deref().map(Tier::of)
 }
@@ -133,17 +143,11 @@ impl Detector for NewTrust {
 
     fn inspect(&self, cx: &Cx<'_>) -> Option<Finding> {
         let (e, v) = (cx.event, cx.view);
-        if e.action != Action::Mint
-            || e.outcome != Outcome::Success
-            || !matches!(
-                e.kind.as_str(),
-                "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML"
-            )
-        {
+        if !web_identity_mint(e) {
             return None;
         }
         let role = e.scopes.iter().find_map(|s| s.strip_prefix("aws-role:"))?;
-        let key = hash_value(Class::Identity, &format!("aws:{role}"));
+        let key = role_key(role);
         let who = hash_identity(&e.identity);
         let s = self.lock();
         if !self.armed(&s, v.day) {
@@ -189,12 +193,7 @@ impl Detector for NewTrust {
 
     fn learn(&self, cx: &Cx<'_>) {
         let (e, v) = (cx.event, cx.view);
-        let web_identity = e.action == Action::Mint
-            && e.outcome == Outcome::Success
-            && matches!(
-                e.kind.as_str(),
-                "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML"
-            );
+        let web_identity = web_identity_mint(e);
         // Of the other events only the first day of history is wanted.
         if !web_identity && self.started.load(Ordering::Relaxed) {
             return;
@@ -210,8 +209,8 @@ impl Detector for NewTrust {
         let Some(role) = e.scopes.iter().find_map(|s| s.strip_prefix("aws-role:")) else {
             return;
         };
-        let key = hash_value(Class::Identity, &format!("aws:{role}"));
-        bound(&mut s.roles, key, |r| r.0);
+        let key = role_key(role);
+        forget_oldest_eighth(&mut s.roles, key, MAX_ENTRIES, |r| r.0);
         let who = hash_identity(&e.identity);
         let entry = s.roles.entry(key).or_insert((v.day, Vec::new()));
         if !entry.1.contains(&who) && entry.1.len() < PER_ROLE {
@@ -238,10 +237,12 @@ impl Detector for NewTrust {
             .len()
             .saturating_sub(usize::from(s.writers.contains_key(&writer)));
         // Learn: the writer, and what the change admits for the identity.
-        bound(&mut s.writers, writer, |d| *d);
+        forget_oldest_eighth(&mut s.writers, writer, MAX_ENTRIES, |d| *d);
         s.writers.insert(writer, day);
         let key = hash_value(Class::Identity, &e.identity);
-        bound(&mut s.admitted, key, |a| a.last().map_or(0, |x| x.1));
+        forget_oldest_eighth(&mut s.admitted, key, MAX_ENTRIES, |a| {
+            a.last().map_or(0, |x| x.1)
+        });
         let adm = s.admitted.entry(key).or_default();
         for sc in &e.scopes {
             adm.retain(|(p, _)| p != sc);

@@ -67,7 +67,8 @@ impl ScopeEscalation {
     }
 }
 
-fn human_secs(s: u64) -> String {
+/// Seconds as the largest whole unit (`2d`, `36h`).
+pub(super) fn human_secs(s: u64) -> String {
     match s {
         s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),

@@ -398,3 +398,20 @@ impl Engine {
         }
     }
 }
+
+/// Makes room for `key` in a map of detector state bounded to `max` entries: when it is full
+/// and `key` is new, the eighth of the entries seen longest ago (by `last`) are forgotten.
+pub(super) fn forget_oldest_eighth<V>(
+    map: &mut std::collections::HashMap<u64, V>,
+    key: u64,
+    max: usize,
+    last: impl Fn(&V) -> crate::baseline::Day,
+) {
+    if map.len() >= max && !map.contains_key(&key) {
+        let mut days: Vec<crate::baseline::Day> = map.values().map(&last).collect();
+        let cut = days.len() / 8;
+        let (_, nth, _) = days.select_nth_unstable(cut);
+        let nth = *nth;
+        map.retain(|_, v| last(v) > nth);
+    }
+}

@@ -775,7 +775,7 @@ fn github_at(identity: &str, t: Timestamp, env: &str, sha: &str) -> Event {
 }
 
 /// The repository's web-identity mint that follows a workflow's token (no commit in it).
-fn sts(repo: &str, t: Timestamp, env: &str) -> Event {
+pub(super) fn sts(repo: &str, t: Timestamp, env: &str) -> Event {
     let mut e = Event::new(
         "",
         t,

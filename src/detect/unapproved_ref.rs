@@ -54,10 +54,11 @@ impl Detector for UnapprovedRef {
             return None;
         }
         let r = e.context.git_ref.as_deref()?;
-        let (hash, shape) = crate::baseline::ref_hash(r);
+        let hash = crate::baseline::ref_hash(r);
         if b.ref_seen(hash) == Some(true) || self.approved.matches(r) {
             return None;
         }
+        let shape = crate::baseline::ref_shape(r);
         let interner = &cx.state.interner;
         let deploy: Vec<String> = b
             .refs

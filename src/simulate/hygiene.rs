@@ -86,6 +86,21 @@ struct Login<'a> {
     ip: &'a str,
 }
 
+impl<'a> Login<'a> {
+    /// An AppRole login of a production role.
+    fn approle(role: &'a str, ip: &'a str, ttl: i64) -> Login<'a> {
+        Login {
+            role,
+            mount: "approle",
+            display: "approle",
+            role_key: "role_name",
+            ttl,
+            env: Some("production"),
+            ip,
+        }
+    }
+}
+
 impl Plan<'_> {
     fn push(&mut self, t: i64, format: Format, line: String, label: Option<HLabel>) {
         if t < self.t0 || t >= self.t0 + self.days * 86_400 {
@@ -195,23 +210,10 @@ impl Plan<'_> {
 
     /// Hourly logins (with jitter) around the clock on days `[from, to)`.
     fn approle_hourly(&mut self, role: &str, ip: &str, ttl: i64, from: i64, to: i64) {
-        let display = "approle".to_string();
         for d in from.max(0)..to.min(self.days) {
             for h in 0..24 {
                 let t = self.t0 + d * 86_400 + h * 3600 + self.rng.range(0, 900) as i64;
-                self.vault_login_and_read(
-                    t,
-                    &Login {
-                        role,
-                        mount: "approle",
-                        display: &display,
-                        role_key: "role_name",
-                        ttl,
-                        env: Some("production"),
-                        ip,
-                    },
-                    None,
-                );
+                self.vault_login_and_read(t, &Login::approle(role, ip, ttl), None);
             }
         }
     }
@@ -680,15 +682,7 @@ impl Simulation {
             let t = p.t0 + back * 86_400 + p.rng.range(3600, 80_000) as i64;
             p.vault_login_and_read(
                 t,
-                &Login {
-                    role: &role,
-                    mount: "approle",
-                    display: "approle",
-                    role_key: "role_name",
-                    ttl: 3600,
-                    env: Some("production"),
-                    ip: &outside(k),
-                },
+                &Login::approle(&role, &outside(k), 3600),
                 Some((a, 0, "dormant_from_outside")),
             );
             p.identity(0, quiet_from);
@@ -706,15 +700,7 @@ impl Simulation {
                 let t = p.t0 + d * 86_400 + p.rng.range(0, 86_000) as i64;
                 p.vault_login_and_read(
                     t,
-                    &Login {
-                        role: &role,
-                        mount: "approle",
-                        display: "approle",
-                        role_key: "role_name",
-                        ttl: 2_764_800,
-                        env: Some("production"),
-                        ip: &ip,
-                    },
+                    &Login::approle(&role, &ip, 2_764_800),
                     Some((a, 1, "standing_vault_token")),
                 );
             }

@@ -195,3 +195,28 @@ pub fn parse_alert_ids(stdout: &[u8]) -> std::collections::BTreeSet<String> {
         })
         .collect()
 }
+
+/// A small organisation with the hygiene scenarios (`simulate --identities 40 --days 42
+/// --hygiene`, the least that has every finding's scenarios), its records as JSON lines.
+pub fn hygiene_org(seed: u32) -> Vec<u8> {
+    let seed = seed.to_string();
+    let out = run(
+        &[
+            "simulate",
+            "--identities",
+            "40",
+            "--days",
+            "42",
+            "--hygiene",
+            "--seed",
+            &seed,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
