@@ -34,6 +34,8 @@ pub(crate) struct Setup {
     pub(crate) dlq: String,
     pub(crate) group: String,
     pub(crate) config: PathBuf,
+    /// `kafka.share_context`: the partitions an instance holds judge together.
+    shared: bool,
 }
 
 impl Setup {
@@ -47,6 +49,7 @@ impl Setup {
             group: format!("g-{u}"),
             config: dir.path().join("nhiwatch.toml"),
             dir,
+            shared: true,
         };
         let org = std::fs::read_to_string(util::fixture("simulated/nhiwatch.toml")).expect("org");
         let text = format!(
@@ -82,6 +85,15 @@ checkpoint_interval = "1s"
         s
     }
 
+    /// Every partition judges alone (`kafka.share_context = false`): the alerts then do not
+    /// depend on which instance holds which partitions, which tests of several instances
+    /// need to know what to expect.
+    pub(crate) fn isolated(mut self) -> Setup {
+        self.edit_config("[kafka]\n", "[kafka]\nshare_context = false\n");
+        self.shared = false;
+        self
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -106,9 +118,20 @@ checkpoint_interval = "1s"
         Nhiwatch::start_with(&self.config, &args, self.path(&format!("{name}.log")), env)
     }
 
-    /// Alert ids `replay --partitions N --isolated-partitions --hold` writes for the same
-    /// records (`run`'s partitions judge their identities alone).
+    /// Alert ids `replay --partitions N --hold` writes for the same records: with
+    /// `--isolated-partitions` when each partition judges alone ([`Setup::isolated`]); else
+    /// what one instance holding every partition alerts.
     pub(crate) fn replay_ids(&self, records: &[Vec<u8>], partitions: u32) -> BTreeSet<String> {
+        self.replay_ids_with(records, partitions, !self.shared)
+    }
+
+    /// [`Setup::replay_ids`], the partitions judging alone or not as asked.
+    pub(crate) fn replay_ids_with(
+        &self,
+        records: &[Vec<u8>],
+        partitions: u32,
+        isolated: bool,
+    ) -> BTreeSet<String> {
         let file = self.path("input.jsonl");
         let mut text = Vec::new();
         for r in records {
@@ -116,19 +139,20 @@ checkpoint_interval = "1s"
             text.push(b'\n');
         }
         std::fs::write(&file, text).expect("input");
-        let out = util::run(
-            &[
-                "--config",
-                self.config.to_str().expect("utf-8"),
-                "replay",
-                "--hold",
-                "--partitions",
-                &partitions.to_string(),
-                "--isolated-partitions",
-                file.to_str().expect("utf-8"),
-            ],
-            None,
-        );
+        let n = partitions.to_string();
+        let mut args = vec![
+            "--config",
+            self.config.to_str().expect("utf-8"),
+            "replay",
+            "--hold",
+            "--partitions",
+            &n,
+            file.to_str().expect("utf-8"),
+        ];
+        if isolated {
+            args.push("--isolated-partitions");
+        }
+        let out = util::run(&args, None);
         assert!(
             out.status.success(),
             "{}",
@@ -373,6 +397,27 @@ fn state_diff(a: &[u8], b: &[u8]) -> String {
             y.state.interner.len()
         ));
     }
+    if x.state.peers.export() != y.state.peers.export() {
+        out.push("peer groups differ".into());
+    }
+    let (rx, ry) = (format!("{:#?}", x.runtime()), format!("{:#?}", y.runtime()));
+    let (lx, ly): (Vec<&str>, Vec<&str>) = (rx.lines().collect(), ry.lines().collect());
+    if let Some(i) = (0..lx.len().min(ly.len())).find(|i| lx[*i] != ly[*i]) {
+        // The field it is in: the nearest line above it that names one.
+        let field = lx[..i]
+            .iter()
+            .rev()
+            .find(|l| {
+                l.trim_start().starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(':')
+            })
+            .unwrap_or(&"?");
+        out.push(format!(
+            "engine state differs in {}: run {} / replay {}",
+            field.trim(),
+            lx[i].trim(),
+            ly[i].trim()
+        ));
+    }
     out.join("\n")
 }
 
@@ -385,6 +430,14 @@ fn replay_state(s: &Setup, records: &[Vec<u8>], partitions: u32) -> Vec<Vec<u8>>
     let mut engines: Vec<_> = (0..partitions)
         .map(|_| cfg.engine(None).expect("engine"))
         .collect();
+    if s.shared && partitions > 1 {
+        // As one instance holding every partition judges them.
+        let (first, rest) = engines.split_at_mut(1);
+        for e in rest {
+            e.share_context(&mut first[0]);
+        }
+        nhiwatch::detect::link_peers(&engines.iter().collect::<Vec<_>>());
+    }
     let file = s.path("replay-input.jsonl");
     std::fs::write(&file, records.join(&b'\n')).expect("input");
     let opts = nhiwatch::replay::Options {
@@ -766,7 +819,7 @@ fn alerts_sent_before_a_crash_are_not_sent_twice_after_the_restore() {
 fn two_instances_split_the_partitions_and_one_dying_loses_nothing() {
     let broker = Broker::start();
     let partitions = 6;
-    let s = Setup::new(&broker, partitions, "pair");
+    let s = Setup::new(&broker, partitions, "pair").isolated();
     let records = week();
     let expected = s.replay_ids(&records, partitions);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
@@ -823,7 +876,7 @@ fn a_stalled_instance_writes_nothing_for_the_partitions_it_lost() {
     // one, which restores their state and checkpoints it on; when the stalled instance
     // resumes, it must not write its stale state over the new owner's.
     let broker = Broker::start();
-    let s = Setup::new(&broker, 2, "stall");
+    let s = Setup::new(&broker, 2, "stall").isolated();
     let mut a = s.start("a", &[]);
     a.wait_for("event partitions assigned", Duration::from_secs(60));
     let producer = produce_slowly(&broker, &s.input, week(), 30);
@@ -866,7 +919,7 @@ fn a_stalled_instance_does_not_send_the_alerts_its_partitions_new_owner_sends() 
     // restores the last checkpoint and sends those alerts itself. When the stalled instance
     // resumes, it must not send them too.
     let broker = Broker::start();
-    let s = Setup::new(&broker, 2, "stalls");
+    let s = Setup::new(&broker, 2, "stalls").isolated();
     s.edit_config(
         "\"heartbeat.interval.ms\" = \"500\"",
         "\"heartbeat.interval.ms\" = \"500\"\n\"max.poll.interval.ms\" = \"7000\"",
@@ -973,7 +1026,7 @@ fn three_instances_through_two_kills_and_a_restart_alert_what_replay_does() {
     // as `run`'s are today), none missing and none extra.
     let broker = Broker::start();
     let partitions = 6;
-    let s = Setup::new(&broker, partitions, "trio");
+    let s = Setup::new(&broker, partitions, "trio").isolated();
     let records = week();
     let expected = s.replay_ids(&records, partitions);
     assert!(expected.len() >= 5, "the sample week alerts: {expected:?}");
@@ -1331,4 +1384,88 @@ fn the_hygiene_findings_reach_the_alerts_topic_as_replay_finds_them() {
         assert!(detectors.contains(d), "no {d} alert among {detectors:?}");
     }
     assert_eq!(nw.terminate(), Some(0));
+}
+
+/// A simulated organisation's records (`nhiwatch simulate`), one per line.
+fn simulated_org(s: &Setup, identities: u32, days: u32, seed: u32) -> Vec<Vec<u8>> {
+    let file = s.path("org.jsonl");
+    let out = util::run(
+        &[
+            "simulate",
+            "--identities",
+            &identities.to_string(),
+            "--days",
+            &days.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "-o",
+            file.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&file)
+        .expect("simulated records")
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Issue 19: the partitions one instance holds judge together (one fleet and peer context,
+/// one table of bindings), their records taken in the order ingest produced them. Six
+/// partitions then alert exactly what one does, on an organisation where six partitions
+/// judging alone do not (checked first, so the comparison can fail), through two `kill -9`s
+/// whose restores merge each partition's saved context back into the instance's.
+#[test]
+fn six_partitions_in_one_instance_alert_what_one_partition_does_through_kills() {
+    let broker = Broker::start();
+    let partitions = 6;
+    let s = Setup::new(&broker, partitions, "sixshared");
+    let records = simulated_org(&s, 300, 21, 11);
+    let expected = s.replay_ids(&records, 1);
+    let alone = s.replay_ids_with(&records, partitions, true);
+    assert_ne!(
+        alone, expected,
+        "partitions judging alone must differ on this organisation, or the test proves nothing"
+    );
+    let producer = produce_slowly(&broker, &s.input, records, 40);
+    // Each instance restores its six partitions (about 0.7 s each), checkpoints a few
+    // times, and dies mid-stream.
+    for (round, ms) in [(0, 9_000), (1, 7_500)] {
+        let mut nw = s.start("a", &[]);
+        nw.wait_for_any(
+            &["partition starts empty", "partition state restored"],
+            Duration::from_secs(90),
+        );
+        std::thread::sleep(Duration::from_millis(ms));
+        assert!(nw.running(), "round {round}: {}", nw.log());
+        nw.kill9();
+    }
+    let mut nw = s.start("a", &[]);
+    nw.wait_for("partition state restored", Duration::from_secs(90));
+    producer.join().expect("producer");
+    let msgs = read_alerts(&broker, &s, &expected);
+    let log = nw.log();
+    assert_eq!(nw.terminate(), Some(0));
+    let got = ids(&msgs);
+    let missing: Vec<_> = expected.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&expected).collect();
+    eprintln!(
+        "six partitions, one instance: {} alerts expected, {} on the topic ({} messages); missing {missing:?}, extra {extra:?}; alone: {}",
+        expected.len(),
+        got.len(),
+        msgs.len(),
+        alone.len()
+    );
+    assert!(missing.is_empty() && extra.is_empty(), "log:\n{log}");
+    assert_eq!(
+        msgs.len(),
+        got.len(),
+        "an alert on the topic twice; log:\n{log}"
+    );
 }

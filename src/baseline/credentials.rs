@@ -152,6 +152,29 @@ impl Credentials {
         v
     }
 
+    /// Adds bindings another context holds (a partition's, restored into an instance that
+    /// judges its partitions together): for a credential both know, the earlier mint is
+    /// kept with the larger presentation count. Merging the same bindings twice changes
+    /// nothing.
+    pub fn merge(&self, entries: Vec<(u128, Binding)>) {
+        for (k, v) in entries {
+            match self.map.entry(k) {
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                dashmap::Entry::Occupied(mut e) => {
+                    let b = e.get_mut();
+                    let presentations = b.presentations.max(v.presentations);
+                    if (v.minted, &v.first_event) < (b.minted, &b.first_event) {
+                        *b = v;
+                    }
+                    b.presentations = presentations;
+                }
+            }
+        }
+        self.bound.recount(&self.map);
+    }
+
     /// Restores bindings (snapshots).
     pub fn import(&self, entries: Vec<(u128, Binding)>) {
         for (k, v) in entries {
@@ -176,6 +199,29 @@ mod tests {
             presentations: 1,
             first_event: String::new(),
         }
+    }
+
+    #[test]
+    fn merging_keeps_the_first_mint_and_the_most_presentations() {
+        let a = Credentials::default();
+        a.bind(1, binding(100, 60));
+        a.bind(1, binding(100, 60));
+        let b = Credentials::default();
+        b.bind(
+            1,
+            Binding {
+                identity: 2,
+                ..binding(50, 60)
+            },
+        );
+        b.bind(2, binding(70, 60));
+        a.merge(b.export());
+        let one = a.get(1).unwrap();
+        assert_eq!((one.minted, one.identity, one.presentations), (50, 2, 2));
+        assert!(a.get(2).is_some());
+        let once = a.export();
+        a.merge(b.export());
+        assert_eq!(a.export(), once, "merging the same again changes nothing");
     }
 
     #[test]

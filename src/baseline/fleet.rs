@@ -127,6 +127,38 @@ impl Fleet {
         v
     }
 
+    /// Adds what another context saw (a partition's, restored into an instance that judges
+    /// its partitions together): the identities of both, most recent kept, first day the
+    /// earliest and last day the latest. Merging the same entries twice changes nothing.
+    pub fn merge(&self, entries: Vec<(u64, FleetEntry)>) {
+        for (k, v) in entries {
+            match self.values.entry(k) {
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                dashmap::Entry::Occupied(mut e) => {
+                    let e = e.get_mut();
+                    e.first = e.first.min(v.first);
+                    e.last = e.last.max(v.last);
+                    for (id, day) in v.recent {
+                        if let Some(slot) = e.recent.iter_mut().find(|(i, _)| *i == id) {
+                            slot.1 = slot.1.max(day);
+                        } else {
+                            e.recent.push((id, day));
+                        }
+                    }
+                    if e.recent.len() > SLOTS {
+                        // Most recent first; ties by identity, so every merge keeps the same.
+                        e.recent
+                            .sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                        e.recent.truncate(SLOTS);
+                    }
+                }
+            }
+        }
+        self.bound.recount(&self.values);
+    }
+
     /// Restores entries (snapshots).
     pub fn import(&self, entries: Vec<(u64, FleetEntry)>) {
         for (k, v) in entries {
@@ -155,6 +187,43 @@ mod tests {
         assert_eq!(f.first_seen(7), Some(10));
         f.forget(21);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn merging_adds_the_other_identities_once() {
+        let a = Fleet::default();
+        a.observe(7, 1, 10);
+        a.observe(7, 2, 12);
+        let b = Fleet::default();
+        b.observe(7, 2, 14);
+        b.observe(7, 3, 9);
+        b.observe(8, 3, 9);
+        a.merge(b.export());
+        assert_eq!(a.identities_since(7, 0), 3);
+        assert_eq!(
+            a.identities_since(7, 13),
+            1,
+            "identity 2's latest day is kept"
+        );
+        assert_eq!(
+            a.first_seen(7),
+            Some(10),
+            "the earlier first day (b's is 14)"
+        );
+        assert_eq!(a.first_seen(8), Some(9));
+        let once = a.export();
+        a.merge(b.export());
+        assert_eq!(a.export(), once, "merging the same again changes nothing");
+        for id in 10..30 {
+            b.observe(7, id, 20);
+        }
+        a.merge(b.export());
+        assert_eq!(a.identities_since(7, 0), SLOTS as u32, "bounded");
+        assert_eq!(
+            a.identities_since(7, 20),
+            SLOTS as u32,
+            "the most recent kept"
+        );
     }
 
     #[test]

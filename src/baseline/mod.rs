@@ -348,19 +348,32 @@ impl Baselines {
     /// more (values every identity has forgotten), so a long run does not keep the text of
     /// every runner id and network it ever saw.
     pub fn prune_interner(&self) {
+        Baselines::prune_shared_interner(&[self]);
+    }
+
+    /// [`Baselines::prune_interner`] for states that share one interner and one table of
+    /// credential bindings (the partitions an instance judges together): a text is kept
+    /// while any of them refers to it.
+    pub fn prune_shared_interner(states: &[&Baselines]) {
+        let Some(first) = states.first() else {
+            return;
+        };
         let mut live = std::collections::HashSet::with_capacity_and_hasher(
-            self.interner.len(),
+            first.interner.len(),
             MapHasher::default(),
         );
-        for e in self.identities.iter() {
-            let b = e.value();
-            for set in [&b.attrs, &b.nets, &b.scopes, &b.envs, &b.refs] {
-                live.extend(set.entries().iter().map(|x| x.hash));
+        for st in states {
+            for e in st.identities.iter() {
+                let b = e.value();
+                for set in [&b.attrs, &b.nets, &b.scopes, &b.envs, &b.refs] {
+                    live.extend(set.entries().iter().map(|x| x.hash));
+                }
             }
         }
-        self.credentials
+        first
+            .credentials
             .for_each(|b| live.extend(b.env.into_iter().chain(b.net)));
-        self.interner.retain(&live);
+        first.interner.retain(&live);
     }
 
     /// An empty state bounded by `[state]`.

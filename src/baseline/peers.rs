@@ -241,6 +241,9 @@ pub struct Peers {
     values: DashMap<u64, (u32, Day), MapHasher>,
     /// Half-width of a time-of-week window, hours (the off-hours detector's).
     radius: u8,
+    /// The peer counts of other partitions judged together with this one (see
+    /// [`Peers::set_siblings`]): every count read is the sum over this one and them.
+    siblings: std::sync::RwLock<Vec<std::sync::Arc<Peers>>>,
 }
 
 /// The bit of a member's window record that says it is counted among weekend minters.
@@ -274,17 +277,54 @@ impl Peers {
         }
     }
 
+    /// Judges with the members other partitions count (the partitions one instance holds
+    /// judge together): each keeps counting its own members, which is what its snapshot
+    /// saves, and every read adds theirs up. Replaces any earlier list; `self` is skipped.
+    pub fn set_siblings(self: &std::sync::Arc<Self>, siblings: Vec<std::sync::Arc<Peers>>) {
+        let others = siblings
+            .into_iter()
+            .filter(|s| !std::sync::Arc::ptr_eq(s, self))
+            .collect();
+        *self.siblings.write().unwrap_or_else(|e| e.into_inner()) = others;
+    }
+
+    /// Calls `f` with this partition's counts and each sibling's.
+    fn each(&self, mut f: impl FnMut(&Peers)) {
+        f(self);
+        let siblings = self.siblings.read().unwrap_or_else(|e| e.into_inner());
+        for s in siblings.iter() {
+            f(s);
+        }
+    }
+
+    /// Whether any sibling is linked (reads then sum over partitions).
+    fn linked(&self) -> bool {
+        !self
+            .siblings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Members of a group.
     pub fn size(&self, id: GroupId) -> u32 {
-        self.groups.get(&id).map_or(0, |g| g.size)
+        if !self.linked() {
+            return self.groups.get(&id).map_or(0, |g| g.size);
+        }
+        let mut n = 0;
+        self.each(|p| n += p.groups.get(&id).map_or(0, |g| g.size));
+        n
     }
 
     /// The name of a group.
     pub fn name(&self, id: GroupId) -> String {
-        self.names
-            .get(&id)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| format!("#{id:08x}"))
+        let mut name = None;
+        self.each(|p| {
+            if name.is_none() {
+                name = p.names.get(&id).map(|n| n.to_string());
+            }
+        });
+        name.unwrap_or_else(|| format!("#{id:08x}"))
     }
 
     /// The finest candidate group with at least `min_size` members (else the coarsest).
@@ -311,11 +351,20 @@ impl Peers {
     /// Members (other than one holding `own`) whose combination includes `own`, and of those
     /// the ones whose combination also includes `with`.
     pub fn mask_share(&self, id: GroupId, own: u8, with: u8) -> (u32, u32) {
-        let Some(g) = self.groups.get(&id) else {
+        let mut masks: Option<[u32; 16]> = None;
+        self.each(|p| {
+            if let Some(g) = p.groups.get(&id) {
+                let t = masks.get_or_insert([0; 16]);
+                for (a, b) in t.iter_mut().zip(g.masks) {
+                    *a += b;
+                }
+            }
+        });
+        let Some(masks) = masks else {
             return (0, 0);
         };
         let (mut a, mut b) = (0u32, 0u32);
-        for (m, n) in g.masks.iter().enumerate() {
+        for (m, n) in masks.iter().enumerate() {
             let m = m as u8;
             if m & own == own {
                 a += n;
@@ -340,10 +389,18 @@ impl Peers {
     /// Members of a group that adopted a value (and were last joined by one on or after
     /// `since`).
     pub fn adopters(&self, id: GroupId, value: u64, since: Day) -> u32 {
-        self.values
-            .get(&value_key(id, value))
-            .filter(|e| e.1 >= since)
-            .map_or(0, |e| e.0.min(self.size(id)))
+        let key = value_key(id, value);
+        let (mut n, mut last) = (0u32, None::<Day>);
+        self.each(|p| {
+            if let Some(e) = p.values.get(&key) {
+                n += e.0;
+                last = Some(last.map_or(e.1, |l| l.max(e.1)));
+            }
+        });
+        match last {
+            Some(l) if l >= since => n.min(self.size(id)),
+            _ => 0,
+        }
     }
 
     /// Counts a member in the time-of-week windows that contain `bin` (and among those
@@ -404,19 +461,33 @@ impl Peers {
     /// The longest a member of the group deployed elsewhere before its first production mint
     /// (0: none recorded).
     pub fn first_release(&self, id: GroupId) -> u16 {
-        self.groups.get(&id).map_or(0, |g| g.first_release)
+        let mut days = 0;
+        self.each(|p| days = days.max(p.groups.get(&id).map_or(0, |g| g.first_release)));
+        days
     }
 
     /// Members of a group that minted at a weekend.
     pub fn at_weekends(&self, id: GroupId) -> u32 {
-        self.groups.get(&id).map_or(0, |g| g.weekend.min(g.size))
+        let (mut n, mut size) = (0, 0);
+        self.each(|p| {
+            if let Some(g) = p.groups.get(&id) {
+                n += g.weekend;
+                size += g.size;
+            }
+        });
+        n.min(size)
     }
 
     /// Members of a group that minted within the window centred on `bin`.
     pub fn in_window(&self, id: GroupId, bin: u8) -> u32 {
-        self.groups.get(&id).map_or(0, |g| {
-            u32::from(g.windows.get(usize::from(bin)).copied().unwrap_or(0)).min(g.size)
-        })
+        let (mut n, mut size) = (0u32, 0);
+        self.each(|p| {
+            if let Some(g) = p.groups.get(&id) {
+                n += u32::from(g.windows.get(usize::from(bin)).copied().unwrap_or(0));
+                size += g.size;
+            }
+        });
+        n.min(size)
     }
 
     /// (group, value) adoptions tracked.
@@ -447,7 +518,19 @@ impl Peers {
 
     /// Drops adopted values no member was last seen adopting since `before`.
     pub fn forget(&self, before: Day) {
-        self.values.retain(|_, e| e.1 >= before);
+        if !self.linked() {
+            self.values.retain(|_, e| e.1 >= before);
+            return;
+        }
+        // Judged together, an adoption is kept while any partition saw one recently, as one
+        // partition holding every member would.
+        let siblings = self.siblings.read().unwrap_or_else(|e| e.into_inner());
+        self.values.retain(|k, e| {
+            e.1 >= before
+                || siblings
+                    .iter()
+                    .any(|s| s.values.get(k).is_some_and(|o| o.1 >= before))
+        });
     }
 
     /// Every group, name and adopted value, sorted (snapshots).

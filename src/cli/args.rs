@@ -216,6 +216,17 @@ pub struct ReplayArgs {
     /// only, as `run`'s partitions do today, to reproduce a run's alerts exactly.
     #[arg(long, requires = "partitions")]
     pub isolated_partitions: bool,
+    /// With `--partitions N`: the engines are held by this many `run` instances, as the
+    /// consumer group spreads N partitions over them (contiguous ranges): the partitions of
+    /// one instance judge together, instances apart, as `run` does with that many instances
+    /// (`kafka.share_context`).
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "partitions",
+        conflicts_with = "isolated_partitions"
+    )]
+    pub instances: u32,
     /// Do not release alerts still held in their fleet grace period at the end of the input:
     /// a live `run` would hold them until event time passes the grace period.
     #[arg(long)]

@@ -176,12 +176,23 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 None
             };
+            engines.insert(0, engine);
             if !args.isolated_partitions {
-                for e in engines.iter_mut() {
-                    e.share_context(&mut engine);
+                // Partitions judge together within an instance (all of them in one, unless
+                // `--instances` spreads them as a consumer group would).
+                let n = engines.len();
+                let k = (args.instances.max(1) as usize).min(n);
+                let mut start = 0;
+                for i in 0..k {
+                    let end = start + n / k + usize::from(i < n % k);
+                    let (first, rest) = engines[start..end].split_at_mut(1);
+                    for e in rest {
+                        e.share_context(&mut first[0]);
+                    }
+                    crate::detect::link_peers(&engines[start..end].iter().collect::<Vec<_>>());
+                    start = end;
                 }
             }
-            engines.insert(0, engine);
             // State is restored: ready.
             ready.store(true, std::sync::atomic::Ordering::Release);
             let result = replay::run(&decoder, &mut engines, &opts, sinks.as_ref());

@@ -97,15 +97,16 @@ impl Engine {
 }
 
 impl Engine {
-    /// Judges against `other`'s cross-identity context from now on (fleet and peer context,
-    /// credential bindings, value texts, fleet news): engines that each hold some of the
-    /// identities then decide as one engine holding all of them would, given the same events
-    /// in the same order, every engine [advanced](Engine::advance) to each event and each
-    /// event's [rollouts](Engine::rollout_values) passed to the others. Call before any
-    /// event is processed.
+    /// Judges against `other`'s cross-identity context from now on (fleet context, credential
+    /// bindings, value texts, fleet news, the detectors' own cross-identity state): engines
+    /// that each hold some of the identities then decide as one engine holding all of them
+    /// would, given the same events in the same order, every engine
+    /// [advanced](Engine::advance) to each event and each event's
+    /// [rollouts](Engine::rollout_values) passed to the others. Peer groups count members:
+    /// each engine keeps counting its own, and [`link_peers`] over all of them makes every
+    /// read add them up. Call before any event is processed.
     pub fn share_context(&mut self, other: &mut Engine) {
         self.state.fleet = other.state.fleet.clone();
-        self.state.peers = other.state.peers.clone();
         self.state.credentials = other.state.credentials.clone();
         self.state.interner = other.state.interner.clone();
         self.news = other.news.clone();
@@ -124,6 +125,87 @@ impl Engine {
         self.shared = true;
         self.borrowed = true;
         other.shared = true;
+    }
+}
+
+impl Engine {
+    /// Joins `host`'s cross-identity context after this engine was restored on its own (a
+    /// partition assigned to an instance whose partitions judge together): what this
+    /// engine's snapshot held of the fleet, the credential bindings, the value texts, the
+    /// fleet news and the detectors' own cross-identity state is merged into the host's,
+    /// then this engine judges against the host's ([`Engine::share_context`]). Merging is
+    /// idempotent: a snapshot holds the context its instance shared when it was taken, so
+    /// two snapshots of one instance hold much the same, and the same entry merged twice
+    /// counts once. Peer groups count members, which do not merge so: each engine keeps
+    /// counting its own, and [`link_peers`] makes every count read add them up (call it over
+    /// every engine judging together, after any joins or leaves).
+    pub fn join_context(&mut self, host: &mut Engine) {
+        host.state.fleet.merge(self.state.fleet.export());
+        host.state
+            .credentials
+            .merge(self.state.credentials.export());
+        for (h, t) in self.state.interner.export() {
+            host.state.interner.intern(h, &t);
+        }
+        {
+            // The host's news in their order, then those it lacks (none when both were saved
+            // by one instance).
+            let mine = lock(&self.news).clone();
+            let mut theirs = lock(&host.news);
+            for n in mine {
+                if !theirs.contains(&n) {
+                    theirs.push(n);
+                }
+            }
+        }
+        // Detectors whose state is about one partition's identities only (the flood guard's
+        // count of newcomers) keep their own.
+        for d in self.detectors.iter().filter(|d| d.shared_state().is_some()) {
+            if let (Some(bytes), Some(h)) = (
+                d.save(),
+                host.detectors.iter().find(|h| h.name() == d.name()),
+            ) && !h.merge(&bytes)
+            {
+                tracing::warn!(
+                    detector = d.name(),
+                    "a partition's detector state could not be merged; it is not shared"
+                );
+            }
+        }
+        self.share_context(host);
+    }
+}
+
+/// Forgets value texts none of `engines` (which share one context) refers to any more: the
+/// shared form of the daily pruning an engine on its own does.
+pub fn prune_shared_interner(engines: &[&Engine]) {
+    let states: Vec<&Baselines> = engines.iter().map(|e| &e.state).collect();
+    Baselines::prune_shared_interner(&states);
+}
+
+impl Engine {
+    /// Whether the shared context's sizes are counted with this engine's in its census (one
+    /// of the engines sharing a context counts them).
+    pub fn count_context(&mut self, yes: bool) {
+        self.borrowed = !yes;
+    }
+}
+
+/// Makes `engines` (which judge together: [`Engine::join_context`]) read their peer groups'
+/// counts summed over all of them; each keeps counting its own members (what its snapshot
+/// saves, so a restore counts nobody twice). An engine alone reads its own again.
+pub fn link_peers(engines: &[&Engine]) {
+    let all: Vec<Arc<baseline::peers::Peers>> =
+        engines.iter().map(|e| e.state.peers.clone()).collect();
+    for e in engines {
+        e.state.peers.set_siblings(all.clone());
+    }
+}
+
+impl Engine {
+    /// Whether this engine and `other` judge against one shared context.
+    pub fn judges_with(&self, other: &Engine) -> bool {
+        Arc::ptr_eq(&self.state.fleet, &other.state.fleet)
     }
 }
 

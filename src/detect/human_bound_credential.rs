@@ -224,4 +224,30 @@ impl Detector for HumanBoundCredential {
             Err(_) => false,
         }
     }
+
+    fn merge(&self, bytes: &[u8]) -> bool {
+        let Ok(v) = postcard::from_bytes::<Vec<(u64, Seen)>>(bytes) else {
+            return false;
+        };
+        let mut nets = self.lock();
+        for (k, seen) in v {
+            super::state::forget_oldest_eighth(&mut nets, k, MAX_NETWORKS, |s| s.last);
+            let s = nets.entry(k).or_default();
+            s.last = s.last.max(seen.last);
+            for (who, day) in seen.ids {
+                match s.ids.iter_mut().find(|(id, _)| *id == who) {
+                    Some(x) => x.1 = x.1.max(day),
+                    None => s.ids.push((who, day)),
+                }
+            }
+            // Past the bound, the ones seen longest ago go (the order learned is kept, so
+            // merging what this state already holds changes nothing).
+            while s.ids.len() > PER_NETWORK {
+                if let Some(i) = (0..s.ids.len()).min_by_key(|i| (s.ids[*i].1, s.ids[*i].0)) {
+                    s.ids.remove(i);
+                }
+            }
+        }
+        true
+    }
 }

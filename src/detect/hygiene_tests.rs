@@ -382,3 +382,53 @@ fn a_production_mint_from_a_ref_outside_its_deploy_refs_alerts_but_a_new_release
     assert_eq!(alerts[0].evidence["deploy_refs"][0], "refs/tags/v#.#.#");
     assert_eq!(alerts[1].reason, "production mint from refs/pull/#/merge");
 }
+
+#[test]
+fn a_partition_joining_another_adds_its_automation_networks_and_merging_twice_changes_nothing() {
+    // Two partitions each saw some of the automation identities on 10.77.0.0/16: neither
+    // reaches three alone; joined (as one instance holding both judges them), they do.
+    let mut a = Feed::new(&["human_bound_credential"]);
+    let mut b = Feed::new(&["human_bound_credential"]);
+    for i in 0..2 {
+        hourly(
+            &mut a,
+            &format!("vault:approle/app{i}"),
+            &format!("10.77.{i}.5"),
+            3600,
+            0..2,
+        );
+    }
+    hourly(&mut b, "vault:approle/app2", "10.77.2.5", 3600, 0..2);
+    let person = "vault:userpass-alice";
+    let mut alone = Feed::new(&["human_bound_credential"]);
+    alone
+        .engine
+        .restore_bytes(&a.engine.snapshot_bytes().expect("snapshot"))
+        .expect("restore");
+    alone.push(login(person, at(2, 12 * 3600), "10.77.9.9", 28_800));
+    assert!(
+        alone.done().is_empty(),
+        "two automation identities are not enough"
+    );
+    // Merging a state into itself (two snapshots of one instance) changes nothing.
+    let before = a.engine.runtime();
+    b.engine.join_context(&mut a.engine);
+    a.engine.join_context(&mut b.engine);
+    let saved = |f: &Feed| format!("{:?}", f.engine.runtime());
+    assert_ne!(
+        saved(&a),
+        format!("{before:?}"),
+        "b's network identity was added"
+    );
+    let once = saved(&a);
+    let mut c = Feed::new(&["human_bound_credential"]);
+    c.engine
+        .restore_bytes(&a.engine.snapshot_bytes().expect("snapshot"))
+        .expect("restore");
+    c.engine.join_context(&mut a.engine);
+    assert_eq!(saved(&a), once, "merged twice, counted once");
+    a.push(login(person, at(2, 12 * 3600), "10.77.9.9", 28_800));
+    let alerts = a.done();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].evidence["automation_identities_on_network"], 3);
+}

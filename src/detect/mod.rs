@@ -55,6 +55,7 @@ pub use spec::{DetectorsConfig, Severity, Spec, SpecError};
 use zones::Zones;
 
 use held::*;
+pub use held::{link_peers, prune_shared_interner};
 use state::*;
 pub use state::{Runtime, Stats};
 pub use zones::{IdentityZone, TimeConfig};
@@ -164,6 +165,12 @@ pub trait Detector: Send + Sync {
     }
     /// Judges against another engine's detector's cross-identity state from now on.
     fn use_shared_state(&mut self, _state: Arc<dyn std::any::Any + Send + Sync>) {}
+    /// Adds cross-identity state another engine saved ([`Detector::save`]) to this one's
+    /// (see [`Engine::join_context`]); merging the same bytes twice changes nothing. False
+    /// when the bytes are not its state.
+    fn merge(&self, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Setting up detection failed.

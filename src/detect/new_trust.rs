@@ -315,12 +315,6 @@ impl Detector for NewTrust {
     }
 
     fn load(&self, bytes: &[u8]) -> bool {
-        type Saved = (
-            Day,
-            Vec<(u64, Day)>,
-            Vec<(u64, (Day, Vec<u32>))>,
-            Vec<(u64, Vec<(String, Day)>)>,
-        );
         match postcard::from_bytes::<Saved>(bytes) {
             Ok((first_day, w, r, a)) => {
                 self.started.store(first_day != 0, Ordering::Relaxed);
@@ -335,4 +329,62 @@ impl Detector for NewTrust {
             Err(_) => false,
         }
     }
+
+    fn merge(&self, bytes: &[u8]) -> bool {
+        let Ok((first_day, w, r, a)) = postcard::from_bytes::<Saved>(bytes) else {
+            return false;
+        };
+        let mut s = self.lock();
+        if first_day != 0 {
+            s.first_day = if s.first_day == 0 {
+                first_day
+            } else {
+                s.first_day.min(first_day)
+            };
+            self.started.store(true, Ordering::Relaxed);
+        }
+        for (k, day) in w {
+            forget_oldest_eighth(&mut s.writers, k, MAX_ENTRIES, |d| *d);
+            let e = s.writers.entry(k).or_insert(day);
+            *e = (*e).max(day);
+        }
+        for (k, (day, subjects)) in r {
+            forget_oldest_eighth(&mut s.roles, k, MAX_ENTRIES, |r| r.0);
+            let e = s.roles.entry(k).or_insert((day, Vec::new()));
+            e.0 = e.0.min(day);
+            for who in subjects {
+                if !e.1.contains(&who) && e.1.len() < PER_ROLE {
+                    e.1.push(who);
+                }
+            }
+        }
+        for (k, patterns) in a {
+            forget_oldest_eighth(&mut s.admitted, k, MAX_ENTRIES, |a| {
+                a.last().map_or(0, |x| x.1)
+            });
+            let adm = s.admitted.entry(k).or_default();
+            for (p, day) in patterns {
+                match adm.iter_mut().find(|(q, _)| *q == p) {
+                    Some(x) => x.1 = x.1.max(day),
+                    None => adm.push((p, day)),
+                }
+            }
+            // Past the bound, the ones admitted longest ago go (the order learned is kept, so
+            // merging what this state already holds changes nothing).
+            while adm.len() > PER_ADMISSION {
+                if let Some(i) = (0..adm.len()).min_by_key(|i| adm[*i].1) {
+                    adm.remove(i);
+                }
+            }
+        }
+        true
+    }
 }
+
+/// What [`NewTrust`] saves: first day, writers, roles, admissions.
+type Saved = (
+    Day,
+    Vec<(u64, Day)>,
+    Vec<(u64, (Day, Vec<u32>))>,
+    Vec<(u64, Vec<(String, Day)>)>,
+);

@@ -857,3 +857,116 @@ fn a_first_production_deploy_of_a_staged_commit_is_a_promotion_and_a_new_commit_
     g.push(github_at(&ids[0], at(9, 15 * 3600), "production", "c30"));
     assert_eq!(g.done().len(), 1);
 }
+
+/// Events processed by engines that each hold some of the identities (by identity hash, as
+/// partitions do), judging together or apart, restored from their snapshots before event
+/// `split` (and joined again, as a `run` instance joins the partitions it is assigned).
+fn by_partition(
+    events: &[Event],
+    engines: usize,
+    together: bool,
+    split: Option<usize>,
+) -> Vec<String> {
+    const DETECTORS: [&str; 3] = ["cross_env_reuse", "off_hours_mint", "new_runner"];
+    let fresh = || -> Vec<Engine> {
+        (0..engines)
+            .map(|_| Engine::with_defaults(&DETECTORS).expect("engine"))
+            .collect()
+    };
+    let link = |e: &mut Vec<Engine>, join: bool| {
+        if !together {
+            return;
+        }
+        let (first, rest) = e.split_at_mut(1);
+        for x in rest {
+            if join {
+                x.join_context(&mut first[0]);
+            } else {
+                x.share_context(&mut first[0]);
+            }
+        }
+        link_peers(&e.iter().collect::<Vec<_>>());
+    };
+    let mut es = fresh();
+    link(&mut es, false);
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if Some(i) == split {
+            let saved: Vec<Vec<u8>> = es
+                .iter()
+                .map(|e| e.snapshot_bytes().expect("snapshot"))
+                .collect();
+            es = fresh();
+            for (e, bytes) in es.iter_mut().zip(&saved) {
+                e.restore_bytes(bytes).expect("restore");
+            }
+            link(&mut es, true);
+        }
+        let at = baseline::hash_identity(&e.identity) as usize % engines;
+        if together {
+            for x in es.iter_mut() {
+                x.advance(e.time.as_unix_seconds(), &mut out);
+            }
+        }
+        es[at].process(e, &mut out);
+        if together {
+            let (day, values) = es[at].rollout_values();
+            let values = values.to_vec();
+            for (j, x) in es.iter_mut().enumerate() {
+                if j != at {
+                    x.drop_rollouts(day, &values);
+                }
+            }
+        }
+    }
+    for x in es.iter_mut() {
+        x.flush(&mut out);
+    }
+    let mut ids: Vec<String> = out.into_iter().map(|a| a.id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn partitions_judging_together_alert_as_one_engine_even_after_a_restore() {
+    // A release train of eight workflows (their first production deploys are routine only
+    // among their peers), a fleet-wide runner move, and a runner one workflow alone takes.
+    let ids: Vec<String> = (0..8).map(|i| workflow(i, "release.yml")).collect();
+    let mut events = Vec::new();
+    for d in (0..16).filter(|d| weekday(*d)) {
+        for (i, id) in ids.iter().enumerate() {
+            for h in [9, 12, 15] {
+                let mut e = github(id, at(d, h * 3600 + i as i64 * 60), Some("staging"));
+                e.runner.name = Some(if d < 10 { "pool-a" } else { "pool-b" }.into());
+                if d == 15 && i == 3 && h == 15 {
+                    e.runner.name = Some("rogue".into());
+                }
+                events.push(e);
+            }
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        events.push(github(id, at(16 + i as i64, 14 * 3600), Some("production")));
+    }
+    for (i, e) in events.iter_mut().enumerate() {
+        e.id = format!("e{i}");
+    }
+    let one = by_partition(&events, 1, false, None);
+    assert!(
+        !one.is_empty(),
+        "the first production deploys and the rogue runner alert"
+    );
+    assert_ne!(
+        by_partition(&events, 3, false, None),
+        one,
+        "judged apart, three partitions see smaller groups and fleets (or this proves nothing)"
+    );
+    assert_eq!(by_partition(&events, 3, true, None), one, "judged together");
+    for split in [events.len() / 3, events.len() - 5] {
+        assert_eq!(
+            by_partition(&events, 3, true, Some(split)),
+            one,
+            "restored and joined before event {split}"
+        );
+    }
+}

@@ -51,6 +51,13 @@ pub struct KafkaConfig {
     /// topics directly, one engine per input partition, saving a hop through the brokers.
     #[serde(default = "default_true")]
     pub repartition: bool,
+    /// The partitions one instance owns judge together (the default): one fleet and peer
+    /// context, one table of credential bindings, kept in step by event time, as `replay`
+    /// judges. With `false` every partition judges alone (its own fleet, peers and
+    /// bindings), as earlier versions did: alerts then depend only on the partition count,
+    /// never on which instance owns which partitions.
+    #[serde(default = "default_true")]
+    pub share_context: bool,
     /// Replication factor of the internal topics when nhiwatch creates them.
     #[serde(default = "default_replication")]
     pub replication_factor: u16,
@@ -78,6 +85,7 @@ impl Default for KafkaConfig {
             alerts_encoding: crate::encode::Encoding::Json,
             partitions: default_partitions(),
             repartition: true,
+            share_context: true,
             replication_factor: default_replication(),
             options: BTreeMap::new(),
             consumer_options: BTreeMap::new(),

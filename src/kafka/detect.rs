@@ -5,6 +5,7 @@
 //! first record arrives after an assignment, and checkpointed and dropped when it is revoked,
 //! so a partition that moves between instances takes its baselines with it.
 
+mod merge;
 mod saver;
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
@@ -34,6 +35,8 @@ const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The least time between two checkpoints taken because the stream went quiet.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+/// Records taken from the merge buffer between two polls of the consumer.
+const MERGE_BATCH: usize = 1024;
 /// How long a checkpoint may wait for the cluster.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -100,6 +103,11 @@ struct Withheld {
 struct Ctx {
     parts: Arc<Mutex<HashMap<Key, Part>>>,
     saver: Arc<Saver>,
+    /// The partitions held here judge together (`kafka.share_context`).
+    share: bool,
+    /// Their records, taken in the order ingest produced them (several partitions that
+    /// judge together, repartitioned).
+    merge: Option<Mutex<merge::Merge>>,
     /// Partitions just assigned, for the poll loop to restore.
     assigned: Arc<Mutex<Option<Vec<Key>>>>,
 }
@@ -118,6 +126,11 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             metrics::get().revoked(stage::DETECT);
             let revoked = super::partitions_of(tpl);
+            if let Some(m) = &self.merge {
+                m.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .revoked(&revoked);
+            }
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if consumer.assignment_lost() {
                 // The group gave them to another instance while this one did not answer:
@@ -130,6 +143,9 @@ impl ConsumerContext for Ctx {
                         self.saver.forget_withheld(&part);
                     }
                 }
+                if self.share {
+                    settle_shared(&mut parts);
+                }
                 return;
             }
             if let Err(e) = self.saver.checkpoint(consumer, &mut parts, Some(&revoked)) {
@@ -140,6 +156,9 @@ impl ConsumerContext for Ctx {
                     self.saver.forget_withheld(&part);
                 }
             }
+            if self.share {
+                settle_shared(&mut parts);
+            }
             tracing::info!(partitions = ?revoked, "event partitions revoked");
         }
     }
@@ -149,6 +168,11 @@ impl ConsumerContext for Ctx {
             let assigned = super::partitions_of(tpl);
             metrics::get().assigned(stage::DETECT, assigned.len());
             tracing::info!(partitions = ?assigned, "event partitions assigned");
+            if let Some(m) = &self.merge {
+                m.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .assigned(&assigned);
+            }
             *self.assigned.lock().unwrap_or_else(|e| e.into_inner()) = Some(assigned);
         }
     }
@@ -285,6 +309,11 @@ impl Detect {
             .create_with_context(Ctx {
                 parts: parts.clone(),
                 saver: saver.clone(),
+                share: self.cfg.kafka.share_context,
+                merge: (self.cfg.kafka.share_context
+                    && self.repartitioned
+                    && self.cfg.kafka.partitions > 1)
+                    .then(Mutex::default),
                 assigned: assigned.clone(),
             })
             .map_err(|e| Error::Client {
@@ -310,6 +339,7 @@ impl Detect {
         // space returns.
         let mut full_since: Option<Instant> = None;
         let mut full_retry = Instant::now();
+        let mut failed: Option<Error> = None;
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
@@ -352,7 +382,27 @@ impl Detect {
                 last_census = Instant::now();
                 census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
             }
-            match consumer.poll(Duration::from_millis(100)) {
+            let merging = consumer.context().merge.as_ref();
+            let buffered = merging.map_or(0, |m| m.lock().unwrap_or_else(|e| e.into_inner()).len());
+            if merging.is_some() {
+                m.merge_buffered.set(buffered as i64);
+            }
+            // Records buffered for their turn are looked at again soon.
+            let wait = if buffered > 0 {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            match consumer.poll(wait) {
+                Some(Ok(msg)) if merging.is_some() => {
+                    idle_dirty = true;
+                    if let Some(m) = merging {
+                        m.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(msg.detach());
+                    }
+                }
+                None if buffered > 0 => {}
                 None => {
                     // Idle: checkpoint now rather than at the interval, so a drained stream
                     // is committed promptly (and a quiet period costs nothing to restart).
@@ -395,6 +445,40 @@ impl Detect {
                     {
                         break Err(e);
                     }
+                }
+            }
+            // Buffered records whose turn has come (a bounded batch, so the consumer is
+            // polled in between); none while a full disk holds consumption.
+            if let Some(m) = merging
+                && full_since.is_none()
+            {
+                for _ in 0..MERGE_BATCH {
+                    let Some(msg) = m.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+                        break;
+                    };
+                    let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                    let handled = self.message(
+                        &saver,
+                        &consumer,
+                        &hot,
+                        &mut g,
+                        &msg,
+                        &mut results,
+                        &mut alerts,
+                    );
+                    if let Err(e) = handled
+                        && let Err(e) =
+                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
+                    {
+                        failed = Some(e);
+                        break;
+                    }
+                    if full_since.is_some() {
+                        break;
+                    }
+                }
+                if let Some(e) = failed.take() {
+                    break Err(e);
                 }
             }
             // Restore newly assigned partitions now rather than at their first record, so
@@ -509,6 +593,7 @@ impl Detect {
         keys: &[Key],
     ) -> Result<(), Error> {
         let mut empty = Vec::new();
+        let mut joined = false;
         for key in keys {
             if !parts.contains_key(key) {
                 let mut part = saver.restore(&self.cfg, &key.0, key.1).inspect_err(|_| {
@@ -521,7 +606,15 @@ impl Detect {
                 if part.next_offset > 0 {
                     rewind(consumer, key, part.next_offset);
                 }
+                if self.cfg.kafka.share_context
+                    && let Some(host) = parts.values_mut().next()
+                {
+                    // The partitions held here judge together: what this partition's
+                    // checkpoint knew of the fleet, bindings and trust is added to theirs.
+                    part.engine.join_context(&mut host.engine);
+                }
                 parts.insert(key.clone(), part);
+                joined = true;
                 let mut left = saver.unrestored.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(i) = left.iter().position(|k| k == key) {
                     left.swap_remove(i);
@@ -531,6 +624,9 @@ impl Detect {
                     tracing::info!(topic = %key.0, partition = key.1, "partition restored after the cluster came back; resumed");
                 }
             }
+        }
+        if joined && self.cfg.kafka.share_context {
+            settle_shared(parts);
         }
         if !empty.is_empty() {
             saver.checkpoint(consumer, parts, Some(&empty))?;
@@ -546,7 +642,7 @@ impl Detect {
         consumer: &BaseConsumer<Ctx>,
         hot: &Hot,
         parts: &mut HashMap<Key, Part>,
-        m: &BorrowedMessage<'_>,
+        m: &impl Message,
         results: &mut Vec<Decoded>,
         alerts: &mut Vec<Alert>,
     ) -> Result<(), Error> {
@@ -571,17 +667,15 @@ impl Detect {
                             message: format!("cannot read {}/{} again: {e}", key.0, key.1),
                         });
                     }
+                    purge(consumer, &key);
                     self.restore_later(saver, consumer, parts, &[key], &e);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
             }
         }
-        let Some(part) = parts
-            .iter_mut()
-            .find(|((t, q), _)| *q == p && t == m.topic())
-            .map(|(_, part)| part)
-        else {
+        let topic = m.topic();
+        let Some(part) = part_mut(parts, topic, p) else {
             return Ok(());
         };
         let offset = m.offset();
@@ -622,6 +716,7 @@ impl Detect {
         if arrival == 0 {
             arrival = metrics::now_micros();
         }
+        let input_time = m.timestamp().to_millis();
         results.clear();
         let payload = m.payload().unwrap_or_default();
         decoder.decode(payload, results);
@@ -640,7 +735,22 @@ impl Detect {
                     }
                     hot.detected.inc();
                     meters.saw_event_time(event.source, event.time.as_unix_seconds());
-                    part.engine.process(&event, alerts);
+                    if self.cfg.kafka.share_context && parts.len() > 1 {
+                        self.process_shared(
+                            saver,
+                            consumer,
+                            hot,
+                            parts,
+                            (topic, p),
+                            &event,
+                            alerts,
+                            input_time,
+                            arrival,
+                            &mut full,
+                        )?;
+                    } else if let Some(part) = part_mut(parts, topic, p) {
+                        part.engine.process(&event, alerts);
+                    }
                     // Direct mode: this stage decoded the native record, so it keeps the event.
                     if !self.repartitioned
                         && let Some(lake) = &saver.lake
@@ -665,10 +775,92 @@ impl Detect {
                 }
             }
         }
-        let input_time = m.timestamp().to_millis();
         if alerts.is_empty() {
             return full.map_or(Ok(()), Err);
         }
+        let Some(part) = part_mut(parts, topic, p) else {
+            return full.map_or(Ok(()), Err);
+        };
+        self.deliver(
+            saver, consumer, hot, part, alerts, input_time, arrival, &mut full,
+        )?;
+        full.map_or(Ok(()), Err)
+    }
+
+    /// Processes an event of one of several partitions that judge together, as one engine
+    /// holding all their identities would: every engine's clock moves to the event first
+    /// (held alerts due by then are released, in their own partition), the identity's engine
+    /// judges it, and the values it may have rolled out drop the other engines' alerts held
+    /// on them.
+    #[allow(clippy::too_many_arguments)]
+    fn process_shared(
+        &self,
+        saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
+        hot: &Hot,
+        parts: &mut HashMap<Key, Part>,
+        (topic, p): (&str, i32),
+        event: &crate::event::Event,
+        alerts: &mut Vec<Alert>,
+        input_time: Option<i64>,
+        arrival: u64,
+        full: &mut Option<Error>,
+    ) -> Result<(), Error> {
+        let secs = event.time.as_unix_seconds();
+        let mut released = Vec::new();
+        for ((t, q), other) in parts.iter_mut() {
+            if *q == p && t == topic {
+                continue;
+            }
+            other.engine.advance(secs, &mut released);
+            if !released.is_empty() {
+                other.dirty = true;
+                self.deliver(
+                    saver,
+                    consumer,
+                    hot,
+                    other,
+                    &mut released,
+                    input_time,
+                    arrival,
+                    full,
+                )?;
+            }
+        }
+        let Some(part) = part_mut(parts, topic, p) else {
+            return Ok(());
+        };
+        part.engine.process(event, alerts);
+        let (day, values) = part.engine.rollout_values();
+        if values.is_empty() {
+            return Ok(());
+        }
+        let values = values.to_vec();
+        for ((t, q), other) in parts.iter_mut() {
+            if *q == p && t == topic {
+                continue;
+            }
+            let held = other.engine.held();
+            other.engine.drop_rollouts(day, &values);
+            other.dirty |= other.engine.held() != held;
+        }
+        Ok(())
+    }
+
+    /// Hands a partition's alerts on (see [`Detect::emit`]), or holds them back in the
+    /// partition while this instance may no longer own it.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &self,
+        saver: &Saver,
+        consumer: &BaseConsumer<Ctx>,
+        hot: &Hot,
+        part: &mut Part,
+        alerts: &mut Vec<Alert>,
+        input_time: Option<i64>,
+        arrival: u64,
+        full: &mut Option<Error>,
+    ) -> Result<(), Error> {
         saver.test_stall();
         // Only an owner sends alerts: after a stall past the session timeout another
         // instance may own the partition and send these very alerts (same ids) itself.
@@ -685,17 +877,17 @@ impl Detect {
                     already_sent: sent,
                 });
             } else if let Err(e) = self.emit(saver, hot, &alert, input_time, arrival, sent) {
-                super::keep_if_full(&mut full, e)?;
+                super::keep_if_full(full, e)?;
             }
         }
         if withhold {
             tracing::warn!(
-                partition = p,
+                partition = part.src.partition,
                 withheld = part.withheld.len(),
                 "alerts held back: this instance stood still past the session timeout and may no longer own the partition; they are sent once the group confirms it does, or left to the new owner"
             );
         }
-        full.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Sends the alerts held back while ownership was in doubt, once it no longer is (the
@@ -885,6 +1077,30 @@ fn hand_off_failed(
     Err(e)
 }
 
+/// The partition `topic`/`p` held here. Looked up without building a key: this runs for
+/// every record.
+fn part_mut<'a>(parts: &'a mut HashMap<Key, Part>, topic: &str, p: i32) -> Option<&'a mut Part> {
+    parts
+        .iter_mut()
+        .find(|((t, q), _)| *q == p && t == topic)
+        .map(|(_, part)| part)
+}
+
+/// After the partitions held here changed (restored or revoked) while they judge together:
+/// their peer groups' counts are read summed over the engines held now, and one engine
+/// counts the shared context in the metrics.
+fn settle_shared(parts: &mut HashMap<Key, Part>) {
+    let mut keys: Vec<&Key> = parts.keys().collect();
+    keys.sort();
+    let engines: Vec<&Engine> = keys.iter().map(|k| &parts[*k].engine).collect();
+    crate::detect::link_peers(&engines);
+    let first = keys.first().map(|k| (*k).clone());
+    for (k, part) in parts.iter_mut() {
+        part.engine.count_context(Some(k) == first.as_ref());
+    }
+    metrics::get().judged_together.set(parts.len() as i64);
+}
+
 fn census(parts: &HashMap<Key, Part>) {
     let mut c = crate::detect::Census::default();
     for part in parts.values() {
@@ -897,7 +1113,7 @@ fn census(parts: &HashMap<Key, Part>) {
 /// the arrival stamp ingest gave it (0 when absent).
 type Origin<'a> = (&'a str, i32, i64, u32);
 
-fn origin_of<'a>(m: &'a BorrowedMessage<'_>) -> (Option<Origin<'a>>, u64) {
+fn origin_of<M: Message>(m: &M) -> (Option<Origin<'_>>, u64) {
     let Some(h) = m.headers() else {
         return (None, 0);
     };
@@ -955,12 +1171,22 @@ fn rewind(consumer: &BaseConsumer<Ctx>, key: &Key, next_offset: i64) {
         "the restored checkpoint is older than the committed offset; reading {} records again",
         committed - next_offset
     );
-    if let Err(e) = consumer.seek(
+    match consumer.seek(
         &key.0,
         key.1,
         rdkafka::Offset::Offset(next_offset),
         Duration::from_secs(10),
     ) {
-        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot rewind to the checkpoint; the records since are not learned");
+        Ok(()) => purge(consumer, key),
+        Err(e) => {
+            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot rewind to the checkpoint; the records since are not learned")
+        }
+    }
+}
+
+/// Drops what is buffered of a partition the consumer reads again from an earlier offset.
+fn purge(consumer: &BaseConsumer<Ctx>, key: &Key) {
+    if let Some(m) = &consumer.context().merge {
+        m.lock().unwrap_or_else(|e| e.into_inner()).purge(key);
     }
 }

@@ -142,15 +142,21 @@ impl Run<'_> {
     /// engines decide as one engine would.
     pub(super) fn shared_process(&mut self, i: usize, event: &Event) {
         let secs = event.time.as_unix_seconds();
-        for e in self.engines.iter_mut() {
-            e.advance(secs, &mut self.alerts);
+        // Only the engines judging with this one (one `run` instance's partitions, with
+        // `--instances`) move with it.
+        let (before, rest) = self.engines.split_at_mut(i);
+        let (this, after) = rest.split_first_mut().expect("engine i");
+        for e in before.iter_mut().chain(after.iter_mut()) {
+            if e.judges_with(this) {
+                e.advance(secs, &mut self.alerts);
+            }
         }
-        self.engines[i].process(event, &mut self.alerts);
-        let (day, values) = self.engines[i].rollout_values();
+        this.process(event, &mut self.alerts);
+        let (day, values) = this.rollout_values();
         self.rollout.clear();
         self.rollout.extend_from_slice(values);
-        for (j, e) in self.engines.iter_mut().enumerate() {
-            if j != i {
+        for e in before.iter_mut().chain(after.iter_mut()) {
+            if e.judges_with(this) {
                 e.drop_rollouts(day, &self.rollout);
             }
         }

@@ -170,6 +170,10 @@ pub struct Metrics {
     pub alerts_already_sent: IntCounter,
     /// `nhiwatch_alerts_withheld_total`.
     pub alerts_withheld: IntCounter,
+    /// `nhiwatch_partitions_judged_together`.
+    pub judged_together: IntGauge,
+    /// `nhiwatch_merge_buffered_records`.
+    pub merge_buffered: IntGauge,
     /// `nhiwatch_checkpoint_duration_seconds`.
     pub checkpoint_seconds: Histogram,
     /// `nhiwatch_checkpoint_bytes_total`.
@@ -429,6 +433,16 @@ impl Metrics {
                 &r,
                 "nhiwatch_alerts_withheld_total",
                 "Alerts held back because this instance stood still past the group's session timeout and may no longer own the partition: sent once the group confirms it does, dropped with a partition it lost (its new owner sends them).",
+            ),
+            judged_together: gauge(
+                &r,
+                "nhiwatch_partitions_judged_together",
+                "Event partitions this instance holds that judge together (one fleet and peer context, one table of credential bindings; kafka.share_context); 0 when each judges alone.",
+            ),
+            merge_buffered: gauge(
+                &r,
+                "nhiwatch_merge_buffered_records",
+                "Records of the partitions judged together read from Kafka and waiting for their turn in the order ingest produced them.",
             ),
             checkpoint_seconds: histogram(
                 &r,

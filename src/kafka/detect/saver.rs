@@ -213,10 +213,16 @@ impl Saver {
         }
         // A partition holding alerts back is not checkpointed: its offsets must not move
         // past records whose alerts nobody sent.
+        // Partitions judging together save the context they share with their own state: when
+        // one changed, all are written, so every snapshot holds the same context and a
+        // restore of them together gets exactly it back.
+        let together = self.k.share_context && parts.values().any(|p| p.dirty);
         let chosen: Vec<Key> = parts
             .iter()
             .filter(|(p, part)| {
-                part.dirty && part.withheld.is_empty() && only.is_none_or(|o| o.contains(p))
+                (part.dirty || together)
+                    && part.withheld.is_empty()
+                    && only.is_none_or(|o| o.contains(p))
             })
             .map(|(p, _)| p.clone())
             .collect();
