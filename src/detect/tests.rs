@@ -970,3 +970,32 @@ fn partitions_judging_together_alert_as_one_engine_even_after_a_restore() {
         );
     }
 }
+
+#[test]
+fn value_texts_shared_by_engines_are_kept_while_any_of_them_refers_to_them() {
+    let mut a = Feed::new(&["new_runner"]);
+    let mut b = Feed::new(&["new_runner"]);
+    b.engine.share_context(&mut a.engine);
+    a.push(pipeline(1, at(0, 9 * 3600), 1111));
+    b.push(pipeline(2, at(0, 9 * 3600), 2222));
+    let texts = |f: &Feed| -> Vec<String> {
+        f.engine
+            .state
+            .interner
+            .export()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    };
+    let both = texts(&a);
+    assert!(both.iter().any(|t| t == "1111") && both.iter().any(|t| t == "2222"));
+    prune_shared_interner(&[&a.engine, &b.engine]);
+    assert_eq!(
+        texts(&a),
+        both,
+        "every text is still referred to by one engine"
+    );
+    // Pruned by one engine's identities alone, the other's go.
+    a.engine.state.prune_interner();
+    assert!(!texts(&a).iter().any(|t| t == "2222"));
+}

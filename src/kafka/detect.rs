@@ -35,6 +35,9 @@ const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The least time between two checkpoints taken because the stream went quiet.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+/// How often the value texts shared by the partitions judging together are pruned (an
+/// engine alone prunes its own once a day of event time).
+const PRUNE_SHARED_EVERY: Duration = Duration::from_secs(600);
 /// Records taken from the merge buffer between two polls of the consumer.
 const MERGE_BATCH: usize = 1024;
 /// How long a checkpoint may wait for the cluster.
@@ -330,6 +333,7 @@ impl Detect {
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
         let mut last_census = Instant::now();
+        let mut last_prune = Instant::now();
         let mut restore_retry = Instant::now();
         let mut consumer_errors = super::Throttle::default();
         let mut idle_dirty = false;
@@ -381,6 +385,15 @@ impl Detect {
             if last_census.elapsed() >= CENSUS_EVERY {
                 last_census = Instant::now();
                 census(&parts.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+            // Engines judging together share their value texts, which none prunes alone.
+            if self.cfg.kafka.share_context && last_prune.elapsed() >= PRUNE_SHARED_EVERY {
+                last_prune = Instant::now();
+                let g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                if g.len() > 1 {
+                    let engines: Vec<&Engine> = g.values().map(|p| &p.engine).collect();
+                    crate::detect::prune_shared_interner(&engines);
+                }
             }
             let merging = consumer.context().merge.as_ref();
             let buffered = merging.map_or(0, |m| m.lock().unwrap_or_else(|e| e.into_inner()).len());
