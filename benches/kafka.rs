@@ -14,7 +14,10 @@
 //! Settings from the environment: `KAFKA_BOOTSTRAP` (required), `BENCH_INPUT` (JSON lines,
 //! required), `NHIWATCH_BIN` (default `target/release/nhiwatch`), `BENCH_PARTITIONS`
 //! (internal topics, default 1), `BENCH_RATE` (records/s for the latency phase, default
-//! 2000), `BENCH_REPARTITION` (`false`: direct mode), `BENCH_LATENCY_RECORDS` (default 20000), `BENCH_CONSUMER_OPTIONS` (`name=value,…` for nhiwatch's consumers).
+//! 2000), `BENCH_REPARTITION` (`false`: direct mode), `BENCH_LATENCY_RECORDS` (default 20000), `BENCH_CONSUMER_OPTIONS` (`name=value,…` for nhiwatch's consumers),
+//! `BENCH_INSTANCES` (processes of `nhiwatch run` in the group, default 1),
+//! `BENCH_INPUT_PARTITIONS` (of the input topic, default 1: ingest runs on one instance),
+//! `BENCH_SHARE_CONTEXT` (`kafka.share_context`, default true).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -40,9 +43,9 @@ fn config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn create(bootstrap: &str, topic: &str) {
+fn create(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin");
-    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for r in
         futures_executor::block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create")
     {
@@ -58,9 +61,9 @@ fn producer(bootstrap: &str) -> BaseProducer {
         .expect("producer")
 }
 
-fn send(p: &BaseProducer, topic: &str, value: &[u8]) {
+fn send(p: &BaseProducer, topic: &str, partition: i32, value: &[u8]) {
     let mut rec = BaseRecord::<(), [u8]>::to(topic)
-        .partition(0)
+        .partition(partition)
         .payload(value);
     loop {
         match p.send(rec) {
@@ -169,6 +172,15 @@ fn main() {
             org.push_str(&format!("{k:?} = {v:?}\n"));
         }
     }
+    // Instances of `nhiwatch run` sharing the work, partitions of the input topic (ingest
+    // scales with them), and whether an instance's partitions judge together.
+    let instances: usize = env("BENCH_INSTANCES", Some("1"))
+        .parse()
+        .expect("instances");
+    let input_partitions: i32 = env("BENCH_INPUT_PARTITIONS", Some("1"))
+        .parse()
+        .expect("input partitions");
+    let share = env("BENCH_SHARE_CONTEXT", Some("true"));
     let records: Vec<Vec<u8>> = BufReader::new(std::fs::File::open(&input).expect("input"))
         .split(b'\n')
         .map_while(Result::ok)
@@ -195,11 +207,12 @@ fn main() {
 
     // 1. Produce.
     let topic = format!("bench-in-{tag}");
-    create(&bootstrap, &topic);
+    create(&bootstrap, &topic, input_partitions);
     let p = producer(&bootstrap);
     let t = Instant::now();
-    for r in &records {
-        send(&p, &topic, r);
+    for (i, r) in records.iter().enumerate() {
+        // Runs of 100 records per partition: an identity's records stay mostly in order.
+        send(&p, &topic, (i / 100) as i32 % input_partitions, r);
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(300)).expect("flush");
@@ -218,8 +231,10 @@ fn main() {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-        .expect("tpl");
+    for q in 0..input_partitions {
+        tpl.add_partition_offset(&topic, q, Offset::Beginning)
+            .expect("tpl");
+    }
     c.assign(&tpl).expect("assign");
     let mut got = 0usize;
     let mut first = None;
@@ -244,7 +259,7 @@ fn main() {
         dir.path(),
         "run",
         &format!(
-            "{org}\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\npartitions = {partitions}\n{repartition_line}alerts_topic = \"{group}-alerts\"\n[[kafka.topics]]\nname = \"{topic}\"\n[run]\ncheckpoint_interval = \"5s\"\n"
+            "{org}\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\npartitions = {partitions}\nshare_context = {share}\n{repartition_line}alerts_topic = \"{group}-alerts\"\n[[kafka.topics]]\nname = \"{topic}\"\n[run]\ncheckpoint_interval = \"5s\"\n"
         ),
     );
     let meta: BaseConsumer = config(&bootstrap)
@@ -262,7 +277,7 @@ fn main() {
         .set("group.id", group.clone())
         .create()
         .expect("meta");
-    let (child, lines) = spawn(&bin, &cfg);
+    let spawned: Vec<_> = (0..instances).map(|_| spawn(&bin, &cfg)).collect();
     let (events_topic, detect_group_topic_parts) = if direct {
         (topic.clone(), 1)
     } else {
@@ -272,14 +287,17 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut ingest_done = false;
     let done = loop {
-        for (at, line) in lines.try_iter() {
-            if started.is_none()
-                && (line.contains("partition starts empty") || line.contains("state restored"))
-            {
-                started = Some(at);
+        for (_, lines) in &spawned {
+            for (at, line) in lines.try_iter() {
+                if (line.contains("partition starts empty") || line.contains("state restored"))
+                    && started.is_none_or(|s| at < s)
+                {
+                    started = Some(at);
+                }
             }
         }
-        if !direct && !ingest_done && committed(&ingest_meta, &topic, 1) >= n as i64 {
+        if !direct && !ingest_done && committed(&ingest_meta, &topic, input_partitions) >= n as i64
+        {
             ingest_done = true;
             if let Some(s) = started {
                 println!(
@@ -295,11 +313,13 @@ fn main() {
         assert!(Instant::now() < deadline, "nhiwatch did not finish");
         std::thread::sleep(Duration::from_millis(20));
     };
-    stop(child);
+    for (child, _) in spawned {
+        stop(child);
+    }
     let took = done - started.expect("nhiwatch processed nothing");
     let nw_rate = n as f64 / took.as_secs_f64();
     println!(
-        "nhiwatch run ({}): {n} records in {:.2} s = {nw_rate:.0} records/s ({} events, {partitions} partition(s)); ratio to raw: {:.2}",
+        "nhiwatch run ({}): {n} records in {:.2} s = {nw_rate:.0} records/s ({} events, {partitions} partition(s), {instances} instance(s), {input_partitions} input partition(s), share_context = {share}); ratio to raw: {:.2}",
         if direct { "direct" } else { "repartitioned" },
         took.as_secs_f64(),
         events_expected,
@@ -308,7 +328,7 @@ fn main() {
 
     // 4. Latency at a fixed rate.
     let topic2 = format!("bench-lat-{tag}");
-    create(&bootstrap, &topic2);
+    create(&bootstrap, &topic2, 1);
     let group2 = format!("bench-lat-{tag}");
     let alerts2 = format!("{group2}-alerts");
     // The naive rule with no learning period alerts on every first sighting: many samples.
@@ -361,7 +381,7 @@ fn main() {
             let _ = ac.poll(Duration::ZERO);
             std::thread::sleep(Duration::from_micros(200));
         }
-        send(&p, &topic2, r);
+        send(&p, &topic2, 0, r);
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     let mut lat = Vec::new();

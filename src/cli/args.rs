@@ -227,6 +227,10 @@ pub struct ReplayArgs {
         conflicts_with = "isolated_partitions"
     )]
     pub instances: u32,
+    /// With `--instances K`: the instances share their credential bindings, as `run` does
+    /// through `<group>-bindings` (here with no delay).
+    #[arg(long, requires = "instances")]
+    pub share_bindings: bool,
     /// Do not release alerts still held in their fleet grace period at the end of the input:
     /// a live `run` would hold them until event time passes the grace period.
     #[arg(long)]

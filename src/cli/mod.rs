@@ -192,6 +192,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     crate::detect::link_peers(&engines[start..end].iter().collect::<Vec<_>>());
                     start = end;
                 }
+                // Instances share their credential bindings (`<group>-bindings`).
+                if k > 1 && args.share_bindings {
+                    let (first, rest) = engines.split_at_mut(1);
+                    for e in rest {
+                        e.share_bindings(&first[0]);
+                    }
+                }
             }
             // State is restored: ready.
             ready.store(true, std::sync::atomic::Ordering::Release);

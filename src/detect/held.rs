@@ -203,6 +203,15 @@ pub fn link_peers(engines: &[&Engine]) {
 }
 
 impl Engine {
+    /// Judges credentials against `other`'s bindings from now on (only them: the `run`
+    /// instances each judge their own partitions together and share their bindings with all
+    /// others through `<group>-bindings`).
+    pub fn share_bindings(&mut self, other: &Engine) {
+        self.state.credentials = other.state.credentials.clone();
+    }
+}
+
+impl Engine {
     /// Whether this engine and `other` judge against one shared context.
     pub fn judges_with(&self, other: &Engine) -> bool {
         Arc::ptr_eq(&self.state.fleet, &other.state.fleet)
