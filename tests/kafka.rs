@@ -1469,3 +1469,158 @@ fn six_partitions_in_one_instance_alert_what_one_partition_does_through_kills() 
         "an alert on the topic twice; log:\n{log}"
     );
 }
+
+/// Issue 19: instances share their credential bindings through `<group>-bindings`. Two
+/// instances hold one partition each (so they judge apart otherwise): a simulated
+/// organisation is streamed in two phases, cut just before the first record whose
+/// `cross_env_reuse` alert needs a binding the other instance made (found with `replay
+/// --partitions 2 --instances 2` with and without `--share-bindings`, so the test fails if no
+/// such alert exists). After the first phase is detected and its bindings have had a second
+/// to travel, the second phase must raise that alert; nothing is alerted twice.
+#[test]
+fn a_credential_minted_under_one_instance_and_reused_under_another_alerts() {
+    let broker = Broker::start();
+    let partitions = 2;
+    let s = Setup::new(&broker, partitions, "bindings");
+    let records = simulated_org(&s, 300, 28, 1);
+    let file = s.path("org.jsonl");
+    let oracle = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "--config",
+            s.config.to_str().expect("utf-8"),
+            "replay",
+            "--hold",
+            "--partitions",
+            "2",
+            "--instances",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().expect("utf-8"));
+        let out = util::run(&args, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("alert"))
+            .collect()
+    };
+    let apart = oracle(&[]);
+    let shared = oracle(&["--share-bindings"]);
+    let apart_ids: BTreeSet<&str> = apart.iter().filter_map(|a| a["id"].as_str()).collect();
+    // The first alert only shared bindings give, in record order.
+    let needs: Vec<&serde_json::Value> = shared
+        .iter()
+        .filter(|a| {
+            a["detector"] == "cross_env_reuse"
+                && !apart_ids.contains(a["id"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        !needs.is_empty(),
+        "no alert on this organisation needs another instance's binding: the test proves nothing"
+    );
+    let line_of = |event_id: &str| {
+        records
+            .iter()
+            .position(|r| r.windows(event_id.len()).any(|w| w == event_id.as_bytes()))
+            .expect("the alert's record")
+    };
+    let (cut, target) = needs
+        .iter()
+        .map(|a| (line_of(a["event_id"].as_str().expect("event id")), a))
+        .min_by_key(|(l, _)| *l)
+        .expect("one");
+    let target_id = target["id"].as_str().expect("id").to_string();
+    eprintln!(
+        "{} alerts need another instance's binding; the first, {target_id} ({}), is on record {cut} of {}",
+        needs.len(),
+        target["identity"],
+        records.len()
+    );
+    let addrs: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut a = s.start("a", &["--metrics-addr", &addrs[0]]);
+    let mut b = s.start("b", &["--metrics-addr", &addrs[1]]);
+    settled(&mut a, (0, 0));
+    settled(&mut b, (0, 0));
+    // Both hold one event partition each before anything is produced.
+    let one_each = |nw: &Nhiwatch| {
+        nw.log()
+            .lines()
+            .rev()
+            .find(|l| l.contains("event partitions assigned"))
+            .is_some_and(|l| l.matches("-events\", ").count() == 1)
+    };
+    let start = std::time::Instant::now();
+    while !(one_each(&a) && one_each(&b)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the two instances did not take one partition each\n== a:\n{}\n== b:\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.produce(&s.input, &records[..cut]);
+    // Wait until both instances detected every event of the first phase.
+    let events_topic = format!("{}-events", s.group);
+    let detected = |addr: &str| {
+        let (_, m) = http_get(addr, "/metrics");
+        prom::sum(&m, "nhiwatch_detect_events_total", &[])
+    };
+    let start = std::time::Instant::now();
+    let mut last_end = -1;
+    loop {
+        let end: i64 = broker
+            .end_offsets(&events_topic, partitions as i32)
+            .iter()
+            .sum();
+        let done: f64 = addrs.iter().map(|x| detected(x)).sum();
+        if end > 0 && end == last_end && done >= end as f64 {
+            break;
+        }
+        last_end = end;
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the first phase was not detected: {done} of {end}\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    broker.produce(&s.input, &records[cut..]);
+    let want = BTreeSet::from([target_id.clone()]);
+    let msgs = read_alerts(&broker, &s, &want);
+    let received: f64 = addrs
+        .iter()
+        .map(|x| {
+            let (_, m) = http_get(x, "/metrics");
+            prom::sum(&m, "nhiwatch_bindings_received_total", &[])
+        })
+        .sum();
+    let (a_log, b_log) = (a.log(), b.log());
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(b.terminate(), Some(0));
+    let got = ids(&msgs);
+    assert!(
+        got.contains(&target_id),
+        "the reuse of another instance's credential was not alerted\n== a:\n{a_log}\n== b:\n{b_log}"
+    );
+    assert!(received > 0.0, "no binding crossed between the instances");
+    assert_eq!(msgs.len(), got.len(), "an alert on the topic twice");
+    let missed = needs
+        .iter()
+        .filter(|x| !got.contains(x["id"].as_str().unwrap_or("")))
+        .count();
+    eprintln!(
+        "bindings: {received} received; of {} alerts that need another instance's binding, {missed} missed (streamed at full speed after the cut)",
+        needs.len()
+    );
+}

@@ -64,13 +64,15 @@ impl Credentials {
     /// Records a mint: a new binding, or one more presentation of a known credential. Past
     /// the bound, the expired bindings go first, then the tenth expiring soonest (a
     /// credential that lives longest is the one whose reuse matters longest).
-    pub fn bind(&self, key: u128, binding: Binding) {
+    ///
+    /// True when the binding is new (the credential's first mint).
+    pub fn bind(&self, key: u128, binding: Binding) -> bool {
         let now = binding.minted;
         let len = match self.map.entry(key) {
             dashmap::Entry::Occupied(mut o) => {
                 let b = o.get_mut();
                 b.presentations = b.presentations.saturating_add(1);
-                return;
+                return false;
             }
             dashmap::Entry::Vacant(v) => {
                 v.insert(binding);
@@ -86,6 +88,7 @@ impl Credentials {
             };
             self.bound.forget(&self.map, n, |b| b.expires);
         }
+        true
     }
 
     /// Sets the most bindings kept (`[state] max_credentials`).

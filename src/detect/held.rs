@@ -212,6 +212,21 @@ impl Engine {
 }
 
 impl Engine {
+    /// Collects the credential bindings this engine makes from now on (a credential's first
+    /// mint), for [`Engine::take_bindings`].
+    pub fn collect_bindings(&mut self) {
+        self.outbox.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the bindings collected since the last call to `out`.
+    pub fn take_bindings(&mut self, out: &mut Vec<(u128, Binding)>) {
+        if let Some(b) = &mut self.outbox {
+            out.append(b);
+        }
+    }
+}
+
+impl Engine {
     /// Whether this engine and `other` judge against one shared context.
     pub fn judges_with(&self, other: &Engine) -> bool {
         Arc::ptr_eq(&self.state.fleet, &other.state.fleet)

@@ -280,6 +280,9 @@ pub struct Engine {
     borrowed: bool,
     /// The values the last event may have rolled out (see [`Engine::rollout_values`]).
     rollout: (Day, Vec<u64>),
+    /// New credential bindings to publish to other instances (`run` with shared bindings;
+    /// `None`: not collected).
+    outbox: Option<Vec<(u128, Binding)>>,
     next_prune: i64,
     /// Counters.
     pub stats: Stats,
@@ -420,6 +423,7 @@ impl Engine {
             shared: false,
             borrowed: false,
             rollout: (0, Vec::new()),
+            outbox: None,
             next_prune: i64::MIN,
             stats: Stats::default(),
             counters,
@@ -691,19 +695,23 @@ impl Engine {
                     .ttl
                     .map_or(DEFAULT_TTL_SECS, |t| t.min(i64::MAX as u64) as i64);
                 let evicted = self.state.credentials.evicted();
-                self.state.credentials.bind(
-                    key,
-                    Binding {
-                        env: view.env.map(|e| e.0),
-                        minted: secs,
-                        expires: secs.saturating_add(ttl),
-                        single_use: event.credential.as_ref().is_some_and(|c| c.single_use),
-                        net: view.net.map(|n| n.hash),
-                        identity: who,
-                        presentations: 1,
-                        first_event: event.id.clone(),
-                    },
-                );
+                let binding = Binding {
+                    env: view.env.map(|e| e.0),
+                    minted: secs,
+                    expires: secs.saturating_add(ttl),
+                    single_use: event.credential.as_ref().is_some_and(|c| c.single_use),
+                    net: view.net.map(|n| n.hash),
+                    identity: who,
+                    presentations: 1,
+                    first_event: event.id.clone(),
+                };
+                // Published to other instances (`run`), only when new.
+                let copy = self.outbox.is_some().then(|| binding.clone());
+                if self.state.credentials.bind(key, binding)
+                    && let (Some(out), Some(b)) = (&mut self.outbox, copy)
+                {
+                    out.push((key, b));
+                }
                 forgotten(
                     "credentials",
                     self.state.credentials.evicted() - evicted,

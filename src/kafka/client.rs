@@ -191,6 +191,8 @@ pub struct Wanted<'a> {
     pub compact: bool,
     /// An existing topic must have exactly `partitions` (state is partitioned by it).
     pub check: bool,
+    /// A compacted topic whose records are also deleted after this long (`retention.ms`).
+    pub retention_ms: Option<&'a str>,
 }
 
 /// Creates the topics that do not exist yet; fails when the cluster cannot be reached or a
@@ -235,8 +237,14 @@ pub fn ensure_topics(
             None => {
                 let mut t =
                     NewTopic::new(w.name, w.partitions.max(1), TopicReplication::Fixed(repl));
-                if w.compact {
-                    t = t.set("cleanup.policy", "compact");
+                match (w.compact, w.retention_ms) {
+                    (true, Some(ms)) => {
+                        t = t
+                            .set("cleanup.policy", "compact,delete")
+                            .set("retention.ms", ms);
+                    }
+                    (true, None) => t = t.set("cleanup.policy", "compact"),
+                    _ => {}
                 }
                 create.push(t);
             }

@@ -111,6 +111,10 @@ struct Ctx {
     /// Their records, taken in the order ingest produced them (several partitions that
     /// judge together, repartitioned).
     merge: Option<Mutex<merge::Merge>>,
+    /// The instance's shared context (fleet, bindings, value texts, news, trust): an engine
+    /// without identities that every partition restored here joins (several partitions that
+    /// judge together).
+    root: Option<Mutex<Engine>>,
     /// Partitions just assigned, for the poll loop to restore.
     assigned: Arc<Mutex<Option<Vec<Key>>>>,
 }
@@ -267,7 +271,30 @@ impl Detect {
                 .map_or(0, |t| t.partitions().len() as i32),
             None => 0,
         };
+        // Several partitions judging together: the instance's context, and the bindings
+        // shared with other instances through `<group>-bindings` (created by `run`).
+        let together = self.cfg.kafka.share_context && self.cfg.kafka.partitions > 1;
+        let root = if together {
+            Some(
+                self.cfg
+                    .engine(None)
+                    .map_err(|e| Error::Setup(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let instance = format!(
+            "{}-{}-{}",
+            hostname,
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let bindings_table = root.as_ref().map(|r| r.state.credentials.clone());
         let saver = Arc::new(Saver {
+            bindings_topic: together.then(|| super::bindings::topic(&k.group_id)),
+            instance: instance.clone(),
             alerts_topic: self.alerts_topic.clone(),
             alerts_partitions,
             alerts_since: AtomicU64::new(0),
@@ -317,6 +344,7 @@ impl Detect {
                     && self.repartitioned
                     && self.cfg.kafka.partitions > 1)
                     .then(Mutex::default),
+                root: root.map(Mutex::new),
                 assigned: assigned.clone(),
             })
             .map_err(|e| Error::Client {
@@ -329,6 +357,22 @@ impl Detect {
                 what: "detect consumer",
                 message: e.to_string(),
             })?;
+        // Bindings other instances publish, merged into this instance's table.
+        let reader_stop = Arc::new(AtomicBool::new(false));
+        let reader = bindings_table.map(|table| {
+            let (k, group, instance, stop) = (
+                k.clone(),
+                k.group_id.clone(),
+                instance.clone(),
+                reader_stop.clone(),
+            );
+            std::thread::spawn(move || {
+                if let Err(e) = super::bindings::read(&k, &group, &instance, table, &stop) {
+                    metrics::get().error(stage::DETECT, "bindings_consumer");
+                    tracing::error!(error = %e, "the bindings of other instances cannot be read; credentials they minted are judged as if unseen");
+                }
+            })
+        });
         let mut results: Vec<Decoded> = Vec::with_capacity(2);
         let mut alerts: Vec<Alert> = Vec::new();
         let mut last = Instant::now();
@@ -415,7 +459,6 @@ impl Detect {
                             .push(msg.detach());
                     }
                 }
-                None if buffered > 0 => {}
                 None => {
                     // Idle: checkpoint now rather than at the interval, so a drained stream
                     // is committed promptly (and a quiet period costs nothing to restart).
@@ -557,6 +600,10 @@ impl Detect {
             }
         }
         consumer.unsubscribe();
+        reader_stop.store(true, Ordering::Relaxed);
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
         if let Err(e) = saver.sinks.shutdown(self.cfg.delivery.drain()) {
             tracing::error!(error = %e, "sinks did not shut down cleanly");
         }
@@ -619,12 +666,15 @@ impl Detect {
                 if part.next_offset > 0 {
                     rewind(consumer, key, part.next_offset);
                 }
-                if self.cfg.kafka.share_context
-                    && let Some(host) = parts.values_mut().next()
-                {
+                if let Some(root) = &consumer.context().root {
                     // The partitions held here judge together: what this partition's
-                    // checkpoint knew of the fleet, bindings and trust is added to theirs.
-                    part.engine.join_context(&mut host.engine);
+                    // checkpoint knew of the fleet, bindings and trust is added to the
+                    // instance's, which it judges against from now on.
+                    part.engine
+                        .join_context(&mut root.lock().unwrap_or_else(|e| e.into_inner()));
+                }
+                if saver.bindings_topic.is_some() {
+                    part.engine.collect_bindings();
                 }
                 parts.insert(key.clone(), part);
                 joined = true;
@@ -763,6 +813,9 @@ impl Detect {
                         )?;
                     } else if let Some(part) = part_mut(parts, topic, p) {
                         part.engine.process(&event, alerts);
+                    }
+                    if let Some(part) = part_mut(parts, topic, p) {
+                        publish_bindings(saver, &mut part.engine)?;
                     }
                     // Direct mode: this stage decoded the native record, so it keeps the event.
                     if !self.repartitioned
@@ -1088,6 +1141,32 @@ fn hand_off_failed(
     }
     saver.break_off();
     Err(e)
+}
+
+/// Produces the credential bindings `engine` made since the last call to `<group>-bindings`
+/// (when this instance shares them), for the other instances to merge.
+fn publish_bindings(saver: &Saver, engine: &mut Engine) -> Result<(), Error> {
+    let Some(topic) = &saver.bindings_topic else {
+        return Ok(());
+    };
+    let mut new = Vec::new();
+    engine.take_bindings(&mut new);
+    for (credential, b) in new {
+        let key = super::bindings::key(credential);
+        let value = super::bindings::encode(&b);
+        super::send(
+            &saver.producer,
+            BaseRecord::to(topic)
+                .key(&key[..])
+                .payload(&value[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: super::bindings::INSTANCE,
+                    value: Some(saver.instance.as_str()),
+                })),
+        )?;
+        metrics::get().bindings_published.inc();
+    }
+    Ok(())
 }
 
 /// The partition `topic`/`p` held here. Looked up without building a key: this runs for

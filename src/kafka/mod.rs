@@ -7,9 +7,11 @@
 //!    partitioned by its hash; undecodable records go to the dead-letter topic. Input offsets
 //!    are committed after the producer has delivered everything before them.
 //! 2. **detect** ([`detect`]) reads `<group>-events`. Each partition has its own detection
-//!    engine (baselines, fleet context, credential bindings), so an identity's state lives in
-//!    exactly one partition, and whichever instance owns a partition owns its state. Alerts
-//!    go to the alerts topic (and stdout). Every `run.checkpoint_interval` the stage flushes
+//!    engine, so an identity's baseline lives in exactly one partition, and whichever instance
+//!    owns a partition owns its state. The partitions one instance holds judge together (one
+//!    fleet and peer context, one table of credential bindings; `kafka.share_context`), and
+//!    the instances share their credential bindings through `<group>-bindings` ([`bindings`]).
+//!    Alerts go to the alerts topic (and stdout). Every `run.checkpoint_interval` the stage flushes
 //!    alerts, writes each changed partition's state with the offset it includes to the local
 //!    state directory and the compacted `<group>-changelog` topic ([`checkpoint`]), and only
 //!    then commits the offsets.
@@ -18,6 +20,7 @@
 //! are skipped, records after it are processed again (same alerts, same ids), and events the
 //! ingest stage produced twice are dropped by their origin's high-water mark.
 
+pub mod bindings;
 pub mod checkpoint;
 pub mod client;
 pub mod config;

@@ -45,6 +45,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         partitions: parts,
         compact: true,
         check: true,
+        retention_ms: None,
     }];
     if k.repartition {
         wanted.push(Wanted {
@@ -52,6 +53,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
             partitions: parts,
             compact: false,
             check: true,
+            retention_ms: None,
         });
     }
     for t in [&k.alerts_topic, &k.dlq_topic].into_iter().flatten() {
@@ -60,6 +62,18 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
             partitions: parts,
             compact: false,
             check: false,
+            retention_ms: None,
+        });
+    }
+    // Credential bindings shared between instances (partitions judging together).
+    let bindings_topic = super::bindings::topic(&group);
+    if k.share_context && k.partitions > 1 {
+        wanted.push(Wanted {
+            name: &bindings_topic,
+            partitions: parts,
+            compact: true,
+            check: false,
+            retention_ms: Some(super::bindings::RETENTION_MS),
         });
     }
     let bootstrap = k.bootstrap_servers.clone().unwrap_or_default();

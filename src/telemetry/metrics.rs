@@ -174,6 +174,10 @@ pub struct Metrics {
     pub judged_together: IntGauge,
     /// `nhiwatch_merge_buffered_records`.
     pub merge_buffered: IntGauge,
+    /// `nhiwatch_bindings_published_total`.
+    pub bindings_published: IntCounter,
+    /// `nhiwatch_bindings_received_total`.
+    pub bindings_received: IntCounter,
     /// `nhiwatch_checkpoint_duration_seconds`.
     pub checkpoint_seconds: Histogram,
     /// `nhiwatch_checkpoint_bytes_total`.
@@ -443,6 +447,16 @@ impl Metrics {
                 &r,
                 "nhiwatch_merge_buffered_records",
                 "Records of the partitions judged together read from Kafka and waiting for their turn in the order ingest produced them.",
+            ),
+            bindings_published: counter(
+                &r,
+                "nhiwatch_bindings_published_total",
+                "New credential bindings (a credential's first mint) this instance published to <group>-bindings for the other instances.",
+            ),
+            bindings_received: counter(
+                &r,
+                "nhiwatch_bindings_received_total",
+                "Credential bindings other instances published, read from <group>-bindings and merged into this instance's table.",
             ),
             checkpoint_seconds: histogram(
                 &r,

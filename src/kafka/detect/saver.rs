@@ -8,6 +8,10 @@ use super::*;
 
 /// What a checkpoint needs; shared with the rebalance callback.
 pub(super) struct Saver {
+    /// `<group>-bindings`, when this instance shares its credential bindings.
+    pub(super) bindings_topic: Option<String>,
+    /// This process, on the bindings it publishes (its own are not merged back).
+    pub(super) instance: String,
     pub(super) k: KafkaConfig,
     pub(super) group: String,
     pub(super) changelog_topic: String,
