@@ -1010,8 +1010,9 @@ fn settled(nw: &mut Nhiwatch, before: (usize, usize)) {
     }
 }
 
-/// Issue 19's live proof as far as `run` goes today (each partition judged alone, so the
-/// expected alerts are `replay --partitions 6 --isolated-partitions`'s). Each kill or restart
+/// Issue 19's chaos drill, with every partition judging alone (`share_context = false`), so
+/// the expected alerts (`replay --partitions 6 --isolated-partitions`'s) do not depend on which
+/// instance holds which partition at which moment. Each kill or restart
 /// waits until the group has settled without (or with) the instance: Tansu 0.6, the test
 /// broker, keeps a member that dies while its group rebalances as the group's leader for good
 /// (seen with `NHIWATCH_TEST_LOG=debug` and `"debug" = "cgrp"`: every JoinGroup of the live
@@ -1022,8 +1023,8 @@ fn settled(nw: &mut Nhiwatch, before: (usize, usize)) {
 fn three_instances_through_two_kills_and_a_restart_alert_what_replay_does() {
     // Six partitions over three instances; one instance is killed (-9) twice mid-stream and
     // restarted, another stopped with SIGTERM and restarted. The alerts topic must hold the
-    // alerts of `replay --partitions 6 --isolated-partitions` (each partition judged alone,
-    // as `run`'s are today), none missing and none extra.
+    // alerts of `replay --partitions 6 --isolated-partitions` (each partition judged alone),
+    // none missing and none extra.
     let broker = Broker::start();
     let partitions = 6;
     let s = Setup::new(&broker, partitions, "trio").isolated();

@@ -2,7 +2,7 @@
 //! identities share their cross-identity context (fleet and peer context, credential
 //! bindings), as designed in `docs/scale-out.md`, and decide as one engine would. Checked on
 //! the shipped sample week and on a simulated organisation of 300 identities, where engines
-//! that judge alone (`--isolated-partitions`, how `run`'s partitions judge today) do differ,
+//! that judge alone (`--isolated-partitions`, `run` with `kafka.share_context = false`) do differ,
 //! so the comparison can fail.
 
 use std::collections::BTreeSet;

@@ -38,6 +38,10 @@ pub const DEFAULT_TTL_SECS: i64 = 12 * 3600;
 #[derive(Debug, Default)]
 pub struct Credentials {
     map: DashMap<u128, Binding, MapHasher>,
+    /// Bindings other `run` instances made (`<group>-bindings`): judged against like the
+    /// others, but not saved in snapshots (the topic is read again at start), so a
+    /// checkpoint does not carry the whole organisation's credentials.
+    remote: DashMap<u128, Binding, MapHasher>,
     next_sweep: AtomicI64,
     /// `[state] max_credentials`; what was forgotten before expiry to keep it.
     bound: Bound,
@@ -46,19 +50,23 @@ pub struct Credentials {
 impl Credentials {
     /// The binding of a credential (a copy).
     pub fn get(&self, key: u128) -> Option<Binding> {
-        self.map.get(&key).map(|b| b.clone())
+        self.get_ref(key).map(|b| b.clone())
     }
 
     /// Calls `f` with every binding.
     pub fn for_each(&self, mut f: impl FnMut(&Binding)) {
-        for e in self.map.iter() {
+        for e in self.map.iter().chain(self.remote.iter()) {
             f(e.value());
         }
     }
 
     /// The binding of a credential, borrowed: the map cannot be written while it is held.
     pub fn get_ref(&self, key: u128) -> Option<dashmap::mapref::one::Ref<'_, u128, Binding>> {
-        self.map.get(&key)
+        match self.map.get(&key) {
+            Some(b) => Some(b),
+            None if self.remote.is_empty() => None,
+            None => self.remote.get(&key),
+        }
     }
 
     /// Records a mint: a new binding, or one more presentation of a known credential. Past
@@ -68,6 +76,16 @@ impl Credentials {
     /// True when the binding is new (the credential's first mint).
     pub fn bind(&self, key: u128, binding: Binding) -> bool {
         let now = binding.minted;
+        // Minted under another instance first: this presentation counts on its binding.
+        let binding = match self.remote.remove(&key) {
+            Some((_, mut theirs)) => {
+                theirs.presentations = theirs.presentations.saturating_add(1);
+                self.map.insert(key, theirs);
+                self.bound.added();
+                return false;
+            }
+            None => binding,
+        };
         let len = match self.map.entry(key) {
             dashmap::Entry::Occupied(mut o) => {
                 let b = o.get_mut();
@@ -115,6 +133,7 @@ impl Credentials {
         }
         self.next_sweep.store(now + 3600, Ordering::Relaxed);
         self.map.retain(|_, b| b.expires + grace_secs >= now);
+        self.remote.retain(|_, b| b.expires + grace_secs >= now);
         self.bound.recount(&self.map);
     }
 
@@ -131,12 +150,12 @@ impl Credentials {
 
     /// Number of live bindings.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.remote.len()
     }
 
     /// True when none.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.remote.is_empty()
     }
 
     /// Live bindings minted by an identity (for `baselines show`).
@@ -176,6 +195,39 @@ impl Credentials {
             }
         }
         self.bound.recount(&self.map);
+    }
+
+    /// Adds bindings other instances made (see `remote`): a credential this table binds
+    /// already keeps its own; for one both instances sent, the earlier mint is kept with the
+    /// larger presentation count. Past the bound, the tenth expiring soonest go.
+    pub fn merge_remote(&self, entries: Vec<(u128, Binding)>) {
+        for (k, v) in entries {
+            if self.map.contains_key(&k) {
+                continue;
+            }
+            match self.remote.entry(k) {
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                dashmap::Entry::Occupied(mut e) => {
+                    let b = e.get_mut();
+                    let presentations = b.presentations.max(v.presentations);
+                    if (v.minted, &v.first_event) < (b.minted, &b.first_event) {
+                        *b = v;
+                    }
+                    b.presentations = presentations;
+                }
+            }
+        }
+        let max = self.max();
+        if self.remote.len() > max {
+            let mut expiries: Vec<i64> = self.remote.iter().map(|b| b.expires).collect();
+            let last = expiries.len() - 1;
+            let cut = (expiries.len() - max * 9 / 10).min(last);
+            let (_, nth, _) = expiries.select_nth_unstable(cut);
+            let nth = *nth;
+            self.remote.retain(|_, b| b.expires > nth);
+        }
     }
 
     /// Restores bindings (snapshots).
@@ -225,6 +277,45 @@ mod tests {
         let once = a.export();
         a.merge(b.export());
         assert_eq!(a.export(), once, "merging the same again changes nothing");
+    }
+
+    #[test]
+    fn another_instances_bindings_are_judged_against_but_not_saved() {
+        let a = Credentials::default();
+        a.bind(1, binding(100, 60));
+        a.merge_remote(vec![
+            (
+                1,
+                Binding {
+                    identity: 9,
+                    ..binding(50, 60)
+                },
+            ),
+            (
+                2,
+                Binding {
+                    identity: 9,
+                    ..binding(70, 60)
+                },
+            ),
+        ]);
+        assert_eq!(
+            a.get(1).map(|b| b.identity),
+            Some(1),
+            "its own binding wins"
+        );
+        assert_eq!(a.get(2).map(|b| b.identity), Some(9), "judged against");
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a.export().len(),
+            1,
+            "not saved: the topic is read again at start"
+        );
+        // Presented here: one more presentation of the other instance's binding, now saved.
+        assert!(!a.bind(2, binding(80, 60)), "not a new credential");
+        let two = a.get(2).expect("bound");
+        assert_eq!((two.identity, two.presentations, two.minted), (9, 2, 70));
+        assert_eq!(a.export().len(), 2);
     }
 
     #[test]

@@ -213,7 +213,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1, env = "NHIWATCH_REPLAY_PARTITIONS")]
     pub partitions: u32,
     /// With `--partitions N`: each engine judges its identities against its own context
-    /// only, as `run`'s partitions do today, to reproduce a run's alerts exactly.
+    /// only, as `run`'s partitions do with `kafka.share_context = false`, to reproduce such a
+    /// run's alerts exactly.
     #[arg(long, requires = "partitions")]
     pub isolated_partitions: bool,
     /// With `--partitions N`: the engines are held by this many `run` instances, as the

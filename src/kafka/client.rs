@@ -191,7 +191,7 @@ pub struct Wanted<'a> {
     pub compact: bool,
     /// An existing topic must have exactly `partitions` (state is partitioned by it).
     pub check: bool,
-    /// A compacted topic whose records are also deleted after this long (`retention.ms`).
+    /// Records are deleted after this long (`retention.ms`; the broker's default without).
     pub retention_ms: Option<&'a str>,
 }
 
@@ -237,14 +237,11 @@ pub fn ensure_topics(
             None => {
                 let mut t =
                     NewTopic::new(w.name, w.partitions.max(1), TopicReplication::Fixed(repl));
-                match (w.compact, w.retention_ms) {
-                    (true, Some(ms)) => {
-                        t = t
-                            .set("cleanup.policy", "compact,delete")
-                            .set("retention.ms", ms);
-                    }
-                    (true, None) => t = t.set("cleanup.policy", "compact"),
-                    _ => {}
+                if w.compact {
+                    t = t.set("cleanup.policy", "compact");
+                }
+                if let Some(ms) = w.retention_ms {
+                    t = t.set("retention.ms", ms);
                 }
                 create.push(t);
             }

@@ -295,6 +295,7 @@ impl Detect {
         let saver = Arc::new(Saver {
             bindings_topic: together.then(|| super::bindings::topic(&k.group_id)),
             instance: instance.clone(),
+            bindings: Mutex::default(),
             alerts_topic: self.alerts_topic.clone(),
             alerts_partitions,
             alerts_since: AtomicU64::new(0),
@@ -416,6 +417,9 @@ impl Detect {
                 }
             }
             saver.next_turn(&consumer);
+            if let Err(e) = saver.publish_bindings(false) {
+                break Err(e);
+            }
             if saver.withheld.load(Ordering::Relaxed) > 0 {
                 let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
                 let released = self.release_withheld(&saver, &consumer, &hot, &mut g);
@@ -1143,30 +1147,22 @@ fn hand_off_failed(
     Err(e)
 }
 
-/// Produces the credential bindings `engine` made since the last call to `<group>-bindings`
-/// (when this instance shares them), for the other instances to merge.
+/// Collects the credential bindings `engine` made since the last call for publication to
+/// `<group>-bindings` (when this instance shares them), and sends the batch when it is due.
 fn publish_bindings(saver: &Saver, engine: &mut Engine) -> Result<(), Error> {
-    let Some(topic) = &saver.bindings_topic else {
+    if saver.bindings_topic.is_none() {
         return Ok(());
-    };
+    }
     let mut new = Vec::new();
     engine.take_bindings(&mut new);
-    for (credential, b) in new {
-        let key = super::bindings::key(credential);
-        let value = super::bindings::encode(&b);
-        super::send(
-            &saver.producer,
-            BaseRecord::to(topic)
-                .key(&key[..])
-                .payload(&value[..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: super::bindings::INSTANCE,
-                    value: Some(saver.instance.as_str()),
-                })),
-        )?;
-        metrics::get().bindings_published.inc();
+    if !new.is_empty() {
+        saver
+            .bindings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(&mut new);
     }
-    Ok(())
+    saver.publish_bindings(false)
 }
 
 /// The partition `topic`/`p` held here. Looked up without building a key: this runs for

@@ -71,7 +71,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         wanted.push(Wanted {
             name: &bindings_topic,
             partitions: parts,
-            compact: true,
+            compact: false,
             check: false,
             retention_ms: Some(super::bindings::RETENTION_MS),
         });

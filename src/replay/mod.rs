@@ -113,7 +113,7 @@ pub enum Error {
 /// than one engine, each identity goes to engine `hash(identity) % n`: the partitioning of
 /// `nhiwatch run`. Engines that [share their context](Engine::share_context) then decide as
 /// one engine would (the design of `docs/scale-out.md`); engines that do not judge their
-/// identities alone, as `run`'s partitions do today.
+/// identities alone, as `run`'s partitions do with `kafka.share_context = false`.
 ///
 /// Framing and decoding run on a second thread, which hands events over in batches, in
 /// order; the detectors run on the calling thread. The output does not depend on timing.

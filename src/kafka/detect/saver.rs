@@ -12,6 +12,8 @@ pub(super) struct Saver {
     pub(super) bindings_topic: Option<String>,
     /// This process, on the bindings it publishes (its own are not merged back).
     pub(super) instance: String,
+    /// New bindings not yet published.
+    pub(super) bindings: Mutex<crate::kafka::bindings::Batch>,
     pub(super) k: KafkaConfig,
     pub(super) group: String,
     pub(super) changelog_topic: String,
@@ -198,6 +200,28 @@ impl Saver {
         }
     }
 
+    /// Sends the new bindings collected when the batch is due (or `now`).
+    pub(super) fn publish_bindings(&self, now: bool) -> Result<(), Error> {
+        let Some(topic) = &self.bindings_topic else {
+            return Ok(());
+        };
+        let taken = self
+            .bindings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now);
+        if let Some((value, n)) = taken {
+            crate::kafka::send(
+                &self.producer,
+                BaseRecord::to(topic)
+                    .key(self.instance.as_bytes())
+                    .payload(&value[..]),
+            )?;
+            metrics::get().bindings_published.inc_by(n as u64);
+        }
+        Ok(())
+    }
+
     /// A new turn of the poll loop begins (a turn that stood still is judged first).
     pub(super) fn next_turn(&self, consumer: &BaseConsumer<Ctx>) {
         self.fenced(consumer);
@@ -215,6 +239,8 @@ impl Saver {
             tracing::info!("checkpoint skipped: this instance may no longer own its partitions");
             return Ok(());
         }
+        // The bindings of the records this checkpoint includes go out with its flush.
+        self.publish_bindings(true)?;
         // A partition holding alerts back is not checkpointed: its offsets must not move
         // past records whose alerts nobody sent.
         // Partitions judging together save the context they share with their own state: when
