@@ -76,8 +76,11 @@ impl Credentials {
     /// True when the binding is new (the credential's first mint).
     pub fn bind(&self, key: u128, binding: Binding) -> bool {
         let now = binding.minted;
-        // Minted under another instance first: this presentation counts on its binding.
+        // Minted under another instance first: this presentation counts on its binding. The
+        // same mint record processed again (after a restore, here or on the partition's
+        // previous owner, which published it) is that mint, not a second presentation.
         let binding = match self.remote.remove(&key) {
+            Some((_, theirs)) if theirs.first_event == binding.first_event => binding,
             Some((_, mut theirs)) => {
                 theirs.presentations = theirs.presentations.saturating_add(1);
                 self.map.insert(key, theirs);
@@ -180,6 +183,10 @@ impl Credentials {
     /// nothing.
     pub fn merge(&self, entries: Vec<(u128, Binding)>) {
         for (k, v) in entries {
+            // A binding this table now holds as its own is no longer another instance's.
+            if !self.remote.is_empty() {
+                self.remote.remove(&k);
+            }
             match self.map.entry(k) {
                 dashmap::Entry::Vacant(e) => {
                     e.insert(v);
@@ -295,6 +302,7 @@ mod tests {
                 2,
                 Binding {
                     identity: 9,
+                    first_event: "mint-2".into(),
                     ..binding(70, 60)
                 },
             ),
@@ -312,10 +320,31 @@ mod tests {
             "not saved: the topic is read again at start"
         );
         // Presented here: one more presentation of the other instance's binding, now saved.
-        assert!(!a.bind(2, binding(80, 60)), "not a new credential");
+        let presented = Binding {
+            first_event: "presented-2".into(),
+            ..binding(80, 60)
+        };
+        assert!(!a.bind(2, presented), "not a new credential");
         let two = a.get(2).expect("bound");
         assert_eq!((two.identity, two.presentations, two.minted), (9, 2, 70));
         assert_eq!(a.export().len(), 2);
+        // The mint record that made a binding, processed again after a restore (it came back
+        // from the topic), is that mint: a new binding, one presentation.
+        a.merge_remote(vec![(
+            3,
+            Binding {
+                first_event: "mint-3".into(),
+                ..binding(90, 60)
+            },
+        )]);
+        assert!(a.bind(
+            3,
+            Binding {
+                first_event: "mint-3".into(),
+                ..binding(90, 60)
+            }
+        ));
+        assert_eq!(a.get(3).map(|b| b.presentations), Some(1));
     }
 
     #[test]
