@@ -61,6 +61,8 @@ key = "{KEY}"
 bootstrap_servers = "{b}"
 group_id = "{g}"
 partitions = {partitions}
+# Records of a partition the loaded test broker serves late are still taken in order.
+merge_wait_ms = 2000
 alerts_topic = "{a}"
 dlq_topic = "{d}"
 

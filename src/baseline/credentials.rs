@@ -76,11 +76,8 @@ impl Credentials {
     /// True when the binding is new (the credential's first mint).
     pub fn bind(&self, key: u128, binding: Binding) -> bool {
         let now = binding.minted;
-        // Minted under another instance first: this presentation counts on its binding. The
-        // same mint record processed again (after a restore, here or on the partition's
-        // previous owner, which published it) is that mint, not a second presentation.
+        // Minted under another instance first: this presentation counts on its binding.
         let binding = match self.remote.remove(&key) {
-            Some((_, theirs)) if theirs.first_event == binding.first_event => binding,
             Some((_, mut theirs)) => {
                 theirs.presentations = theirs.presentations.saturating_add(1);
                 self.map.insert(key, theirs);
@@ -237,6 +234,12 @@ impl Credentials {
         }
     }
 
+    /// Keeps only the other instances' bindings `keep` says (those minted by identities this
+    /// instance now holds are forgotten: processing their records makes them again).
+    pub fn forget_remote(&self, keep: impl Fn(&Binding) -> bool) {
+        self.remote.retain(|_, b| keep(b));
+    }
+
     /// Restores bindings (snapshots).
     pub fn import(&self, entries: Vec<(u128, Binding)>) {
         for (k, v) in entries {
@@ -328,23 +331,12 @@ mod tests {
         let two = a.get(2).expect("bound");
         assert_eq!((two.identity, two.presentations, two.minted), (9, 2, 70));
         assert_eq!(a.export().len(), 2);
-        // The mint record that made a binding, processed again after a restore (it came back
-        // from the topic), is that mint: a new binding, one presentation.
-        a.merge_remote(vec![(
-            3,
-            Binding {
-                first_event: "mint-3".into(),
-                ..binding(90, 60)
-            },
-        )]);
-        assert!(a.bind(
-            3,
-            Binding {
-                first_event: "mint-3".into(),
-                ..binding(90, 60)
-            }
-        ));
-        assert_eq!(a.get(3).map(|b| b.presentations), Some(1));
+        // Another instance's bindings of identities this instance now holds are forgotten
+        // (it makes them again itself).
+        a.merge_remote(vec![(3, binding(90, 60))]);
+        assert!(a.get(3).is_some());
+        a.forget_remote(|b| b.identity != 1);
+        assert!(a.get(3).is_none());
     }
 
     #[test]

@@ -144,6 +144,13 @@ impl Engine {
         host.state
             .credentials
             .merge(self.state.credentials.export());
+        // A fresh host (the instance's root) sweeps expired bindings on the partitions'
+        // schedule, as one engine that never stopped would.
+        if host.state.credentials.next_sweep() == 0 {
+            host.state
+                .credentials
+                .set_next_sweep(self.state.credentials.next_sweep());
+        }
         for (h, t) in self.state.interner.export() {
             host.state.interner.intern(h, &t);
         }

@@ -494,13 +494,7 @@ impl Engine {
         let local = self.zones.local(&event.identity, event.time);
         let privileges = &self.privileges;
         let view = baseline::view(event, |s| privileges.rank(s) as u8, local);
-        // A binding this very record made is no earlier binding: a record processed again
-        // after a restore finds the binding its first processing published (another instance,
-        // or this one before a crash, sent it through `<group>-bindings`).
-        let binding = view
-            .cred
-            .and_then(|k| self.state.credentials.get_ref(k))
-            .filter(|b| b.first_event != event.id);
+        let binding = view.cred.and_then(|k| self.state.credentials.get_ref(k));
         // Values this identity has not shown yet today: only those change the fleet context.
         let mut fleet_news: smallvec::SmallVec<[u64; 8]> = smallvec::SmallVec::new();
         let zone = self.zones.name_for(&event.identity);

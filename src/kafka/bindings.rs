@@ -86,15 +86,17 @@ pub fn decode(value: &[u8]) -> Result<Vec<(u128, Binding)>, String> {
 }
 
 /// Reads `<group>-bindings` until `stop`, merging the bindings other instances publish into
-/// `table`. Runs on its own thread; errors are counted and logged, never fatal (a binding
+/// `table`, but for those minted by identities of the partitions `held` here. Runs on its own thread; errors are counted and logged, never fatal (a binding
 /// not received is a presentation judged as one instance would judge it).
 pub fn read(
     k: &KafkaConfig,
     group: &str,
     instance: &str,
     table: Arc<Credentials>,
+    held: &std::sync::RwLock<Vec<i32>>,
     stop: &AtomicBool,
 ) -> Result<(), Error> {
+    let partitions = k.partitions.max(1);
     let topic = topic(group);
     let consumer: BaseConsumer =
         client::client_config(k, Role::Restore, &format!("{group}-bindings"))
@@ -132,7 +134,15 @@ pub fn read(
                     continue;
                 }
                 match decode(msg.payload().unwrap_or_default()) {
-                    Ok(items) => {
+                    Ok(mut items) => {
+                        // Bindings of identities this instance holds are its own to make
+                        // (a record of theirs processed again makes them again).
+                        {
+                            let held = held.read().unwrap_or_else(|e| e.into_inner());
+                            items.retain(|(_, b)| {
+                                !held.contains(&((b.identity % partitions) as i32))
+                            });
+                        }
                         m.bindings_received.inc_by(items.len() as u64);
                         table.merge_remote(items);
                     }

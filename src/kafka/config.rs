@@ -58,6 +58,14 @@ pub struct KafkaConfig {
     /// never on which instance owns which partitions.
     #[serde(default = "default_true")]
     pub share_context: bool,
+    /// With several partitions judging together: how long a record waits for a partition
+    /// that has nothing buffered before it is taken anyway (milliseconds). Records of one
+    /// instance's partitions are judged in the order ingest produced them as long as no
+    /// partition's records reach this instance more than this after another's; raise it when
+    /// the broker is slow to serve some partitions (the cost: alerts wait up to this long
+    /// while a partition is quiet).
+    #[serde(default = "default_merge_wait_ms")]
+    pub merge_wait_ms: u64,
     /// Replication factor of the internal topics when nhiwatch creates them.
     #[serde(default = "default_replication")]
     pub replication_factor: u16,
@@ -86,6 +94,7 @@ impl Default for KafkaConfig {
             partitions: default_partitions(),
             repartition: true,
             share_context: true,
+            merge_wait_ms: default_merge_wait_ms(),
             replication_factor: default_replication(),
             options: BTreeMap::new(),
             consumer_options: BTreeMap::new(),
@@ -96,6 +105,10 @@ impl Default for KafkaConfig {
 
 fn default_group_id() -> String {
     "nhiwatch".into()
+}
+
+fn default_merge_wait_ms() -> u64 {
+    200
 }
 
 fn default_true() -> bool {

@@ -115,6 +115,9 @@ struct Ctx {
     /// without identities that every partition restored here joins (several partitions that
     /// judge together).
     root: Option<Mutex<Engine>>,
+    /// The event partitions this instance holds (restored or being restored): the bindings
+    /// their identities minted come from their own processing, never from other instances.
+    held: Arc<std::sync::RwLock<Vec<i32>>>,
     /// Partitions just assigned, for the poll loop to restore.
     assigned: Arc<Mutex<Option<Vec<Key>>>>,
 }
@@ -151,7 +154,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 if self.share {
-                    settle_shared(&mut parts);
+                    settle_shared(&mut parts, &self.held);
                 }
                 return;
             }
@@ -164,7 +167,7 @@ impl ConsumerContext for Ctx {
                 }
             }
             if self.share {
-                settle_shared(&mut parts);
+                settle_shared(&mut parts, &self.held);
             }
             tracing::info!(partitions = ?revoked, "event partitions revoked");
         }
@@ -292,8 +295,10 @@ impl Detect {
                 .map_or(0, |d| d.as_nanos())
         );
         let bindings_table = root.as_ref().map(|r| r.state.credentials.clone());
+        let held: Arc<std::sync::RwLock<Vec<i32>>> = Arc::default();
         let saver = Arc::new(Saver {
-            bindings_topic: together.then(|| super::bindings::topic(&k.group_id)),
+            bindings_topic: (together && self.repartitioned)
+                .then(|| super::bindings::topic(&k.group_id)),
             instance: instance.clone(),
             bindings: Mutex::default(),
             alerts_topic: self.alerts_topic.clone(),
@@ -344,8 +349,13 @@ impl Detect {
                 merge: (self.cfg.kafka.share_context
                     && self.repartitioned
                     && self.cfg.kafka.partitions > 1)
-                    .then(Mutex::default),
+                    .then(|| {
+                        Mutex::new(merge::Merge::new(Duration::from_millis(
+                            self.cfg.kafka.merge_wait_ms,
+                        )))
+                    }),
                 root: root.map(Mutex::new),
+                held: held.clone(),
                 assigned: assigned.clone(),
             })
             .map_err(|e| Error::Client {
@@ -360,15 +370,16 @@ impl Detect {
             })?;
         // Bindings other instances publish, merged into this instance's table.
         let reader_stop = Arc::new(AtomicBool::new(false));
-        let reader = bindings_table.map(|table| {
-            let (k, group, instance, stop) = (
+        let reader = bindings_table.filter(|_| self.repartitioned).map(|table| {
+            let (k, group, instance, stop, held) = (
                 k.clone(),
                 k.group_id.clone(),
                 instance.clone(),
                 reader_stop.clone(),
+                held.clone(),
             );
             std::thread::spawn(move || {
-                if let Err(e) = super::bindings::read(&k, &group, &instance, table, &stop) {
+                if let Err(e) = super::bindings::read(&k, &group, &instance, table, &held, &stop) {
                     metrics::get().error(stage::DETECT, "bindings_consumer");
                     tracing::error!(error = %e, "the bindings of other instances cannot be read; credentials they minted are judged as if unseen");
                 }
@@ -660,6 +671,16 @@ impl Detect {
         let mut joined = false;
         for key in keys {
             if !parts.contains_key(key) {
+                {
+                    let mut held = consumer
+                        .context()
+                        .held
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if !held.contains(&key.1) {
+                        held.push(key.1);
+                    }
+                }
                 let mut part = saver.restore(&self.cfg, &key.0, key.1).inspect_err(|_| {
                     metrics::get().error(stage::STATE, "restore");
                 })?;
@@ -674,8 +695,15 @@ impl Detect {
                     // The partitions held here judge together: what this partition's
                     // checkpoint knew of the fleet, bindings and trust is added to the
                     // instance's, which it judges against from now on.
-                    part.engine
-                        .join_context(&mut root.lock().unwrap_or_else(|e| e.into_inner()));
+                    let mut root = root.lock().unwrap_or_else(|e| e.into_inner());
+                    part.engine.join_context(&mut root);
+                    // Bindings its identities made came back from other instances (its
+                    // previous owner published them, or this process before a crash):
+                    // processing its records after the checkpoint makes them again.
+                    let (p, n) = (key.1 as u32, self.cfg.kafka.partitions.max(1));
+                    root.state
+                        .credentials
+                        .forget_remote(|b| b.identity % n != p);
                 }
                 if saver.bindings_topic.is_some() {
                     part.engine.collect_bindings();
@@ -693,7 +721,7 @@ impl Detect {
             }
         }
         if joined && self.cfg.kafka.share_context {
-            settle_shared(parts);
+            settle_shared(parts, &consumer.context().held);
         }
         if !empty.is_empty() {
             saver.checkpoint(consumer, parts, Some(&empty))?;
@@ -1177,7 +1205,8 @@ fn part_mut<'a>(parts: &'a mut HashMap<Key, Part>, topic: &str, p: i32) -> Optio
 /// After the partitions held here changed (restored or revoked) while they judge together:
 /// their peer groups' counts are read summed over the engines held now, and one engine
 /// counts the shared context in the metrics.
-fn settle_shared(parts: &mut HashMap<Key, Part>) {
+fn settle_shared(parts: &mut HashMap<Key, Part>, held: &std::sync::RwLock<Vec<i32>>) {
+    *held.write().unwrap_or_else(|e| e.into_inner()) = parts.keys().map(|k| k.1).collect();
     let mut keys: Vec<&Key> = parts.keys().collect();
     keys.sort();
     let engines: Vec<&Engine> = keys.iter().map(|k| &parts[*k].engine).collect();

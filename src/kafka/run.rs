@@ -67,7 +67,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     }
     // Credential bindings shared between instances (partitions judging together).
     let bindings_topic = super::bindings::topic(&group);
-    if k.share_context && k.partitions > 1 {
+    if k.share_context && k.partitions > 1 && k.repartition {
         wanted.push(Wanted {
             name: &bindings_topic,
             partitions: parts,

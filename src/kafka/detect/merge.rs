@@ -7,8 +7,8 @@
 //! event time ahead of another's). Records are therefore buffered per partition and taken in
 //! the order ingest produced them (its arrival stamp, then the input offset): the smallest
 //! head goes next once every partition held here has a record buffered, or once it has
-//! waited [`WAIT`] (a partition with nothing to read must not hold the others back). This
-//! is Kafka Streams' `max.task.idle.ms`, for the same reason.
+//! waited `kafka.merge_wait_ms` (200 ms by default; a partition with nothing to read must not
+//! hold the others back). This is Kafka Streams' `max.task.idle.ms`, for the same reason.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,16 +18,14 @@ use rdkafka::message::OwnedMessage;
 
 use super::Key;
 
-/// How long the next record waits for a partition that has nothing buffered.
-pub(super) const WAIT: Duration = Duration::from_millis(200);
-
 /// Records buffered in production order.
-#[derive(Default)]
 pub(super) struct Merge {
     queues: HashMap<Key, VecDeque<Buffered>>,
     /// Partitions assigned to this instance (a record of each is waited for).
     owned: Vec<Key>,
     len: usize,
+    /// How long the next record waits for a partition that has nothing buffered.
+    wait: Duration,
 }
 
 struct Buffered {
@@ -37,6 +35,16 @@ struct Buffered {
 }
 
 impl Merge {
+    /// An empty buffer whose records wait at most `wait` for a quiet partition.
+    pub(super) fn new(wait: Duration) -> Merge {
+        Merge {
+            queues: HashMap::new(),
+            owned: Vec::new(),
+            len: 0,
+            wait,
+        }
+    }
+
     /// Buffers a record.
     pub(super) fn push(&mut self, msg: OwnedMessage) {
         let (origin, arrival) = super::origin_of(&msg);
@@ -104,7 +112,7 @@ impl Merge {
                 .min_by_key(|(_, b)| b.order);
         }
         let (key, b) = best?;
-        if !all && b.at.elapsed() < WAIT {
+        if !all && b.at.elapsed() < self.wait {
             return None;
         }
         let key = key.clone();
@@ -153,7 +161,8 @@ mod tests {
 
     #[test]
     fn records_of_several_partitions_come_out_in_the_order_ingest_produced_them() {
-        let mut m = Merge::default();
+        const WAIT: Duration = Duration::from_millis(200);
+        let mut m = Merge::new(WAIT);
         m.assigned(&[key(0), key(1)]);
         // Partition 0's whole backlog is fetched before partition 1's.
         m.push(msg(0, 0, 10));
