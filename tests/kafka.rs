@@ -1579,19 +1579,31 @@ fn a_credential_minted_under_one_instance_and_reused_under_another_alerts() {
     };
     let start = std::time::Instant::now();
     let mut last_end = -1;
+    let bindings = |name: &str| -> f64 {
+        addrs
+            .iter()
+            .map(|x| prom::sum(&http_get(x, "/metrics").1, name, &[]))
+            .sum()
+    };
     loop {
         let end: i64 = broker
             .end_offsets(&events_topic, partitions as i32)
             .iter()
             .sum();
         let done: f64 = addrs.iter().map(|x| detected(x)).sum();
-        if end > 0 && end == last_end && done >= end as f64 {
+        // Every binding published has reached the other instance (an instance's bindings are
+        // all of its own partition's identities, which the other merges).
+        let (published, received) = (
+            bindings("nhiwatch_bindings_published_total"),
+            bindings("nhiwatch_bindings_received_total"),
+        );
+        if end > 0 && end == last_end && done >= end as f64 && received >= published {
             break;
         }
         last_end = end;
         assert!(
             start.elapsed() < Duration::from_secs(180),
-            "the first phase was not detected: {done} of {end}\n{}\n{}",
+            "the first phase was not detected ({done} of {end} events) or its bindings did not travel ({received} of {published})\n{}\n{}",
             a.log(),
             b.log()
         );
