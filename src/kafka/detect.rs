@@ -93,6 +93,9 @@ struct Part {
     /// if it still owns the partition, dropped with it if not (its new owner processes those
     /// records again and sends them). A partition holding some is not checkpointed.
     withheld: Vec<Withheld>,
+    /// Scratch: the values an event of this partition may have rolled out, handed to the
+    /// partitions judging with it.
+    rollout: Vec<u64>,
 }
 
 /// An alert held back while the partition's ownership is in doubt.
@@ -500,20 +503,14 @@ impl Detect {
                 }
                 Some(Ok(msg)) => {
                     idle_dirty = true;
-                    let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    let handled = self.message(
-                        &saver,
-                        &consumer,
-                        &hot,
-                        &mut g,
+                    let handled = self.handle(
+                        (&saver, &consumer, &hot, &parts),
                         &msg,
-                        &mut results,
-                        &mut alerts,
+                        (&mut results, &mut alerts),
+                        &mut full_since,
+                        &mut full_retry,
                     );
-                    if let Err(e) = handled
-                        && let Err(e) =
-                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
-                    {
+                    if let Err(e) = handled {
                         break Err(e);
                     }
                 }
@@ -527,20 +524,14 @@ impl Detect {
                     let Some(msg) = m.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
                         break;
                     };
-                    let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-                    let handled = self.message(
-                        &saver,
-                        &consumer,
-                        &hot,
-                        &mut g,
+                    let handled = self.handle(
+                        (&saver, &consumer, &hot, &parts),
                         &msg,
-                        &mut results,
-                        &mut alerts,
+                        (&mut results, &mut alerts),
+                        &mut full_since,
+                        &mut full_retry,
                     );
-                    if let Err(e) = handled
-                        && let Err(e) =
-                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
-                    {
+                    if let Err(e) = handled {
                         failed = Some(e);
                         break;
                     }
@@ -730,6 +721,28 @@ impl Detect {
         Ok(())
     }
 
+    /// Processes one record ([`Detect::message`]) with the partitions locked; a failed
+    /// hand-off of its alerts is judged by [`hand_off_failed`].
+    fn handle(
+        &self,
+        (saver, consumer, hot, parts): (
+            &Saver,
+            &BaseConsumer<Ctx>,
+            &Hot,
+            &Mutex<HashMap<Key, Part>>,
+        ),
+        msg: &impl Message,
+        (results, alerts): (&mut Vec<Decoded>, &mut Vec<Alert>),
+        full_since: &mut Option<Instant>,
+        full_retry: &mut Instant,
+    ) -> Result<(), Error> {
+        let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+        match self.message(saver, consumer, hot, &mut g, msg, results, alerts) {
+            Ok(()) => Ok(()),
+            Err(e) => hand_off_failed(saver, consumer, e, full_since, full_retry),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn message(
         &self,
@@ -846,7 +859,9 @@ impl Detect {
                     } else if let Some(part) = part_mut(parts, topic, p) {
                         part.engine.process(&event, alerts);
                     }
-                    if let Some(part) = part_mut(parts, topic, p) {
+                    if saver.bindings_topic.is_some()
+                        && let Some(part) = part_mut(parts, topic, p)
+                    {
                         publish_bindings(saver, &mut part.engine)?;
                     }
                     // Direct mode: this stage decoded the native record, so it keeps the event.
@@ -933,14 +948,20 @@ impl Detect {
         if values.is_empty() {
             return Ok(());
         }
-        let values = values.to_vec();
+        // Copied into the partition's own scratch: the other engines are borrowed next.
+        let mut rollout = std::mem::take(&mut part.rollout);
+        rollout.clear();
+        rollout.extend_from_slice(values);
         for ((t, q), other) in parts.iter_mut() {
             if *q == p && t == topic {
                 continue;
             }
             let held = other.engine.held();
-            other.engine.drop_rollouts(day, &values);
+            other.engine.drop_rollouts(day, &rollout);
             other.dirty |= other.engine.held() != held;
+        }
+        if let Some(part) = part_mut(parts, topic, p) {
+            part.rollout = rollout;
         }
         Ok(())
     }
@@ -1176,20 +1197,19 @@ fn hand_off_failed(
 }
 
 /// Collects the credential bindings `engine` made since the last call for publication to
-/// `<group>-bindings` (when this instance shares them), and sends the batch when it is due.
+/// `<group>-bindings`, and sends the batch when it is full (the poll loop sends it when it is
+/// old enough, and every checkpoint whatever its age).
 fn publish_bindings(saver: &Saver, engine: &mut Engine) -> Result<(), Error> {
-    if saver.bindings_topic.is_none() {
-        return Ok(());
-    }
     let mut new = Vec::new();
     engine.take_bindings(&mut new);
-    if !new.is_empty() {
-        saver
-            .bindings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(&mut new);
+    if new.is_empty() {
+        return Ok(());
     }
+    saver
+        .bindings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(&mut new);
     saver.publish_bindings(false)
 }
 

@@ -491,6 +491,7 @@ impl Saver {
             warned_gap: false,
             sent,
             withheld: Vec::new(),
+            rollout: Vec::new(),
         };
         Ok(part)
     }
