@@ -62,8 +62,11 @@ impl Credentials {
 
     /// The binding of a credential, borrowed: the map cannot be written while it is held.
     pub fn get_ref(&self, key: u128) -> Option<dashmap::mapref::one::Ref<'_, u128, Binding>> {
-        // One shard of each map at most (`is_empty` would lock every shard of `remote`).
-        self.map.get(&key).or_else(|| self.remote.get(&key))
+        match self.map.get(&key) {
+            Some(b) => Some(b),
+            None if self.remote.is_empty() => None,
+            None => self.remote.get(&key),
+        }
     }
 
     /// Records a mint: a new binding, or one more presentation of a known credential. Past
@@ -74,12 +77,7 @@ impl Credentials {
     pub fn bind(&self, key: u128, binding: Binding) -> bool {
         let now = binding.minted;
         // Minted under another instance first: this presentation counts on its binding.
-        let theirs = if self.remote.contains_key(&key) {
-            self.remote.remove(&key)
-        } else {
-            None
-        };
-        let binding = match theirs {
+        let binding = match self.remote.remove(&key) {
             Some((_, mut theirs)) => {
                 theirs.presentations = theirs.presentations.saturating_add(1);
                 self.map.insert(key, theirs);
@@ -183,8 +181,22 @@ impl Credentials {
     pub fn merge(&self, entries: Vec<(u128, Binding)>) {
         for (k, v) in entries {
             // A binding this table now holds as its own is no longer another instance's.
-            self.remote.remove(&k);
-            keep_earlier(&self.map, k, v);
+            if !self.remote.is_empty() {
+                self.remote.remove(&k);
+            }
+            match self.map.entry(k) {
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                dashmap::Entry::Occupied(mut e) => {
+                    let b = e.get_mut();
+                    let presentations = b.presentations.max(v.presentations);
+                    if (v.minted, &v.first_event) < (b.minted, &b.first_event) {
+                        *b = v;
+                    }
+                    b.presentations = presentations;
+                }
+            }
         }
         self.bound.recount(&self.map);
     }
@@ -194,8 +206,21 @@ impl Credentials {
     /// larger presentation count. Past the bound, the tenth expiring soonest go.
     pub fn merge_remote(&self, entries: Vec<(u128, Binding)>) {
         for (k, v) in entries {
-            if !self.map.contains_key(&k) {
-                keep_earlier(&self.remote, k, v);
+            if self.map.contains_key(&k) {
+                continue;
+            }
+            match self.remote.entry(k) {
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                dashmap::Entry::Occupied(mut e) => {
+                    let b = e.get_mut();
+                    let presentations = b.presentations.max(v.presentations);
+                    if (v.minted, &v.first_event) < (b.minted, &b.first_event) {
+                        *b = v;
+                    }
+                    b.presentations = presentations;
+                }
             }
         }
         let max = self.max();
@@ -221,24 +246,6 @@ impl Credentials {
             self.map.insert(k, v);
         }
         self.bound.recount(&self.map);
-    }
-}
-
-/// Adds a binding to `map`: for a credential it binds already, the earlier mint is kept with
-/// the larger presentation count (so merging the same binding twice changes nothing).
-fn keep_earlier(map: &DashMap<u128, Binding, MapHasher>, k: u128, v: Binding) {
-    match map.entry(k) {
-        dashmap::Entry::Vacant(e) => {
-            e.insert(v);
-        }
-        dashmap::Entry::Occupied(mut e) => {
-            let b = e.get_mut();
-            let presentations = b.presentations.max(v.presentations);
-            if (v.minted, &v.first_event) < (b.minted, &b.first_event) {
-                *b = v;
-            }
-            b.presentations = presentations;
-        }
     }
 }
 

@@ -244,8 +244,6 @@ pub struct Peers {
     /// The peer counts of other partitions judged together with this one (see
     /// [`Peers::set_siblings`]): every count read is the sum over this one and them.
     siblings: std::sync::RwLock<Vec<std::sync::Arc<Peers>>>,
-    /// Whether `siblings` holds any: an engine alone reads its counts without the lock.
-    linked: std::sync::atomic::AtomicBool,
 }
 
 /// The bit of a member's window record that says it is counted among weekend minters.
@@ -283,21 +281,16 @@ impl Peers {
     /// judge together): each keeps counting its own members, which is what its snapshot
     /// saves, and every read adds theirs up. Replaces any earlier list; `self` is skipped.
     pub fn set_siblings(self: &std::sync::Arc<Self>, siblings: Vec<std::sync::Arc<Peers>>) {
-        let others: Vec<_> = siblings
+        let others = siblings
             .into_iter()
             .filter(|s| !std::sync::Arc::ptr_eq(s, self))
             .collect();
-        self.linked
-            .store(!others.is_empty(), std::sync::atomic::Ordering::Release);
         *self.siblings.write().unwrap_or_else(|e| e.into_inner()) = others;
     }
 
     /// Calls `f` with this partition's counts and each sibling's.
     fn each(&self, mut f: impl FnMut(&Peers)) {
         f(self);
-        if !self.linked() {
-            return;
-        }
         let siblings = self.siblings.read().unwrap_or_else(|e| e.into_inner());
         for s in siblings.iter() {
             f(s);
@@ -306,7 +299,11 @@ impl Peers {
 
     /// Whether any sibling is linked (reads then sum over partitions).
     fn linked(&self) -> bool {
-        self.linked.load(std::sync::atomic::Ordering::Acquire)
+        !self
+            .siblings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Members of a group.

@@ -93,9 +93,6 @@ struct Part {
     /// if it still owns the partition, dropped with it if not (its new owner processes those
     /// records again and sends them). A partition holding some is not checkpointed.
     withheld: Vec<Withheld>,
-    /// Scratch: the values an event of this partition may have rolled out, handed to the
-    /// partitions judging with it.
-    rollout: Vec<u64>,
 }
 
 /// An alert held back while the partition's ownership is in doubt.
@@ -503,14 +500,20 @@ impl Detect {
                 }
                 Some(Ok(msg)) => {
                     idle_dirty = true;
-                    let handled = self.handle(
-                        (&saver, &consumer, &hot, &parts),
+                    let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                    let handled = self.message(
+                        &saver,
+                        &consumer,
+                        &hot,
+                        &mut g,
                         &msg,
-                        (&mut results, &mut alerts),
-                        &mut full_since,
-                        &mut full_retry,
+                        &mut results,
+                        &mut alerts,
                     );
-                    if let Err(e) = handled {
+                    if let Err(e) = handled
+                        && let Err(e) =
+                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
+                    {
                         break Err(e);
                     }
                 }
@@ -524,14 +527,20 @@ impl Detect {
                     let Some(msg) = m.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
                         break;
                     };
-                    let handled = self.handle(
-                        (&saver, &consumer, &hot, &parts),
+                    let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
+                    let handled = self.message(
+                        &saver,
+                        &consumer,
+                        &hot,
+                        &mut g,
                         &msg,
-                        (&mut results, &mut alerts),
-                        &mut full_since,
-                        &mut full_retry,
+                        &mut results,
+                        &mut alerts,
                     );
-                    if let Err(e) = handled {
+                    if let Err(e) = handled
+                        && let Err(e) =
+                            hand_off_failed(&saver, &consumer, e, &mut full_since, &mut full_retry)
+                    {
                         failed = Some(e);
                         break;
                     }
@@ -721,28 +730,6 @@ impl Detect {
         Ok(())
     }
 
-    /// Processes one record ([`Detect::message`]) with the partitions locked; a failed
-    /// hand-off of its alerts is judged by [`hand_off_failed`].
-    fn handle(
-        &self,
-        (saver, consumer, hot, parts): (
-            &Saver,
-            &BaseConsumer<Ctx>,
-            &Hot,
-            &Mutex<HashMap<Key, Part>>,
-        ),
-        msg: &impl Message,
-        (results, alerts): (&mut Vec<Decoded>, &mut Vec<Alert>),
-        full_since: &mut Option<Instant>,
-        full_retry: &mut Instant,
-    ) -> Result<(), Error> {
-        let mut g = parts.lock().unwrap_or_else(|e| e.into_inner());
-        match self.message(saver, consumer, hot, &mut g, msg, results, alerts) {
-            Ok(()) => Ok(()),
-            Err(e) => hand_off_failed(saver, consumer, e, full_since, full_retry),
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn message(
         &self,
@@ -859,9 +846,7 @@ impl Detect {
                     } else if let Some(part) = part_mut(parts, topic, p) {
                         part.engine.process(&event, alerts);
                     }
-                    if saver.bindings_topic.is_some()
-                        && let Some(part) = part_mut(parts, topic, p)
-                    {
+                    if let Some(part) = part_mut(parts, topic, p) {
                         publish_bindings(saver, &mut part.engine)?;
                     }
                     // Direct mode: this stage decoded the native record, so it keeps the event.
@@ -948,20 +933,14 @@ impl Detect {
         if values.is_empty() {
             return Ok(());
         }
-        // Copied into the partition's own scratch: the other engines are borrowed next.
-        let mut rollout = std::mem::take(&mut part.rollout);
-        rollout.clear();
-        rollout.extend_from_slice(values);
+        let values = values.to_vec();
         for ((t, q), other) in parts.iter_mut() {
             if *q == p && t == topic {
                 continue;
             }
             let held = other.engine.held();
-            other.engine.drop_rollouts(day, &rollout);
+            other.engine.drop_rollouts(day, &values);
             other.dirty |= other.engine.held() != held;
-        }
-        if let Some(part) = part_mut(parts, topic, p) {
-            part.rollout = rollout;
         }
         Ok(())
     }
@@ -1197,19 +1176,20 @@ fn hand_off_failed(
 }
 
 /// Collects the credential bindings `engine` made since the last call for publication to
-/// `<group>-bindings`, and sends the batch when it is full (the poll loop sends it when it is
-/// old enough, and every checkpoint whatever its age).
+/// `<group>-bindings` (when this instance shares them), and sends the batch when it is due.
 fn publish_bindings(saver: &Saver, engine: &mut Engine) -> Result<(), Error> {
-    let mut new = Vec::new();
-    engine.take_bindings(&mut new);
-    if new.is_empty() {
+    if saver.bindings_topic.is_none() {
         return Ok(());
     }
-    saver
-        .bindings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(&mut new);
+    let mut new = Vec::new();
+    engine.take_bindings(&mut new);
+    if !new.is_empty() {
+        saver
+            .bindings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(&mut new);
+    }
     saver.publish_bindings(false)
 }
 

@@ -10,7 +10,7 @@
 //! waited `kafka.merge_wait_ms` (200 ms by default; a partition with nothing to read must not
 //! hold the others back). This is Kafka Streams' `max.task.idle.ms`, for the same reason.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -20,19 +20,12 @@ use super::Key;
 
 /// Records buffered in production order.
 pub(super) struct Merge {
-    /// One queue per partition records were read from, and whether it is assigned to this
-    /// instance (a record of each assigned one is waited for). A handful of partitions: a
-    /// list, found without building a key for every record.
-    queues: Vec<Queue>,
+    queues: HashMap<Key, VecDeque<Buffered>>,
+    /// Partitions assigned to this instance (a record of each is waited for).
+    owned: Vec<Key>,
     len: usize,
     /// How long the next record waits for a partition that has nothing buffered.
     wait: Duration,
-}
-
-struct Queue {
-    key: Key,
-    owned: bool,
-    records: VecDeque<Buffered>,
 }
 
 struct Buffered {
@@ -45,28 +38,10 @@ impl Merge {
     /// An empty buffer whose records wait at most `wait` for a quiet partition.
     pub(super) fn new(wait: Duration) -> Merge {
         Merge {
-            queues: Vec::new(),
+            queues: HashMap::new(),
+            owned: Vec::new(),
             len: 0,
             wait,
-        }
-    }
-
-    /// The index of a partition's queue, made (not assigned) when it has none.
-    fn index(&mut self, topic: &str, partition: i32) -> usize {
-        match self
-            .queues
-            .iter()
-            .position(|q| q.key.1 == partition && q.key.0 == topic)
-        {
-            Some(i) => i,
-            None => {
-                self.queues.push(Queue {
-                    key: (topic.to_string(), partition),
-                    owned: false,
-                    records: VecDeque::new(),
-                });
-                self.queues.len() - 1
-            }
         }
     }
 
@@ -75,8 +50,8 @@ impl Merge {
         let (origin, arrival) = super::origin_of(&msg);
         let (offset, index) = origin.map_or((msg.offset(), 0), |o| (o.2, o.3));
         let order = (arrival, offset, index, msg.partition());
-        let i = self.index(msg.topic(), msg.partition());
-        self.queues[i].records.push_back(Buffered {
+        let key = (msg.topic().to_string(), msg.partition());
+        self.queues.entry(key).or_default().push_back(Buffered {
             order,
             at: Instant::now(),
             msg,
@@ -92,62 +67,59 @@ impl Merge {
     /// Partitions assigned (added to those held).
     pub(super) fn assigned(&mut self, keys: &[Key]) {
         for k in keys {
-            let i = self.index(&k.0, k.1);
-            self.queues[i].owned = true;
+            if !self.owned.contains(k) {
+                self.owned.push(k.clone());
+            }
         }
     }
 
     /// Partitions revoked or lost: no longer waited for, and what was buffered of them is
     /// dropped (their new owner reads it).
     pub(super) fn revoked(&mut self, keys: &[Key]) {
-        for q in self.queues.iter_mut().filter(|q| keys.contains(&q.key)) {
-            q.owned = false;
-        }
+        self.owned.retain(|k| !keys.contains(k));
         for k in keys {
             self.purge(k);
         }
     }
 
-    /// Drops what is buffered of a partition and forgets it (it is read again from an
-    /// earlier offset, or not by this instance).
+    /// Drops what is buffered of a partition (it is read again from an earlier offset).
     pub(super) fn purge(&mut self, key: &Key) {
-        if let Some(i) = self.queues.iter().position(|q| q.key == *key) {
-            let q = self.queues.swap_remove(i);
-            self.len -= q.records.len();
-            if q.owned {
-                // Still assigned (a seek): waited for again.
-                self.queues.push(Queue {
-                    records: VecDeque::new(),
-                    ..q
-                });
-            }
+        if let Some(q) = self.queues.remove(key) {
+            self.len -= q.len();
         }
     }
 
     /// The next record to process, if one is due.
     pub(super) fn pop(&mut self) -> Option<OwnedMessage> {
-        let head = |q: &Queue| q.records.front().map(|b| b.order);
-        // The smallest head of the assigned partitions (of any, when none of them has one:
-        // records of a partition not or no longer assigned are taken as they come).
-        let best = |owned: bool| {
-            (0..self.queues.len())
-                .filter(|i| !owned || self.queues[*i].owned)
-                .filter_map(|i| head(&self.queues[i]).map(|o| (o, i)))
-                .min()
-                .map(|(_, i)| i)
-        };
-        let i = best(true).or_else(|| best(false))?;
-        let all = self
-            .queues
-            .iter()
-            .all(|q| !q.owned || !q.records.is_empty());
-        let q = &mut self.queues[i];
-        if !all && q.records.front()?.at.elapsed() < self.wait {
+        let mut best: Option<(&Key, &Buffered)> = None;
+        let mut all = true;
+        for k in &self.owned {
+            match self.queues.get(k).and_then(|q| q.front()) {
+                Some(b) => {
+                    if best.is_none_or(|(_, x)| b.order < x.order) {
+                        best = Some((k, b));
+                    }
+                }
+                None => all = false,
+            }
+        }
+        // Records of a partition not (or no longer) listed as assigned: taken as they come.
+        if best.is_none() {
+            best = self
+                .queues
+                .iter()
+                .filter_map(|(k, q)| q.front().map(|b| (k, b)))
+                .min_by_key(|(_, b)| b.order);
+        }
+        let (key, b) = best?;
+        if !all && b.at.elapsed() < self.wait {
             return None;
         }
-        let b = q.records.pop_front()?;
-        if q.records.is_empty() && !q.owned {
-            self.queues.swap_remove(i);
+        let key = key.clone();
+        let q = self.queues.get_mut(&key)?;
+        let b = q.pop_front()?;
+        if q.is_empty() {
+            self.queues.remove(&key);
         }
         self.len -= 1;
         Some(b.msg)

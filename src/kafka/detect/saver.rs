@@ -491,7 +491,6 @@ impl Saver {
             warned_gap: false,
             sent,
             withheld: Vec::new(),
-            rollout: Vec::new(),
         };
         Ok(part)
     }
